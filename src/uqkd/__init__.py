@@ -1,0 +1,41 @@
+"""uqkd: uncertainty-aware knowledge distillation.
+
+Measure how teacher noise, student initialisation and student sampling propagate into
+distilled students, separate inter- from intra-student uncertainty, and distil with
+variance-aware labels (averaging, inverse-variance weighting).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import aggregate, metrics, theory
+from .aggregate import (
+    average,
+    inverse_variance_combine,
+    inverse_variance_weights,
+    pooled_variance,
+    sample_variance,
+    shrunk_variance,
+)
+from .config import ConfigError, UserError
+from .runner import RunResult, run_experiment
+from .students.linear import BatchedLinearRegression
+
+__all__ = [
+    "__version__",
+    "aggregate",
+    "metrics",
+    "theory",
+    "average",
+    "sample_variance",
+    "pooled_variance",
+    "shrunk_variance",
+    "inverse_variance_weights",
+    "inverse_variance_combine",
+    "BatchedLinearRegression",
+    "run_experiment",
+    "RunResult",
+    "ConfigError",
+    "UserError",
+]

@@ -1,0 +1,147 @@
+"""The ``uqkd`` console script: ``main(argv=None) -> int``.
+
+User errors (unknown experiment, unknown or ill-typed key, bad value, missing file) print
+one line ``uqkd: error: ...`` and return 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from .config import UserError
+
+__all__ = ["main", "build_parser", "SUBCOMMANDS"]
+
+# Extra subcommand groups register here: name -> (add_parser(subparsers), run(args) -> int).
+SUBCOMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        raise UserError(message)
+
+
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    return value
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .experiments import list_experiments
+
+    exps = list_experiments()
+    width = max(len(e.name) for e in exps)
+    for e in exps:
+        print(f"{e.name:<{width}}  §{e.section:<3} {e.description}")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from .config import config_to_dict, describe_fields
+    from .experiments import get_experiment
+    from .runner import resolve_config
+
+    exp = get_experiment(args.experiment)
+    cfg = config_to_dict(resolve_config(exp, args.profile))
+    print(f"{exp.name} (§{exp.section}): {exp.description}")
+    print(f"settings at profile {args.profile!r}:")
+    for name, tp, _default, help_ in describe_fields(exp.config_cls):
+        print(f"  {name} = {cfg[name]!r}  [{tp}]  {help_}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .runner import run_experiment
+
+    res = run_experiment(
+        args.experiment,
+        profile=args.profile,
+        out=args.out,
+        overrides=args.set or None,
+        config_file=args.config,
+        workers=args.workers,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    print(
+        f"{res.experiment}: {res.n_cells} cells ({res.n_computed} computed, "
+        f"{res.n_cells - res.n_computed} reused) in {res.seconds:.1f}s"
+    )
+    print(f"results: {res.results_csv}")
+    for f in res.figures:
+        print(f"figure:  {f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = _Parser(prog="uqkd", description="Uncertainty-aware knowledge distillation.")
+    p.add_argument("--version", action="version", version=f"uqkd {__version__}")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    sub.required = True
+
+    sp = sub.add_parser("list", help="list experiments with one-line descriptions")
+    sp.set_defaults(func=_cmd_list)
+
+    sp = sub.add_parser("show", help="show an experiment's settings at a profile")
+    sp.add_argument("experiment")
+    sp.add_argument("--profile", default="quick", choices=("quick", "paper"))
+    sp.set_defaults(func=_cmd_show)
+
+    sp = sub.add_parser("run", help="run (or resume) one experiment")
+    sp.add_argument("experiment", help="experiment name (see `uqkd list`)")
+    sp.add_argument("--profile", default="quick", choices=("quick", "paper"), help="settings preset")
+    sp.add_argument("--out", default="results", help="results root directory (default: results)")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    sp.add_argument("--config", default=None, metavar="FILE", help="TOML or JSON file of config fields")
+    sp.add_argument("--workers", type=_workers, default="auto",
+                    help="local worker processes, or 'auto' (one per core for sweeps of 16+ cells; default)")
+    sp.add_argument("--seed", type=int, default=0, help="root seed (default 0)")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.set_defaults(func=_cmd_run)
+
+    for add, run in SUBCOMMANDS.values():
+        add(sub)
+        del run
+    return p
+
+
+def _load_plugins() -> None:
+    """Import optional subcommand groups (they register into SUBCOMMANDS)."""
+    import importlib
+
+    for mod in ("uqkd.llm.cli",):
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 user error)."""
+    _load_plugins()
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"uqkd: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("uqkd: interrupted; finished cells are saved, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The experiment contract and registry.
+
+An experiment is a grid of cells. Each cell is a pure function of (config, cell
+parameters, root seed): ``run_cell`` derives every random number from the cell's identity
+(see :mod:`uqkd._seeding`) and returns one or more result rows (dicts). The runner
+handles scheduling, resume, atomic writes and figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import UserError
+
+__all__ = ["Experiment", "register", "get_experiment", "list_experiments", "EXPERIMENTS"]
+
+Cell = dict[str, Any]
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A registered experiment.
+
+    Attributes
+    ----------
+    name : str
+        Registry name, e.g. ``"variance-aware-linear"``.
+    section : str
+        Paper section, e.g. ``"7"``.
+    description : str
+        One line for ``uqkd list``.
+    config_cls : type
+        Dataclass of options; ``profiles`` hold overrides of its defaults.
+    cells : callable(config) -> list of dict
+        The sweep grid. Each dict holds the cell parameters (JSON-serialisable scalars).
+    run_cell : callable(config, cell, seed) -> list of dict
+        Pure: returns rows; each row repeats the cell parameters and adds statistics,
+        including ``n_students``.
+    plot : callable(results DataFrame, config, out_dir) -> list of Path, optional
+    profiles : dict
+        ``{"quick": {...}, "paper": {...}}`` field overrides.
+    cell_threads : int or None
+        Intra-op threads (BLAS, torch) a cell runs with. The default 1 makes every number
+        independent of the worker count (BLAS reductions can round differently with other
+        thread counts); parallelism then comes from running cells in worker processes.
+        ``None`` leaves threading alone (for experiments of a few long model-bound cells).
+    """
+
+    name: str
+    section: str
+    description: str
+    config_cls: type
+    cells: Callable[[Any], list[Cell]]
+    run_cell: Callable[[Any, Cell, int], list[Row]]
+    plot: Callable[[Any, Any, Path], list[Path]] | None = None
+    profiles: dict[str, dict[str, Any]] = field(default_factory=lambda: {"quick": {}, "paper": {}})
+    cell_threads: int | None = 1
+
+
+EXPERIMENTS: dict[str, Experiment] = {}
+
+
+def register(exp: Experiment) -> Experiment:
+    """Add an experiment to the registry (names are unique)."""
+    if exp.name in EXPERIMENTS and EXPERIMENTS[exp.name] is not exp:
+        raise ValueError(f"experiment {exp.name!r} is already registered")
+    for prof in ("quick", "paper"):
+        if prof not in exp.profiles:
+            raise ValueError(f"experiment {exp.name!r}: missing profile {prof!r}")
+    EXPERIMENTS[exp.name] = exp
+    return exp
+
+
+def _load_all() -> None:
+    from . import _builtin  # noqa: F401  (registers the built-in experiments)
+
+
+def get_experiment(name: str) -> Experiment:
+    """Look up an experiment; an unknown name raises :class:`UserError` listing the valid ones."""
+    _load_all()
+    if name not in EXPERIMENTS:
+        raise UserError(f"unknown experiment {name!r}; valid experiments: {', '.join(sorted(EXPERIMENTS))}")
+    return EXPERIMENTS[name]
+
+
+def list_experiments() -> list[Experiment]:
+    """All registered experiments, by paper section then name."""
+    _load_all()
+    return sorted(EXPERIMENTS.values(), key=lambda e: (e.section, e.name))

@@ -1,0 +1,527 @@
+r"""Linear-regression teachers and students: paper sections 4, 5 (data-driven) and 7.
+
+Every cell distils ``n_students`` OLS/WLS students at once (:mod:`uqkd.students.linear`)
+and reports Monte-Carlo statistics beside the closed forms of :mod:`uqkd.theory`.
+
+Teacher: OLS fit on the ground truth of the training split, mean :math:`\mu_T(x) = x^\top\theta_T`.
+Teacher noise per draw: variance :math:`\sigma^2(x) = \alpha\,\mathrm{Var}(y_{train})\,g(x)`
+with :math:`g \equiv 1` (homoscedastic, the paper) or :math:`g(x) \propto e^{h z(x)}`,
+:math:`z` the standardised teacher mean, normalised to mean one on the training inputs
+(heteroscedastic: the teacher is noisier on some inputs; same average noise).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .. import aggregate, theory
+from .._seeding import student_draws
+from ..data.tabular import TabularSplit, load_tabular
+from ..metrics import student_mse
+from ..students.linear import _add_intercept
+from .base import Experiment, register
+
+__all__ = [
+    "TeacherNoiseLinearConfig",
+    "BootstrapLinearConfig",
+    "VarianceAwareLinearConfig",
+    "LINEAR_METHODS",
+    "LinearSetup",
+    "linear_setup",
+    "teacher_moments",
+    "fit_method",
+]
+
+PAPER_SIGMAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 1.75, 2.0)
+PAPER_ALPHAS = (0.01, 0.1, 0.5, 1.0)
+PAPER_KS = (1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 20, 30, 40, 50)
+FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+#: name -> (uses oracle information?, one-line description)
+LINEAR_METHODS: dict[str, tuple[bool, str]] = {
+    "single": (False, "standard KD: one teacher draw per input"),
+    "averaging": (False, "mean of the k teacher draws per input"),
+    "variance-weighting-paper-oracle": (
+        True,
+        "published rule: mean_k weighted against the noise-free teacher mean with the true noise variance",
+    ),
+    "variance-weighting-wls": (
+        False,
+        "oracle-free: weighted least squares on mean_k, weights k / shrunk per-input variance of the draws",
+    ),
+    "variance-weighting-shrinkage": (
+        False,
+        "oracle-free: mean_k shrunk towards a leave-one-out student prediction by inverse variances",
+    ),
+}
+
+
+def _check_methods(methods: tuple[str, ...]) -> None:
+    for m in methods:
+        if m not in LINEAR_METHODS:
+            raise ValueError(f"methods: unknown method {m!r}; valid methods: {', '.join(LINEAR_METHODS)}")
+
+
+def _check_positive_tuple(name: str, values: tuple[Any, ...], *, integer: bool = False, allow_zero: bool = True) -> None:
+    if not values:
+        raise ValueError(f"{name}: expected at least one value")
+    for v in values:
+        if integer and v < 1:
+            raise ValueError(f"{name}: expected integers >= 1, got {v}")
+        if not integer and (v < 0 or (v == 0 and not allow_zero) or not np.isfinite(v)):
+            raise ValueError(f"{name}: expected values {'>=' if allow_zero else '>'} 0, got {v}")
+
+
+@dataclass(frozen=True)
+class LinearSetup:
+    """Data, teacher and the factorisations shared by every student of a dataset.
+
+    Attributes
+    ----------
+    split : TabularSplit
+    D, D_test : arrays (n, p), (m, p)
+        Designs with a leading column of ones.
+    pinv : array (p, n)
+        Pseudo-inverse of ``D``: OLS for any label matrix is ``pinv @ Y``.
+    leverage : array (n,)
+    theta_teacher : array (p,)
+    mu_train, mu_test : arrays (n,), (m,)
+        Noise-free teacher means.
+    var_y : float
+        Var(y_train) (ddof=0), the paper's noise scale.
+    """
+
+    split: TabularSplit
+    D: np.ndarray
+    D_test: np.ndarray
+    pinv: np.ndarray
+    leverage: np.ndarray
+    theta_teacher: np.ndarray
+    mu_train: np.ndarray
+    mu_test: np.ndarray
+    var_y: float
+
+    def noise_profile(self, noise: str, strength: float) -> tuple[np.ndarray, np.ndarray]:
+        """Relative noise variance g(x) on train and test inputs (mean one on train)."""
+        if noise == "homoscedastic" or strength == 0:
+            return np.ones(len(self.mu_train)), np.ones(len(self.mu_test))
+        m, s = self.mu_train.mean(), self.mu_train.std()
+        g_tr = np.exp(strength * (self.mu_train - m) / s)
+        g_te = np.exp(strength * (self.mu_test - m) / s)
+        c = g_tr.mean()
+        return g_tr / c, g_te / c
+
+
+@functools.lru_cache(maxsize=8)
+def linear_setup(dataset: str, seed: int) -> LinearSetup:
+    """Load ``dataset``, fit the OLS teacher on ground truth and cache the factorisations."""
+    split = load_tabular(dataset, seed=seed)
+    D = _add_intercept(split.X_train, True)
+    Dt = _add_intercept(split.X_test, True)
+    P = np.linalg.pinv(D)  # (p, n)
+    theta = P @ split.y_train
+    return LinearSetup(
+        split=split,
+        D=D,
+        D_test=Dt,
+        pinv=P,
+        leverage=np.einsum("ij,ji->i", D, P),
+        theta_teacher=theta,
+        mu_train=D @ theta,
+        mu_test=Dt @ theta,
+        var_y=float(split.y_train.var()),
+    )
+
+
+def teacher_moments(
+    mu: np.ndarray,
+    noise_var: np.ndarray,
+    k: int,
+    student_ids: np.ndarray,
+    seed: int,
+    identity: tuple[Any, ...],
+    sampling: Literal["exact", "draws"] = "exact",
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Mean and sample variance (ddof=1) of k Gaussian teacher draws per input, for each student.
+
+    ``draws`` samples all k responses per input: :math:`y_{ij} = \mu_i + \sigma_i z_{ij}`.
+    ``exact`` uses the sufficient statistics of Gaussian draws, exactly distributed as
+    the above: :math:`\bar y_i \sim N(\mu_i, \sigma_i^2/k)` and, independently,
+    :math:`s_i^2 \sim \sigma_i^2\chi^2_{k-1}/(k-1)`: two draws per input instead of k.
+
+    Returns
+    -------
+    mean_k, var_k : arrays of shape (R, n); ``var_k`` is zero when k = 1.
+    """
+    n = mu.shape[0]
+    sd = np.sqrt(noise_var)  # (n,)
+    if sampling == "draws":
+        z = student_draws(seed, (*identity, "draws", k), student_ids, lambda g, b: g.standard_normal((b, n, k)))
+        y = mu[None, :, None] + sd[None, :, None] * z  # (R, n, k)
+        mean = y.mean(axis=2)
+        var = y.var(axis=2, ddof=1) if k > 1 else np.zeros_like(mean)
+        return mean, var
+    if sampling != "exact":
+        raise ValueError(f"teacher_sampling: expected 'exact' or 'draws', got {sampling!r}")
+
+    def draw(g: np.random.Generator, b: int) -> np.ndarray:
+        z = g.standard_normal((b, n))
+        c = g.chisquare(k - 1, size=(b, n)) / (k - 1) if k > 1 else np.zeros((b, n))
+        return np.stack([z, c])  # (2, b, n)
+
+    zc = student_draws(seed, (*identity, "exact", k), student_ids, lambda g, b: np.moveaxis(draw(g, b), 0, 1))
+    z, c = zc[:, 0], zc[:, 1]  # (R, n) each
+    return mu[None, :] + sd[None, :] * z / np.sqrt(k), noise_var[None, :] * c
+
+
+def _wls(D: np.ndarray, Y: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Per-student WLS, labels Y (R, n), weights W (R, n) -> theta (R, p)."""
+    from ..students.linear import fit_wls_batched
+
+    return fit_wls_batched(D[:, 1:], Y.T, W.T).T
+
+
+def fit_method(
+    method: str,
+    setup: LinearSetup,
+    mean_k: np.ndarray,
+    var_k: np.ndarray,
+    k: int,
+    noise_var: np.ndarray,
+    single: np.ndarray,
+) -> np.ndarray:
+    """Fit R linear students with one distillation method; returns parameters (R, p).
+
+    Parameters
+    ----------
+    mean_k, var_k : arrays (R, n)
+        Mean and sample variance (ddof=1) of each student's k teacher draws.
+    noise_var : array (n,)
+        True per-draw noise variance (used only by the ``paper-oracle`` method).
+    single : array (R, n)
+        One teacher draw per input (method ``single``).
+    """
+    P = setup.pinv
+    if method == "single":
+        return single @ P.T
+    if method == "averaging":
+        return mean_k @ P.T
+    if method == "variance-weighting-paper-oracle":
+        var0 = var_k * (k - 1) / k  # ddof=0 variance of the draws
+        labels = aggregate.paper_oracle_labels(mean_k, var0, setup.mu_train[None, :], noise_var[None, :])
+        return labels @ P.T
+    if method == "variance-weighting-wls":
+        if k == 1:
+            return mean_k @ P.T
+        W = aggregate.inverse_variance_sample_weights(var_k, k, axis=1)  # (R, n)
+        return _wls(setup.D, mean_k, W)
+    if method == "variance-weighting-shrinkage":
+        if k == 1:
+            return mean_k @ P.T  # no per-input variance information
+        v = aggregate.shrunk_variance_from_moments(var_k, k, axis=1) / k  # Var(mean_k) estimate (R, n)
+        resid = mean_k - (mean_k @ P.T) @ setup.D.T  # (R, n)
+        loo = mean_k - resid / (1.0 - setup.leverage)[None, :]  # leave-one-out predictions
+        tau2 = aggregate.crossfit_variance(mean_k, loo, v, axis=1)  # (R, 1)
+        labels = aggregate.shrinkage_labels(mean_k, v, loo, tau2)
+        return labels @ P.T
+    raise ValueError(f"method: unknown method {method!r}; valid methods: {', '.join(LINEAR_METHODS)}")
+
+
+def _stats(setup: LinearSetup, theta: np.ndarray, train: bool = True) -> dict[str, float]:
+    """Test (and train) MSE against ground truth and inter-student variance; theta (R, p)."""
+    pred_te = theta @ setup.D_test.T  # (R, m)
+    te = student_mse(pred_te, setup.split.y_test)
+    R = theta.shape[0]
+    out = {
+        "mse_mean": float(te.mean()),
+        "mse_std": float(te.std(ddof=1)) if R > 1 else 0.0,
+        "mse_sem": float(te.std(ddof=1) / np.sqrt(R)) if R > 1 else 0.0,
+        "inter_student_var": float(pred_te.var(axis=0, ddof=1).mean()) if R > 1 else 0.0,
+        "n_students": int(R),
+    }
+    if train:
+        tr = student_mse(theta @ setup.D.T, setup.split.y_train)  # (R,)
+        out["train_mse_mean"] = float(tr.mean())
+        out["train_mse_std"] = float(tr.std(ddof=1)) if R > 1 else 0.0
+    return out
+
+
+def _check_common(n_students: int, dataset: str, teacher_sampling: str) -> None:
+    if n_students < 2:
+        raise ValueError(f"n_students: expected an integer >= 2, got {n_students}")
+    valid = ("boston", "boston11", "diabetes", "synthetic")
+    if dataset not in valid:
+        raise ValueError(f"dataset: expected one of {', '.join(valid)}; got {dataset!r}")
+    if teacher_sampling not in ("exact", "draws"):
+        raise ValueError(f"teacher_sampling: expected one of exact, draws; got {teacher_sampling!r}")
+
+
+# --------------------------------------------------------------------------- section 4
+
+
+@dataclass(frozen=True)
+class TeacherNoiseLinearConfig:
+    """Section 4: students fit to teacher mean + Gaussian noise of variance sigma * Var(y_train)."""
+
+    dataset: str = "boston"
+    sigmas: tuple[float, ...] = PAPER_SIGMAS
+    n_students: int = 200
+    teacher_sampling: Literal["exact", "draws"] = "exact"
+
+    def __post_init__(self) -> None:
+        _check_common(self.n_students, self.dataset, self.teacher_sampling)
+        _check_positive_tuple("sigmas", self.sigmas)
+
+
+def _tn_cells(cfg: TeacherNoiseLinearConfig) -> list[dict[str, Any]]:
+    return [{"sigma": float(s)} for s in cfg.sigmas]
+
+
+def _tn_run(cfg: TeacherNoiseLinearConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+    setup = linear_setup(cfg.dataset, seed)
+    sigma = cell["sigma"]
+    nv = np.full(len(setup.mu_train), sigma * setup.var_y)
+    ids = np.arange(cfg.n_students)
+    mean, _ = teacher_moments(setup.mu_train, nv, 1, ids, seed, ("teacher-noise-linear", cfg.dataset, sigma),
+                              cfg.teacher_sampling)
+    theta = mean @ setup.pinv.T  # (R, p)
+    row: dict[str, Any] = {"sigma": sigma, "noise_var": float(nv[0])}
+    row.update(_stats(setup, theta))
+    sp = setup.split
+    row["theory_mse"] = theory.ols_expected_mse(sp.X_train, setup.mu_train, sp.X_test, sp.y_test, float(nv[0]))
+    row["theory_train_mse"] = theory.ols_expected_train_mse(sp.X_train, setup.mu_train, sp.y_train, float(nv[0]))
+    C = theory.ols_param_cov(sp.X_train, float(nv[0]))
+    row["theory_inter_student_var"] = theory.expected_inter_student_var(sp.X_test, C)
+    C_mc = np.cov(theta, rowvar=False)
+    row["param_var_mc"] = float(np.mean(np.diag(C_mc)))
+    row["param_var_theory"] = float(np.mean(np.diag(C)))
+    row["param_cov_rel_err"] = float(np.linalg.norm(C_mc - C) / np.linalg.norm(C)) if sigma > 0 else 0.0
+    return [row]
+
+
+def _tn_plot(df: Any, cfg: TeacherNoiseLinearConfig, out_dir: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    from ..report.plots import plot_sweep, save_figure
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    plot_sweep(df, "sigma", "mse_mean", yerr="mse_std", theory="theory_mse", label="test", ax=axes[0])
+    plot_sweep(df, "sigma", "train_mse_mean", yerr="train_mse_std", theory="theory_train_mse", label="train",
+               ax=axes[0])
+    axes[0].set(xlabel=r"teacher noise $\sigma$ (variance / Var$(y)$)", ylabel="MSE vs ground truth (std. units²)",
+                title=f"OLS students on noisy teacher labels ({cfg.dataset})")
+    plot_sweep(df, "sigma", "param_var_mc", theory="param_var_theory", label="Monte Carlo", ax=axes[1])
+    axes[1].set(xlabel=r"teacher noise $\sigma$", ylabel=r"mean Var$(\hat\theta_j)$ across students",
+                title=r"parameter variance vs $\sigma^2 (X^\top X)^{-1}$")
+    return [save_figure(fig, out_dir / "teacher_noise_linear.png")]
+
+
+register(
+    Experiment(
+        name="teacher-noise-linear",
+        section="4",
+        description="OLS students on teacher mean + Gaussian noise: MSE and parameter covariance vs noise, with theory",
+        config_cls=TeacherNoiseLinearConfig,
+        cells=_tn_cells,
+        run_cell=_tn_run,
+        plot=_tn_plot,
+        profiles={"quick": {"n_students": 200}, "paper": {"n_students": 1000}},
+    )
+)
+
+# --------------------------------------------------------------------------- section 5
+
+
+@dataclass(frozen=True)
+class BootstrapLinearConfig:
+    """Section 5 (data-driven): bootstrap resamples of the training set, teacher outputs vs ground truth."""
+
+    dataset: str = "boston"
+    fractions: tuple[float, ...] = FRACTIONS
+    targets: tuple[str, ...] = ("teacher", "ground-truth")
+    n_students: int = 200
+    teacher_noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_common(self.n_students, self.dataset, "exact")
+        _check_positive_tuple("fractions", self.fractions, allow_zero=False)
+        if any(f > 1 for f in self.fractions):
+            raise ValueError(f"fractions: expected values in (0, 1], got {self.fractions}")
+        for t in self.targets:
+            if t not in ("teacher", "ground-truth"):
+                raise ValueError(f"targets: expected teacher or ground-truth, got {t!r}")
+        if not self.teacher_noise >= 0:
+            raise ValueError(f"teacher_noise: expected a number >= 0, got {self.teacher_noise}")
+
+
+def _bs_cells(cfg: BootstrapLinearConfig) -> list[dict[str, Any]]:
+    return [{"fraction": float(f), "target": t} for t in cfg.targets for f in cfg.fractions]
+
+
+def _bs_run(cfg: BootstrapLinearConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+    from ..students.linear import fit_wls_batched
+
+    setup = linear_setup(cfg.dataset, seed)
+    n = len(setup.mu_train)
+    frac = cell["fraction"]
+    m = max(1, int(round(frac * n)))
+    ids = np.arange(cfg.n_students)
+    # Same bootstrap samples for both targets (common random numbers): identity excludes target.
+    counts = student_draws(seed, ("bootstrap-linear", cfg.dataset, frac), ids,
+                           lambda g, b: g.multinomial(m, np.full(n, 1.0 / n), size=b).astype(float))  # (R, n)
+    if cell["target"] == "teacher":
+        labels = np.broadcast_to(setup.mu_train, counts.shape)
+        if cfg.teacher_noise > 0:
+            z = student_draws(seed, ("bootstrap-linear", cfg.dataset, "noise"), ids,
+                              lambda g, b: g.standard_normal((b, n)))
+            labels = labels + np.sqrt(cfg.teacher_noise * setup.var_y) * z
+    else:
+        labels = np.broadcast_to(setup.split.y_train, counts.shape)
+    theta = fit_wls_batched(setup.split.X_train, np.ascontiguousarray(labels.T), counts.T).T  # (R, p)
+    rank_def = float(np.mean(np.linalg.matrix_rank(setup.D[None, :, :] * (counts[:, :, None] > 0)) < setup.D.shape[1]))
+    row: dict[str, Any] = {"fraction": frac, "target": cell["target"], "bootstrap_size": m}
+    row.update(_stats(setup, theta))
+    row["rank_deficient_frac"] = rank_def
+    return [row]
+
+
+def _bs_plot(df: Any, cfg: BootstrapLinearConfig, out_dir: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    from ..report.plots import plot_sweep, save_figure
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for t, sub in df.groupby("target", sort=False):
+        plot_sweep(sub, "fraction", "mse_mean", yerr="mse_std", label=f"trained on {t}", ax=axes[0])
+        plot_sweep(sub, "fraction", "inter_student_var", label=f"trained on {t}", ax=axes[1], logy=True)
+    axes[0].set(xlabel="bootstrap size (fraction of training set)", ylabel="test MSE (std. units²)",
+                title=f"bootstrapped OLS students ({cfg.dataset})")
+    axes[1].set(xlabel="bootstrap size (fraction of training set)", ylabel="mean predictive variance across students",
+                title="inter-student variance")
+    return [save_figure(fig, out_dir / "bootstrap_linear.png")]
+
+
+register(
+    Experiment(
+        name="bootstrap-linear",
+        section="5",
+        description="bootstrap-resampled OLS students on teacher outputs vs ground truth: MSE and predictive variance",
+        config_cls=BootstrapLinearConfig,
+        cells=_bs_cells,
+        run_cell=_bs_run,
+        plot=_bs_plot,
+        profiles={"quick": {"n_students": 200}, "paper": {"n_students": 1000}},
+    )
+)
+
+# --------------------------------------------------------------------------- section 7
+
+
+@dataclass(frozen=True)
+class VarianceAwareLinearConfig:
+    """Section 7: alpha x k grid, averaging and variance weighting (paper-oracle and oracle-free)."""
+
+    dataset: str = "boston"
+    alphas: tuple[float, ...] = PAPER_ALPHAS
+    ks: tuple[int, ...] = PAPER_KS
+    methods: tuple[str, ...] = tuple(LINEAR_METHODS)
+    noise_models: tuple[str, ...] = ("homoscedastic", "heteroscedastic")
+    hetero_strength: float = 1.5
+    n_students: int = 200
+    teacher_sampling: Literal["exact", "draws"] = "exact"
+
+    def __post_init__(self) -> None:
+        _check_common(self.n_students, self.dataset, self.teacher_sampling)
+        _check_positive_tuple("alphas", self.alphas, allow_zero=False)
+        _check_positive_tuple("ks", self.ks, integer=True)
+        _check_methods(self.methods)
+        for nm in self.noise_models:
+            if nm not in ("homoscedastic", "heteroscedastic"):
+                raise ValueError(f"noise_models: expected homoscedastic or heteroscedastic, got {nm!r}")
+        if not np.isfinite(self.hetero_strength):
+            raise ValueError(f"hetero_strength: expected a finite number, got {self.hetero_strength}")
+
+
+def _va_cells(cfg: VarianceAwareLinearConfig) -> list[dict[str, Any]]:
+    return [{"noise": nm, "alpha": float(a), "k": int(k)} for nm in cfg.noise_models for a in cfg.alphas for k in cfg.ks]
+
+
+def _va_run(cfg: VarianceAwareLinearConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+    setup = linear_setup(cfg.dataset, seed)
+    noise, alpha, k = cell["noise"], cell["alpha"], cell["k"]
+    g_tr, g_te = setup.noise_profile(noise, cfg.hetero_strength)
+    nv = alpha * setup.var_y * g_tr  # (n,) per-draw noise variance
+    ids = np.arange(cfg.n_students)
+    ident = ("variance-aware-linear", cfg.dataset, noise, alpha)
+    mean_k, var_k = teacher_moments(setup.mu_train, nv, k, ids, seed, ident, cfg.teacher_sampling)
+    single, _ = teacher_moments(setup.mu_train, nv, 1, ids, seed, (*ident, "single"), cfg.teacher_sampling)
+    sp = setup.split
+    ols_cov = theory.wls_param_cov(sp.X_train, nv, weights=np.ones(len(nv)), k=k)
+    opt_cov = theory.wls_param_cov(sp.X_train, nv, k=k)
+    ols_cov1 = theory.wls_param_cov(sp.X_train, nv, weights=np.ones(len(nv)), k=1)
+    rows = []
+    for method in cfg.methods:
+        theta = fit_method(method, setup, mean_k, var_k, k, nv, single)
+        row: dict[str, Any] = {"noise": noise, "alpha": alpha, "k": k, "method": method,
+                               "oracle": LINEAR_METHODS[method][0]}
+        row.update(_stats(setup, theta, train=False))
+        th_cov = {"single": ols_cov1, "averaging": ols_cov}.get(method)
+        if th_cov is not None:
+            bias = float(np.mean((setup.mu_test - sp.y_test) ** 2))
+            tv = theory.expected_inter_student_var(sp.X_test, th_cov)
+            row["theory_inter_student_var"] = tv
+            row["theory_mse"] = bias + tv
+        else:
+            row["theory_inter_student_var"] = float("nan")
+            row["theory_mse"] = float("nan")
+        # Known-variance WLS: the floor any per-input weighting can reach (inter-student variance).
+        row["optimal_wls_inter_student_var"] = theory.expected_inter_student_var(sp.X_test, opt_cov)
+        rows.append(row)
+    return rows
+
+
+def _va_plot(df: Any, cfg: VarianceAwareLinearConfig, out_dir: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    from ..report.plots import plot_sweep, save_figure
+
+    paths = []
+    for noise, dn in df.groupby("noise", sort=False):
+        alphas = list(dict.fromkeys(dn["alpha"]))
+        fig, axes = plt.subplots(2, len(alphas), figsize=(4.2 * len(alphas), 7.5), squeeze=False)
+        for j, a in enumerate(alphas):
+            da = dn[dn["alpha"] == a]
+            for method, dm in da.groupby("method", sort=False):
+                theory_col = "theory_mse" if method == "averaging" else None
+                plot_sweep(dm, "k", "mse_mean", yerr="mse_std", theory=theory_col, label=method, ax=axes[0, j],
+                           logx=True)
+                plot_sweep(dm, "k", "inter_student_var", theory="theory_inter_student_var" if method == "averaging"
+                           else None, label=method, ax=axes[1, j], logx=True, logy=True)
+            axes[0, j].set(title=rf"{noise}, $\alpha$={a}", xlabel="k (teacher draws per input)",
+                           ylabel="test MSE (std. units²)")
+            axes[1, j].set(xlabel="k (teacher draws per input)", ylabel="inter-student variance")
+        axes[0, 0].legend(fontsize=7)
+        paths.append(save_figure(fig, out_dir / f"variance_aware_linear_{noise}.png"))
+    return paths
+
+
+register(
+    Experiment(
+        name="variance-aware-linear",
+        section="7",
+        description="averaging and inverse-variance weighting of k teacher draws for OLS students (alpha x k grid)",
+        config_cls=VarianceAwareLinearConfig,
+        cells=_va_cells,
+        run_cell=_va_run,
+        plot=_va_plot,
+        profiles={
+            "quick": {"n_students": 200, "ks": (1, 3, 5, 10, 20, 50)},
+            "paper": {"n_students": 1000},
+        },
+    )
+)

@@ -1,0 +1,157 @@
+r"""Metrics: evaluation error, inter-/intra-student variance, predictive entropy, calibration.
+
+Vocabulary: ``y_pred`` of shape ``(n_students, n_inputs, ...)`` holds every student's
+predictions; ``y_true`` of shape ``(n_inputs, ...)``. Functions return floats or dicts
+keyed by short names.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validation import check_array
+
+__all__ = [
+    "mse",
+    "student_mse",
+    "inter_student_var",
+    "intra_student_var",
+    "predictive_entropy",
+    "expected_calibration_error",
+    "negative_log_likelihood",
+    "regression_summary",
+    "classification_summary",
+]
+
+
+def _check_students(y_pred: np.ndarray) -> np.ndarray:
+    yp = check_array(y_pred, "y_pred")
+    if yp.ndim < 2:
+        raise ValueError(f"y_pred: expected shape (n_students, n_inputs, ...), got {yp.shape}")
+    return yp
+
+
+def mse(y_pred: np.ndarray, y_true: np.ndarray) -> float:
+    """Mean squared error of one prediction vector, :math:`\\frac1n\\sum_i (\\hat y_i - y_i)^2`."""
+    yp = check_array(y_pred, "y_pred")
+    yt = check_array(y_true, "y_true")
+    if yp.shape != yt.shape:
+        raise ValueError(f"y_pred: expected the shape of y_true {yt.shape}, got {yp.shape}")
+    return float(np.mean((yp - yt) ** 2))
+
+
+def student_mse(y_pred: np.ndarray, y_true: np.ndarray) -> np.ndarray:
+    """Per-student MSE, shape (n_students,), for ``y_pred`` (n_students, n_inputs, ...)."""
+    yp = _check_students(y_pred)
+    yt = check_array(y_true, "y_true")
+    if yp.shape[1:] != yt.shape:
+        raise ValueError(f"y_true: expected shape {yp.shape[1:]} to match y_pred {yp.shape}, got {yt.shape}")
+    return ((yp - yt) ** 2).reshape(yp.shape[0], -1).mean(axis=1)
+
+
+def inter_student_var(y_pred: np.ndarray) -> float:
+    r"""Inter-student variance: per input, variance across students (ddof=1), summed over
+    output dimensions, averaged over inputs.
+
+    .. math:: \frac1n \sum_i \sum_d \widehat{\mathrm{Var}}_r\big(\hat y^{(r)}_{i d}\big)
+
+    Parameters
+    ----------
+    y_pred : array of shape (n_students, n_inputs, ...), n_students >= 2
+    """
+    yp = _check_students(y_pred)
+    if yp.shape[0] < 2:
+        raise ValueError(f"y_pred: inter-student variance needs n_students >= 2, got {yp.shape[0]}")
+    v = yp.var(axis=0, ddof=1)  # (n_inputs, ...)
+    return float(v.reshape(v.shape[0], -1).sum(axis=1).mean())
+
+
+def intra_student_var(samples: np.ndarray) -> float:
+    r"""Intra-student variance: per student and input, variance across that student's own k
+    samples (ddof=1), summed over output dimensions, averaged over inputs and students.
+
+    Parameters
+    ----------
+    samples : array of shape (n_students, n_inputs, k, ...), k >= 2
+    """
+    s = check_array(samples, "samples")
+    if s.ndim < 3 or s.shape[2] < 2:
+        raise ValueError(f"samples: expected shape (n_students, n_inputs, k, ...) with k >= 2, got {s.shape}")
+    v = s.var(axis=2, ddof=1)  # (R, n, ...)
+    return float(v.reshape(v.shape[0], v.shape[1], -1).sum(axis=2).mean())
+
+
+def predictive_entropy(proba: np.ndarray) -> np.ndarray:
+    r"""Entropy in nats of each predictive distribution, :math:`-\sum_c p_c \log p_c`.
+
+    Parameters
+    ----------
+    proba : array of shape (..., n_classes), rows summing to one
+
+    Returns
+    -------
+    array of shape (...)
+    """
+    p = check_array(proba, "proba", nonnegative=True)
+    if p.ndim < 1:
+        raise ValueError(f"proba: expected shape (..., n_classes), got {p.shape}")
+    s = p.sum(axis=-1)
+    if not np.allclose(s, 1.0, atol=1e-4):
+        raise ValueError(f"proba: expected rows summing to 1, got sums in [{s.min():.4g}, {s.max():.4g}]")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=-1)
+    return ent
+
+
+def expected_calibration_error(proba: np.ndarray, y_true: np.ndarray, n_bins: int = 15) -> float:
+    r"""Expected calibration error with equal-width confidence bins:
+    :math:`\sum_b \frac{|B_b|}{n} |\mathrm{acc}(B_b) - \mathrm{conf}(B_b)|`."""
+    p = check_array(proba, "proba", ndim=2, nonnegative=True)
+    y = np.asarray(y_true)
+    if y.shape != (p.shape[0],):
+        raise ValueError(f"y_true: expected shape ({p.shape[0]},), got {y.shape}")
+    conf = p.max(axis=1)
+    correct = (p.argmax(axis=1) == y).astype(float)
+    bins = np.clip((conf * n_bins).astype(int), 0, n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        m = bins == b
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(ece)
+
+
+def negative_log_likelihood(proba: np.ndarray, y_true: np.ndarray, eps: float = 1e-12) -> float:
+    """Mean negative log-likelihood (nats) of the true class."""
+    p = check_array(proba, "proba", ndim=2, nonnegative=True)
+    y = np.asarray(y_true, dtype=int)
+    if y.shape != (p.shape[0],):
+        raise ValueError(f"y_true: expected shape ({p.shape[0]},), got {y.shape}")
+    return float(-np.mean(np.log(np.maximum(p[np.arange(len(y)), y], eps))))
+
+
+def regression_summary(y_pred: np.ndarray, y_true: np.ndarray) -> dict[str, float]:
+    """``mse_mean``, ``mse_std`` (across students), ``inter_student_var``, ``n_students``."""
+    per = student_mse(y_pred, y_true)
+    return {
+        "mse_mean": float(per.mean()),
+        "mse_std": float(per.std(ddof=1)) if per.size > 1 else 0.0,
+        "inter_student_var": inter_student_var(y_pred) if per.size > 1 else 0.0,
+        "n_students": int(per.size),
+    }
+
+
+def classification_summary(proba: np.ndarray, y_true: np.ndarray) -> dict[str, float]:
+    """Accuracy, mean predictive entropy overall / on correct / on incorrect, ECE, NLL for one model."""
+    p = check_array(proba, "proba", ndim=2, nonnegative=True)
+    y = np.asarray(y_true, dtype=int)
+    ent = predictive_entropy(p)
+    correct = p.argmax(axis=1) == y
+    return {
+        "accuracy": float(correct.mean()),
+        "entropy": float(ent.mean()),
+        "entropy_correct": float(ent[correct].mean()) if correct.any() else float("nan"),
+        "entropy_incorrect": float(ent[~correct].mean()) if (~correct).any() else float("nan"),
+        "ece": expected_calibration_error(p, y),
+        "nll": negative_log_likelihood(p, y),
+    }

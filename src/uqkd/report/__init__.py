@@ -1,0 +1,1 @@
+"""Figures, tables and the reproduction report (reads only result tables)."""

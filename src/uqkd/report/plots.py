@@ -1,0 +1,74 @@
+"""Plot helpers: ``plot_*(..., ax=None) -> Axes``; never call ``show()``."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["plot_sweep", "save_figure"]
+
+
+def plot_sweep(
+    df: Any,
+    x: str,
+    y: str,
+    *,
+    yerr: str | None = None,
+    theory: str | None = None,
+    label: str | None = None,
+    ax: plt.Axes | None = None,
+    logx: bool = False,
+    logy: bool = False,
+) -> plt.Axes:
+    """Line of ``y`` against ``x`` with a ±``yerr`` band (spread across students) and a dashed theory curve.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Tidy results (one row per x for this line).
+    x, y, yerr, theory : str
+        Column names.
+    """
+    if ax is None:
+        _, ax = plt.subplots()
+    d = df.sort_values(x)
+    xs = d[x].to_numpy(dtype=float)
+    ys = d[y].to_numpy(dtype=float)
+    (line,) = ax.plot(xs, ys, marker="o", ms=3, label=label)
+    if yerr is not None and yerr in d:
+        e = d[yerr].to_numpy(dtype=float)
+        lo = ys - e
+        if logy:
+            lo = np.where(lo > 0, lo, np.nan)
+        ax.fill_between(xs, lo, ys + e, alpha=0.15, color=line.get_color())
+    if theory is not None and theory in d:
+        t = d[theory].to_numpy(dtype=float)
+        if np.isfinite(t).any():
+            ax.plot(xs, t, ls="--", lw=1.2, color=line.get_color(), label=f"{label} (theory)" if label else "theory")
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return ax
+
+
+def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
+    """Save ``fig`` as PNG atomically and close it."""
+    from ..runner import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)

@@ -1,0 +1,169 @@
+"""Batched linear students: R label vectors fitted with one factorisation.
+
+All R students share the inputs ``X``; each has its own label vector (teacher draws) and
+optionally its own non-negative row weights (inverse-variance weights, or bootstrap counts:
+a bootstrap sample is the full ``X`` with per-row count weights). Rank-deficient problems
+(a 10% bootstrap of Boston can miss every CHAS = 1 row) get the minimum-norm solution.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._validation import check_array
+
+__all__ = ["fit_ols_batched", "fit_wls_batched", "loo_predictions", "BatchedLinearRegression"]
+
+
+def _add_intercept(X: np.ndarray, fit_intercept: bool) -> np.ndarray:
+    return np.hstack([np.ones((X.shape[0], 1)), X]) if fit_intercept else X
+
+
+def fit_ols_batched(X: np.ndarray, Y: np.ndarray, fit_intercept: bool = True, rcond: float = 1e-10) -> np.ndarray:
+    """Minimum-norm least-squares coefficients for R label vectors at once.
+
+    Parameters
+    ----------
+    X : array of shape (n, d)
+    Y : array of shape (n, R)
+        One label vector per student (columns).
+    fit_intercept : bool
+        Prepend a column of ones (coefficient row 0 is the intercept).
+
+    Returns
+    -------
+    array of shape (p, R), p = d + fit_intercept: ``pinv(D) @ Y``, one SVD for all R.
+    """
+    X = check_array(X, "X", ndim=2)
+    Y = check_array(Y, "Y", ndim=2)
+    if Y.shape[0] != X.shape[0]:
+        raise ValueError(f"Y: expected {X.shape[0]} rows to match X, got shape {Y.shape}")
+    D = _add_intercept(X, fit_intercept)
+    return np.linalg.pinv(D, rcond=rcond) @ Y  # (p, n) @ (n, R)
+
+
+def fit_wls_batched(
+    X: np.ndarray, Y: np.ndarray, W: np.ndarray, fit_intercept: bool = True, rcond: float = 1e-10
+) -> np.ndarray:
+    r"""Weighted least squares per student: :math:`\hat\theta_r = (D^\top W_r D)^+ D^\top W_r y_r`.
+
+    The R Gram matrices come from one matmul, ``W.T @ (D ⊗ D)``; the pseudo-inverse (by a
+    symmetric eigendecomposition, eigenvalues below ``rcond * max`` dropped) gives the
+    minimum-norm solution when a student's weighted design is rank-deficient.
+
+    Parameters
+    ----------
+    X : array of shape (n, d)
+    Y : array of shape (n, R) or (n,)
+        Label vectors (a single vector is shared by every student).
+    W : array of shape (n, R)
+        Non-negative row weights per student.
+
+    Returns
+    -------
+    array of shape (p, R)
+    """
+    X = check_array(X, "X", ndim=2)
+    n = X.shape[0]
+    W = check_array(W, "W", ndim=2, nonnegative=True)
+    if W.shape[0] != n:
+        raise ValueError(f"W: expected {n} rows to match X, got shape {W.shape}")
+    Y = check_array(Y, "Y", ndim=(1, 2))
+    if Y.shape[0] != n or (Y.ndim == 2 and Y.shape[1] != W.shape[1]):
+        raise ValueError(f"Y: expected shape ({n},) or ({n}, {W.shape[1]}), got {Y.shape}")
+    D = _add_intercept(X, fit_intercept)  # (n, p)
+    p = D.shape[1]
+    outer = (D[:, :, None] * D[:, None, :]).reshape(n, p * p)  # (n, p*p)
+    G = (W.T @ outer).reshape(-1, p, p)  # (R, p, p)
+    WY = W * (Y if Y.ndim == 2 else Y[:, None])  # (n, R)
+    b = WY.T @ D  # (R, p)
+    try:
+        # Fast path: every student's weighted Gram matrix is positive definite.
+        L = np.linalg.cholesky(G)  # (R, p, p)
+        scale = np.einsum("rii->r", G) / p
+        if np.all(np.einsum("rii->ri", L).min(axis=1) ** 2 > 1e3 * rcond * scale):
+            theta = np.linalg.solve(G, b[:, :, None])[:, :, 0]  # (R, p)
+            return theta.T
+    except np.linalg.LinAlgError:
+        pass
+    # Minimum-norm path (rank-deficient students, e.g. small bootstrap samples).
+    evals, evecs = np.linalg.eigh(G)  # (R, p), (R, p, p)
+    cut = rcond * np.max(np.abs(evals), axis=1, keepdims=True)
+    inv = np.where(evals > cut, 1.0 / np.where(evals > cut, evals, 1.0), 0.0)  # (R, p)
+    proj = np.einsum("rpq,rp->rq", evecs, b)  # V^T b  (R, p)
+    theta = np.einsum("rpq,rq->rp", evecs, inv * proj)  # (R, p)
+    return theta.T
+
+
+def loo_predictions(X: np.ndarray, Y: np.ndarray, fit_intercept: bool = True) -> np.ndarray:
+    r"""Leave-one-out OLS predictions for R label vectors: :math:`\hat y_{-i} = y_i - e_i/(1-h_{ii})`.
+
+    Parameters
+    ----------
+    X : array of shape (n, d)
+    Y : array of shape (n, R)
+
+    Returns
+    -------
+    array of shape (n, R)
+    """
+    D = _add_intercept(check_array(X, "X", ndim=2), fit_intercept)
+    P = np.linalg.pinv(D)  # (p, n)
+    h = np.einsum("ij,ji->i", D, P)  # leverages (n,)
+    if np.any(h > 1 - 1e-10):
+        raise ValueError("X: some inputs have leverage 1, leave-one-out predictions are undefined")
+    resid = Y - D @ (P @ Y)  # (n, R)
+    return Y - resid / (1.0 - h)[:, None]
+
+
+class BatchedLinearRegression:
+    """R least-squares students fitted at once (estimator contract).
+
+    Parameters
+    ----------
+    fit_intercept : bool, default True
+    rcond : float, default 1e-10
+        Relative cut-off for the pseudo-inverse (minimum-norm solutions).
+
+    Attributes
+    ----------
+    coef_ : array of shape (R, d)
+    intercept_ : array of shape (R,)
+
+    Examples
+    --------
+    >>> X = np.arange(6.0).reshape(3, 2)
+    >>> Y = np.stack([X @ [1.0, 0.0], X @ [0.0, 2.0]], axis=1)
+    >>> BatchedLinearRegression().fit(X, Y).predict(X).shape
+    (3, 2)
+    """
+
+    def __init__(self, *, fit_intercept: bool = True, rcond: float = 1e-10) -> None:
+        self.fit_intercept = fit_intercept
+        self.rcond = rcond
+
+    def fit(self, X: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None = None) -> BatchedLinearRegression:
+        """Fit R students to the columns of ``Y`` (n, R), optionally with weights (n, R)."""
+        Y = check_array(Y, "Y", ndim=(1, 2))
+        Y2 = Y[:, None] if Y.ndim == 1 else Y
+        if sample_weight is None:
+            theta = fit_ols_batched(X, Y2, self.fit_intercept, self.rcond)
+        else:
+            W = check_array(sample_weight, "sample_weight", ndim=(1, 2), nonnegative=True)
+            W2 = np.broadcast_to(W[:, None] if W.ndim == 1 else W, Y2.shape)
+            theta = fit_wls_batched(X, Y2, W2, self.fit_intercept, self.rcond)
+        if self.fit_intercept:
+            self.intercept_, self.coef_ = theta[0], theta[1:].T
+        else:
+            self.intercept_, self.coef_ = np.zeros(theta.shape[1]), theta.T
+        self.n_features_in_ = self.coef_.shape[1]
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predictions of every student, shape (n, R)."""
+        if not hasattr(self, "coef_"):
+            raise RuntimeError("BatchedLinearRegression: call fit(X, Y) before predict(X)")
+        X = check_array(X, "X", ndim=2)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X: expected {self.n_features_in_} features, got {X.shape[1]}")
+        return X @ self.coef_.T + self.intercept_  # (n, R)

@@ -1,0 +1,78 @@
+import json
+
+import pandas as pd
+import pytest
+
+from uqkd.config import ConfigError, UserError
+from uqkd.runner import SweepInterrupted, run_experiment
+
+SMALL = {"n_students": 20, "alphas": "0.1,1.0", "ks": "1,3,10"}
+
+
+def _run(out, **kw):
+    return run_experiment("variance-aware-linear", out=out, overrides=dict(SMALL), progress=False,
+                          make_figures=False, **kw)
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
+    ref = _run(tmp_path / "a")
+    with pytest.raises(SweepInterrupted):
+        _run(tmp_path / "b", stop_after=5)
+    assert not (tmp_path / "b" / "variance-aware-linear" / "results.csv").exists()
+    assert len(list((tmp_path / "b" / "variance-aware-linear" / "cells").glob("*.json"))) == 5
+    res = _run(tmp_path / "b")
+    assert res.n_computed == ref.n_cells - 5
+    assert res.results_csv.read_bytes() == ref.results_csv.read_bytes()
+    again = _run(tmp_path / "b")
+    assert again.n_computed == 0
+    assert not list((tmp_path / "b").rglob("*.tmp"))
+
+
+def test_worker_count_does_not_change_results(tmp_path):
+    one = _run(tmp_path / "one", workers=1)
+    two = _run(tmp_path / "two", workers=2)
+    assert one.results_csv.read_bytes() == two.results_csv.read_bytes()
+
+
+def test_seed_changes_results_and_is_recorded(tmp_path):
+    a = _run(tmp_path / "s0", seed=0)
+    b = _run(tmp_path / "s1", seed=1)
+    assert a.results_csv.read_bytes() != b.results_csv.read_bytes()
+    meta = json.loads((tmp_path / "s1" / "variance-aware-linear" / "config.json").read_text())
+    assert meta["seed"] == 1 and meta["config"]["n_students"] == 20 and "numpy" in meta["versions"]
+
+
+def test_results_table_is_tidy(tmp_path):
+    res = _run(tmp_path / "t")
+    df = pd.read_csv(res.results_csv)
+    for col in ("noise", "alpha", "k", "method", "oracle", "mse_mean", "mse_std", "inter_student_var", "n_students"):
+        assert col in df.columns
+    assert len(df) == 2 * 2 * 3 * 5
+    assert not df.duplicated(["noise", "alpha", "k", "method"]).any()
+    assert (df["n_students"] == 20).all()
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(UserError, match="unknown experiment 'nope'; valid experiments: .*variance-aware-linear"):
+        run_experiment("nope", out=tmp_path)
+    with pytest.raises(ConfigError, match="unknown config key 'alpha' in --set; valid keys: dataset, alphas"):
+        run_experiment("variance-aware-linear", out=tmp_path, overrides=["alpha=1"])
+    with pytest.raises(ConfigError, match="n_students: expected an integer, got 'many'"):
+        run_experiment("variance-aware-linear", out=tmp_path, overrides=["n_students=many"])
+    with pytest.raises(ConfigError, match="ks: expected integers >= 1, got 0"):
+        run_experiment("variance-aware-linear", out=tmp_path, overrides=["ks=0,1"])
+    with pytest.raises(ConfigError, match="methods: unknown method 'magic'"):
+        run_experiment("variance-aware-linear", out=tmp_path, overrides=["methods=magic"])
+
+
+def test_config_file_and_overrides_precedence(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('n_students = 30\nks = [1, 2]\nalphas = [0.5]\nnoise_models = ["homoscedastic"]\n')
+    res = run_experiment("variance-aware-linear", out=tmp_path, config_file=cfg, overrides=["ks=4"],
+                         progress=False, make_figures=False)
+    df = pd.read_csv(res.results_csv)
+    assert set(df["k"]) == {4} and set(df["n_students"]) == {30}
+    bad = tmp_path / "bad.toml"
+    bad.write_text("bogus = 1\n")
+    with pytest.raises(ConfigError, match="unknown config key 'bogus' in --config"):
+        run_experiment("variance-aware-linear", out=tmp_path, config_file=bad)
