@@ -18,10 +18,8 @@ $(STAMP): pyproject.toml Makefile
 	@touch $(STAMP)
 
 demo: install
-	$(BIN)/uqkd run teacher-noise-linear --profile quick --out $(OUT)
-	$(BIN)/uqkd run bootstrap-linear --profile quick --out $(OUT)
-	$(BIN)/uqkd run variance-aware-linear --profile quick --out $(OUT)
-	@echo "results and figures are in $(OUT)/<experiment>/ (results.csv, config.json, *.png)"
+	$(BIN)/uqkd reproduce --profile quick --out $(OUT)
+	@echo "report: $(OUT)/report.html (and report.md); per-experiment results in $(OUT)/<experiment>/"
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -83,6 +83,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import reproduce
+
+    md, html, failed = reproduce(profile=args.profile, out=args.out, only=args.only, workers=args.workers,
+                                 seed=args.seed, progress=not args.quiet)
+    print(f"report: {html}")
+    print(f"report: {md}")
+    if failed:
+        print(f"failed experiments (rerun to resume): {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report.report import build_report
+
+    md, html = build_report(args.dir)
+    print(f"report: {html}")
+    print(f"report: {md}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -110,6 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0, help="root seed (default 0)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_run)
+
+    sp = sub.add_parser("reproduce", help="run every experiment of a profile and build the report")
+    sp.add_argument("--profile", default="quick", choices=("quick", "paper"), help="settings preset")
+    sp.add_argument("--out", default="results", help="results root directory (default: results)")
+    sp.add_argument("--only", nargs="+", metavar="SECTION", help="paper sections (4 5 6 7) or experiment names")
+    sp.add_argument("--workers", type=_workers, default="auto", help="local worker processes or 'auto'")
+    sp.add_argument("--seed", type=int, default=0, help="root seed (default 0)")
+    sp.add_argument("--quiet", action="store_true", help="no progress bars")
+    sp.set_defaults(func=_cmd_reproduce)
+
+    sp = sub.add_parser("report", help="(re)build report.md and report.html from results on disk")
+    sp.add_argument("dir", help="results directory (as given to --out)")
+    sp.set_defaults(func=_cmd_report)
 
     for add, run in SUBCOMMANDS.values():
         add(sub)

@@ -48,6 +48,8 @@ class Experiment:
         independent of the worker count (BLAS reductions can round differently with other
         thread counts); parallelism then comes from running cells in worker processes.
         ``None`` leaves threading alone (for experiments of a few long model-bound cells).
+    summary : callable(results DataFrame) -> DataFrame, optional
+        The key numbers the report shows (default: the first 30 rows).
     """
 
     name: str
@@ -59,6 +61,7 @@ class Experiment:
     plot: Callable[[Any, Any, Path], list[Path]] | None = None
     profiles: dict[str, dict[str, Any]] = field(default_factory=lambda: {"quick": {}, "paper": {}})
     cell_threads: int | None = 1
+    summary: Callable[[Any], Any] | None = None
 
 
 EXPERIMENTS: dict[str, Experiment] = {}

@@ -304,6 +304,29 @@ def _tn_run(cfg: TeacherNoiseLinearConfig, cell: dict[str, Any], seed: int) -> l
     return [row]
 
 
+def _tn_summary(df: Any) -> Any:
+    cols = ["sigma", "mse_mean", "theory_mse", "mse_std", "train_mse_mean", "theory_train_mse", "inter_student_var",
+            "theory_inter_student_var", "param_var_mc", "param_var_theory", "n_students"]
+    return df[[c for c in cols if c in df]]
+
+
+def _bs_summary(df: Any) -> Any:
+    cols = ["target", "fraction", "mse_mean", "mse_std", "inter_student_var", "rank_deficient_frac", "n_students"]
+    return df[[c for c in cols if c in df]]
+
+
+def _va_summary(df: Any) -> Any:
+    ks = sorted(set(df["k"]))
+    keep = {ks[0], ks[len(ks) // 2], ks[-1]}
+    d = df[df["k"].isin(keep)]
+    if d["alpha"].nunique() > 2:
+        al = sorted(set(d["alpha"]))
+        d = d[d["alpha"].isin({al[0], al[-1]})]
+    cols = ["noise", "alpha", "k", "method", "oracle", "mse_mean", "mse_std", "inter_student_var",
+            "theory_inter_student_var", "n_students"]
+    return d[[c for c in cols if c in d]]
+
+
 def _tn_plot(df: Any, cfg: TeacherNoiseLinearConfig, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
@@ -330,6 +353,7 @@ register(
         cells=_tn_cells,
         run_cell=_tn_run,
         plot=_tn_plot,
+        summary=_tn_summary,
         profiles={"quick": {"n_students": 200}, "paper": {"n_students": 1000}},
     )
 )
@@ -415,6 +439,7 @@ register(
         cells=_bs_cells,
         run_cell=_bs_run,
         plot=_bs_plot,
+        summary=_bs_summary,
         profiles={"quick": {"n_students": 200}, "paper": {"n_students": 1000}},
     )
 )
@@ -519,6 +544,7 @@ register(
         cells=_va_cells,
         run_cell=_va_run,
         plot=_va_plot,
+        summary=_va_summary,
         profiles={
             "quick": {"n_students": 200, "ks": (1, 3, 5, 10, 20, 50)},
             "paper": {"n_students": 1000},

@@ -1,0 +1,164 @@
+"""Build ``report.md`` and a self-contained ``report.html`` from results already on disk.
+
+Reads only ``DIR/<experiment>/results.csv``, ``config.json`` and the PNG figures; never
+recomputes. The claims table at the top comes from :mod:`uqkd.report.claims`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..runner import atomic_write_text
+from .claims import ClaimResult, evaluate_claims
+
+__all__ = ["load_tables", "build_report", "SECTIONS"]
+
+SECTIONS = {
+    "4": "Teacher output uncertainty",
+    "5": "Student initialisation uncertainty",
+    "6": "Student output uncertainty",
+    "7": "Variance-aware distillation",
+}
+
+
+def load_tables(root: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``({experiment: DataFrame}, {experiment: config.json})`` for every finished experiment under ``root``."""
+    import pandas as pd
+
+    root = Path(root)
+    tables, metas = {}, {}
+    for csv in sorted(root.glob("*/results.csv")):
+        name = csv.parent.name
+        tables[name] = pd.read_csv(csv)
+        meta_path = csv.parent / "config.json"
+        metas[name] = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    return tables, metas
+
+
+def _summary(name: str, df: Any) -> Any:
+    from ..experiments import EXPERIMENTS, list_experiments
+
+    list_experiments()
+    exp = EXPERIMENTS.get(name)
+    if exp is not None and getattr(exp, "summary", None) is not None:
+        return exp.summary(df)
+    return df.head(30)
+
+
+def _fmt_df(df: Any) -> Any:
+    out = df.copy()
+    for c in out.columns:
+        if out[c].dtype.kind == "f":
+            out[c] = out[c].map(lambda v: "" if not np.isfinite(v) else f"{v:.4g}")
+    return out
+
+
+def _md_table(df: Any) -> str:
+    df = _fmt_df(df)
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in r.tolist()) + " |")
+    return "\n".join(lines)
+
+
+def _html_table(df: Any) -> str:
+    return _fmt_df(df).to_html(index=False, border=0, classes="tbl", escape=True)
+
+
+def _claims_frame(results: list[ClaimResult], beyond: bool) -> Any:
+    import pandas as pd
+
+    rows = [
+        {"id": r.claim_id, "§": r.section, "claim": r.claim, "statistic": r.statistic, "value": r.value,
+         "CI / spread": r.interval, "verdict": r.verdict}
+        for r in results if r.beyond == beyond
+    ]
+    return pd.DataFrame(rows, columns=["id", "§", "claim", "statistic", "value", "CI / spread", "verdict"])
+
+
+def build_report(root: str | Path, *, expected: list[str] | None = None) -> tuple[Path, Path]:
+    """Write ``root/report.md`` and ``root/report.html``; return their paths.
+
+    Parameters
+    ----------
+    root : path
+        A results directory holding ``<experiment>/results.csv`` folders.
+    expected : list of str, optional
+        Experiments that should be present; missing ones are listed as not run.
+    """
+    from ..config import UserError
+    from ..experiments import list_experiments
+
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"report: results directory not found: {str(root)!r}")
+    tables, metas = load_tables(root)
+    if not tables:
+        raise UserError(f"report: no results found under {str(root)!r} (expected <experiment>/results.csv)")
+    claims = evaluate_claims(tables)
+    exps = {e.name: e for e in list_experiments()}
+    md: list[str] = ["# uqkd reproduction report", ""]
+    h: list[str] = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>uqkd reproduction report</title><style>",
+        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}",
+        ".tbl{border-collapse:collapse;font-size:13px;margin:1em 0}.tbl td,.tbl th{border:1px solid #ccc;"
+        "padding:3px 6px;text-align:left;vertical-align:top}img{max-width:100%;border:1px solid #eee}"
+        "code{background:#f4f4f4;padding:0 3px}</style></head><body>",
+        "<h1>uqkd reproduction report</h1>",
+    ]
+    profiles = sorted({m.get("profile", "?") for m in metas.values()})
+    intro = (f"Results in `{root}`; profile(s): {', '.join(profiles)}. Verdicts are computed from the numbers "
+             "in the result tables, never written by hand; a claim that does not hold is reported as such.")
+    md += [intro, ""]
+    h.append(f"<p>{html.escape(intro)}</p>")
+    n_hold = sum(c.verdict == "holds" for c in claims if not c.beyond)
+    n_run = sum(c.verdict != "not run" for c in claims if not c.beyond)
+    md += ["## Claims of the paper", "", f"{n_hold} of {n_run} evaluated claims hold.", "",
+           _md_table(_claims_frame(claims, False)), ""]
+    h += ["<h2>Claims of the paper</h2>", f"<p>{n_hold} of {n_run} evaluated claims hold.</p>",
+          _html_table(_claims_frame(claims, False))]
+    md += ["## Beyond the paper", "", _md_table(_claims_frame(claims, True)), ""]
+    h += ["<h2>Beyond the paper</h2>", _html_table(_claims_frame(claims, True))]
+    missing = [e for e in (expected or []) if e not in tables]
+    if missing:
+        md += [f"Not run: {', '.join(missing)}", ""]
+        h.append(f"<p>Not run: {html.escape(', '.join(missing))}</p>")
+    by_section: dict[str, list[str]] = {}
+    for name in tables:
+        sec = metas[name].get("section") or (exps[name].section if name in exps else "?")
+        by_section.setdefault(str(sec), []).append(name)
+    for sec in sorted(by_section):
+        title = f"§{sec} {SECTIONS.get(sec, '')}".strip()
+        md += [f"## {title}", ""]
+        h.append(f"<h2>{html.escape(title)}</h2>")
+        for name in by_section[sec]:
+            meta = metas[name]
+            desc = exps[name].description if name in exps else ""
+            md += [f"### `{name}`", "", desc, ""]
+            h += [f"<h3><code>{html.escape(name)}</code></h3>", f"<p>{html.escape(desc)}</p>"]
+            for png in sorted((root / name).glob("*.png")):
+                md += [f"![{png.stem}]({name}/{png.name})", ""]
+                b64 = base64.b64encode(png.read_bytes()).decode()
+                h.append(f"<p><img alt='{html.escape(png.stem)}' src='data:image/png;base64,{b64}'></p>")
+            summ = _summary(name, tables[name])
+            md += ["Key numbers:", "", _md_table(summ), ""]
+            h += ["<p>Key numbers:</p>", _html_table(summ)]
+            cfg = meta.get("config", {})
+            vers = meta.get("versions", {})
+            settings = (f"profile `{meta.get('profile', '?')}`, seed {meta.get('seed', '?')}, "
+                        + ", ".join(f"{k}={v}" for k, v in cfg.items())
+                        + "; versions: " + ", ".join(f"{k} {v}" for k, v in vers.items() if k != "platform"))
+            md += [f"Settings: {settings}", ""]
+            h.append(f"<p><small>Settings: {html.escape(settings)}</small></p>")
+    h.append("</body></html>")
+    md_path, html_path = root / "report.md", root / "report.html"
+    atomic_write_text(md_path, "\n".join(md))
+    atomic_write_text(html_path, "\n".join(h))
+    return md_path, html_path

@@ -1,0 +1,75 @@
+"""``uqkd reproduce``: run every registered experiment of a profile, then build the report."""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import UserError
+from .experiments import list_experiments
+from .report.report import build_report
+from .runner import run_experiment
+
+__all__ = ["reproduce", "select_experiments"]
+
+
+def select_experiments(only: Sequence[str] | None = None) -> list[str]:
+    """Experiment names for ``--only`` filters: paper sections (``4``, ``§7``) or experiment names."""
+    exps = list_experiments()
+    if not only:
+        return [e.name for e in exps]
+    sections = {e.section for e in exps}
+    names = {e.name for e in exps}
+    chosen: list[str] = []
+    for item in only:
+        key = item.lstrip("§")
+        if key in sections:
+            chosen += [e.name for e in exps if e.section == key and e.name not in chosen]
+        elif item in names:
+            if item not in chosen:
+                chosen.append(item)
+        else:
+            raise UserError(f"--only: unknown section or experiment {item!r}; valid sections: "
+                            f"{', '.join(sorted(sections))}; experiments: {', '.join(sorted(names))}")
+    return chosen
+
+
+def reproduce(
+    profile: str = "quick",
+    out: str | Path = "results",
+    only: Sequence[str] | None = None,
+    workers: int | str = "auto",
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[Path, Path, list[str]]:
+    """Run (or resume) every selected experiment at ``profile`` and build the report.
+
+    Returns
+    -------
+    (report.md, report.html, failed experiment names)
+    """
+    if profile not in ("quick", "paper"):
+        raise UserError(f"--profile: expected quick or paper, got {profile!r}")
+    names = select_experiments(only)
+    failed: list[str] = []
+    t_all = time.perf_counter()
+    for i, name in enumerate(names, 1):
+        t0 = time.perf_counter()
+        print(f"[{i}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
+        try:
+            res = run_experiment(name, profile=profile, out=out, workers=workers, seed=seed, progress=progress)
+            print(f"[{i}/{len(names)}] {name}: {res.n_cells} cells ({res.n_computed} computed) "
+                  f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
+        except UserError:
+            raise
+        except Exception as exc:  # keep going: the report lists it as not run
+            failed.append(name)
+            print(f"[{i}/{len(names)}] {name}: FAILED ({type(exc).__name__}: {exc})", file=sys.stderr)
+            traceback.print_exc(limit=3, file=sys.stderr)
+    md, html = build_report(out, expected=names)
+    print(f"reproduce: {len(names) - len(failed)}/{len(names)} experiments in {time.perf_counter() - t_all:.0f}s",
+          file=sys.stderr)
+    return md, html, failed

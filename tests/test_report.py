@@ -1,0 +1,73 @@
+import pytest
+
+from uqkd.cli import main
+from uqkd.config import UserError
+from uqkd.report.claims import CLAIMS, evaluate_claims
+from uqkd.report.report import build_report, load_tables
+from uqkd.reproduce import select_experiments
+from uqkd.runner import run_experiment
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def small_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("res")
+    run_experiment("teacher-noise-linear", out=out, progress=False, overrides={"n_students": 60})
+    run_experiment("bootstrap-linear", out=out, progress=False,
+                   overrides={"n_students": 30, "fractions": (0.1, 0.5, 1.0)})
+    run_experiment("variance-aware-linear", out=out, progress=False,
+                   overrides={"n_students": 60, "alphas": (0.1, 1.0), "ks": (1, 3, 10, 30)})
+    return out
+
+
+def test_report_has_computed_verdicts_and_valid_figures(small_results):
+    md, html = build_report(small_results)
+    text = md.read_text()
+    tables, _ = load_tables(small_results)
+    results = evaluate_claims(tables)
+    assert len(results) == len(CLAIMS)
+    ran = [r for r in results if set(r.experiments) <= set(tables)]
+    assert ran and all(r.verdict in ("holds", "does not hold") for r in ran)
+    assert all(r.statistic and r.value for r in ran)
+    for r in results:
+        assert r.claim_id in text
+    for sec in ("§4", "§5", "§7"):
+        assert f"## {sec}" in text
+    pngs = list(small_results.glob("*/*.png"))
+    assert len(pngs) >= 4
+    for p in pngs:
+        assert p.read_bytes()[:8] == PNG
+        assert f"({p.parent.name}/{p.name})" in text
+    h = html.read_text()
+    assert h.count("data:image/png;base64,") == len(pngs) and "<table" in h
+
+
+def test_verdict_follows_the_numbers(small_results):
+    tables, _ = load_tables(small_results)
+    ok = {r.claim_id: r.verdict for r in evaluate_claims(tables)}
+    assert ok["F2"] == "holds"
+    # Break the 1/k law in the table: the verdict must flip.
+    df = tables["variance-aware-linear"].copy()
+    m = df["method"] == "averaging"
+    df.loc[m, "inter_student_var"] = df.loc[m, "inter_student_var"] * df.loc[m, "k"] ** 0.5
+    bad = {r.claim_id: r.verdict for r in evaluate_claims({**tables, "variance-aware-linear": df})}
+    assert bad["F2"] == "does not hold"
+
+
+def test_missing_experiments_are_not_run(small_results):
+    results = evaluate_claims({})
+    assert {r.verdict for r in results} == {"not run"}
+
+
+def test_report_cli_and_errors(small_results, tmp_path, capsys):
+    assert main(["report", str(small_results)]) == 0
+    assert "report.html" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "results directory not found" in capsys.readouterr().err
+    with pytest.raises(UserError, match="--only: unknown section or experiment '9'"):
+        select_experiments(["9"])
+    from uqkd.experiments import get_experiment
+
+    four = select_experiments(["4"])
+    assert "teacher-noise-linear" in four and all(get_experiment(n).section == "4" for n in four)
