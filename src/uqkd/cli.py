@@ -72,6 +72,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         workers=args.workers,
         seed=args.seed,
         progress=not args.quiet,
+        executor=args.executor,
+        ray_address=args.ray_address,
     )
     print(
         f"{res.experiment}: {res.n_cells} cells ({res.n_computed} computed, "
@@ -83,11 +85,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_executor_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--executor", default="local", choices=("local", "ray"),
+                    help="where cells run: local processes (default) or a Ray cluster (pip install 'uqkd[ray]')")
+    sp.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                    help="with --executor ray: 'auto' joins a running cluster, HOST:PORT a given head; "
+                         "default starts a local Ray instance")
+
+
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from .reproduce import reproduce
 
     md, html, failed = reproduce(profile=args.profile, out=args.out, only=args.only, workers=args.workers,
-                                 seed=args.seed, progress=not args.quiet)
+                                 seed=args.seed, progress=not args.quiet, executor=args.executor,
+                                 ray_address=args.ray_address)
     print(f"report: {html}")
     print(f"report: {md}")
     if failed:
@@ -131,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="local worker processes, or 'auto' (one per core for sweeps of 16+ cells; default)")
     sp.add_argument("--seed", type=int, default=0, help="root seed (default 0)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_executor_args(sp)
     sp.set_defaults(func=_cmd_run)
 
     sp = sub.add_parser("reproduce", help="run every experiment of a profile and build the report")
@@ -140,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=_workers, default="auto", help="local worker processes or 'auto'")
     sp.add_argument("--seed", type=int, default=0, help="root seed (default 0)")
     sp.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_executor_args(sp)
     sp.set_defaults(func=_cmd_reproduce)
 
     sp = sub.add_parser("report", help="(re)build report.md and report.html from results on disk")

@@ -103,7 +103,7 @@ class ProcessPoolExecutor:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-EXECUTORS = ("local",)
+EXECUTORS = ("local", "ray")
 
 
 def auto_workers(n_tasks: int) -> int:
@@ -117,7 +117,28 @@ def auto_workers(n_tasks: int) -> int:
     return max(1, min(cores, 8)) if n_tasks >= 16 else 1
 
 
-def make_executor(workers: int = 1) -> Executor:
-    """In-process for one worker, a local process pool for more."""
+def make_executor(workers: int = 1, kind: str = "local", ray_address: str | None = None) -> Executor:
+    """Build an executor.
+
+    Parameters
+    ----------
+    workers : int
+        ``local``: 1 runs in-process, more starts a process pool. ``ray``: ignored (Ray
+        schedules by the cluster's resources).
+    kind : {"local", "ray"}
+    ray_address : str, optional
+        ``ray``: None starts a local Ray instance; ``"auto"`` joins the running cluster;
+        ``"HOST:PORT"`` connects to that head node.
+    """
+    from .config import UserError
+
+    if kind == "ray":
+        try:
+            from .executors_ray import RayExecutor
+        except ImportError as exc:
+            raise UserError(f"--executor ray: Ray is not installed ({exc}); install it with: pip install 'uqkd[ray]'") from None
+        return RayExecutor(address=ray_address)
+    if kind != "local":
+        raise UserError(f"--executor: expected one of {', '.join(EXECUTORS)}; got {kind!r}")
     workers = check_int(workers, "workers", min_value=1)
     return InProcessExecutor() if workers == 1 else ProcessPoolExecutor(workers)

@@ -44,6 +44,8 @@ def reproduce(
     workers: int | str = "auto",
     seed: int = 0,
     progress: bool = True,
+    executor: str | None = None,
+    ray_address: str | None = None,
 ) -> tuple[Path, Path, list[str]]:
     """Run (or resume) every selected experiment at ``profile`` and build the report.
 
@@ -60,7 +62,8 @@ def reproduce(
         t0 = time.perf_counter()
         print(f"[{i}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
         try:
-            res = run_experiment(name, profile=profile, out=out, workers=workers, seed=seed, progress=progress)
+            res = run_experiment(name, profile=profile, out=out, workers=workers, seed=seed, progress=progress,
+                                 executor=executor, ray_address=ray_address)
             print(f"[{i}/{len(names)}] {name}: {res.n_cells} cells ({res.n_computed} computed) "
                   f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
         except UserError:

@@ -144,7 +144,8 @@ def run_experiment(
     config_file: str | Path | None = None,
     workers: int | str = 1,
     seed: int = 0,
-    executor: Executor | None = None,
+    executor: Executor | str | None = None,
+    ray_address: str | None = None,
     progress: bool = True,
     make_figures: bool = True,
     stop_after: int | None = None,
@@ -168,8 +169,11 @@ def run_experiment(
         cells). Results do not depend on it.
     seed : int
         Root seed; every random number derives from (seed, identity of the work).
-    executor : Executor, optional
-        Overrides ``workers`` (e.g. a Ray executor).
+    executor : Executor or {"local", "ray"}, optional
+        An executor instance, or the kind to build (``ray`` runs cells as Ray tasks).
+    ray_address : str, optional
+        With ``executor="ray"``: None starts a local Ray instance, ``"auto"`` joins a running
+        cluster, ``"HOST:PORT"`` connects to that head node.
     stop_after : int, optional
         Testing hook: raise :class:`SweepInterrupted` after this many newly computed cells.
 
@@ -206,7 +210,8 @@ def run_experiment(
     if todo:
         if workers == "auto":
             workers = auto_workers(len(todo))
-        ex = executor if executor is not None else make_executor(workers)
+        owned = executor is None or isinstance(executor, str)
+        ex = make_executor(workers, executor or "local", ray_address) if owned else executor
         bar = _progress(len(todo), name, progress)
         try:
             tasks = [(name, cfg, cells[i], seed) for i in todo]
@@ -223,7 +228,7 @@ def run_experiment(
         finally:
             if bar is not None:
                 bar.close()
-            if executor is None:
+            if owned:
                 ex.close()
     rows = [row for cid in ids for row in done[cid]["rows"]]
     df = pd.DataFrame(rows)

@@ -522,15 +522,18 @@ def _va_plot(df: Any, cfg: VarianceAwareLinearConfig, out_dir: Path) -> list[Pat
         for j, a in enumerate(alphas):
             da = dn[dn["alpha"] == a]
             for method, dm in da.groupby("method", sort=False):
-                theory_col = "theory_mse" if method == "averaging" else None
-                plot_sweep(dm, "k", "mse_mean", yerr="mse_std", theory=theory_col, label=method, ax=axes[0, j],
-                           logx=True)
-                plot_sweep(dm, "k", "inter_student_var", theory="theory_inter_student_var" if method == "averaging"
-                           else None, label=method, ax=axes[1, j], logx=True, logy=True)
-            axes[0, j].set(title=rf"{noise}, $\alpha$={a}", xlabel="k (teacher draws per input)",
-                           ylabel="test MSE (std. units²)")
+                is_avg = method == "averaging"
+                plot_sweep(dm, "k", "mse_mean", yerr="mse_std" if method in ("single", "averaging") else None,
+                           theory="theory_mse" if is_avg else None, label=method, ax=axes[0, j], logx=True,
+                           legend=False, band_alpha=0.08)
+                plot_sweep(dm, "k", "inter_student_var", theory="theory_inter_student_var" if is_avg else None,
+                           label=method, ax=axes[1, j], logx=True, logy=True, legend=False)
+            axes[0, j].set(title=rf"{noise} teacher noise, $\alpha$={a}", xlabel="k (teacher draws per input)",
+                           ylabel="test MSE (band: ±1 sd)")
             axes[1, j].set(xlabel="k (teacher draws per input)", ylabel="inter-student variance")
-        axes[0, 0].legend(fontsize=7)
+        handles, labels = axes[1, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
+        fig.subplots_adjust(bottom=0.16)
         paths.append(save_figure(fig, out_dir / f"variance_aware_linear_{noise}.png"))
     return paths
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 
@@ -27,6 +28,8 @@ def plot_sweep(
     ax: plt.Axes | None = None,
     logx: bool = False,
     logy: bool = False,
+    legend: bool = True,
+    band_alpha: float = 0.15,
 ) -> plt.Axes:
     """Line of ``y`` against ``x`` with a ±``yerr`` band (spread across students) and a dashed theory curve.
 
@@ -48,17 +51,19 @@ def plot_sweep(
         lo = ys - e
         if logy:
             lo = np.where(lo > 0, lo, np.nan)
-        ax.fill_between(xs, lo, ys + e, alpha=0.15, color=line.get_color())
+        ax.fill_between(xs, lo, ys + e, alpha=band_alpha, color=line.get_color(), lw=0)
     if theory is not None and theory in d:
         t = d[theory].to_numpy(dtype=float)
         if np.isfinite(t).any():
             ax.plot(xs, t, ls="--", lw=1.2, color=line.get_color(), label=f"{label} (theory)" if label else "theory")
     if logx:
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     if logy:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if legend:
+        ax.legend(fontsize=7)
     return ax
 
 
@@ -67,7 +72,8 @@ def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
     from ..runner import atomic_write_bytes
 
     buf = io.BytesIO()
-    fig.tight_layout()
+    legends = fig.legends
+    fig.tight_layout(rect=(0, 0.07, 1, 1) if legends else None)
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     atomic_write_bytes(Path(path), buf.getvalue())
