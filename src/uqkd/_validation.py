@@ -70,7 +70,7 @@ def check_array(
             raise ValueError(f"{name}: expected a {want}-d array, got shape {arr.shape}")
     if shape is not None:
         if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape, strict=False)):
-            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
             raise ValueError(f"{name}: expected shape {want}, got {arr.shape}")
     if arr.size < min_size:
         raise ValueError(f"{name}: expected at least {min_size} element(s), got shape {arr.shape}")
