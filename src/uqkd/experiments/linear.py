@@ -338,7 +338,8 @@ def _tn_plot(df: Any, cfg: TeacherNoiseLinearConfig, out_dir: Path) -> list[Path
                ax=axes[0])
     axes[0].set(xlabel=r"teacher noise $\sigma$ (variance / Var$(y)$)", ylabel="MSE vs ground truth (std. units²)",
                 title=f"OLS students on noisy teacher labels ({cfg.dataset})")
-    plot_sweep(df, "sigma", "param_var_mc", theory="param_var_theory", label="Monte Carlo", ax=axes[1])
+    plot_sweep(df, "sigma", "param_var_mc", theory="param_var_theory", label="Monte Carlo", ax=axes[1],
+               theory_label=r"closed form $\sigma^2 (X^\top X)^{-1}$")
     axes[1].set(xlabel=r"teacher noise $\sigma$", ylabel=r"mean Var$(\hat\theta_j)$ across students",
                 title=r"parameter variance vs $\sigma^2 (X^\top X)^{-1}$")
     return [save_figure(fig, out_dir / "teacher_noise_linear.png")]

@@ -30,6 +30,7 @@ def plot_sweep(
     logy: bool = False,
     legend: bool = True,
     band_alpha: float = 0.15,
+    theory_label: str | None = None,
 ) -> plt.Axes:
     """Line of ``y`` against ``x`` with a ±``yerr`` band (spread across students) and a dashed theory curve.
 
@@ -55,7 +56,8 @@ def plot_sweep(
     if theory is not None and theory in d:
         t = d[theory].to_numpy(dtype=float)
         if np.isfinite(t).any():
-            ax.plot(xs, t, ls="--", lw=1.2, color=line.get_color(), label=f"{label} (theory)" if label else "theory")
+            tl = theory_label or (f"{label} (theory)" if label else "theory")
+            ax.plot(xs, t, ls="--", lw=1.2, color=line.get_color(), label=tl)
     if logx:
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
