@@ -57,13 +57,18 @@ def reproduce(
         raise UserError(f"--profile: expected quick or paper, got {profile!r}")
     names = select_experiments(only)
     failed: list[str] = []
+    shared = None
+    if executor not in (None, "local"):
+        from .executors import make_executor
+
+        shared = make_executor(1, executor, ray_address)  # one cluster connection for every experiment
     t_all = time.perf_counter()
     for i, name in enumerate(names, 1):
         t0 = time.perf_counter()
         print(f"[{i}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
         try:
             res = run_experiment(name, profile=profile, out=out, workers=workers, seed=seed, progress=progress,
-                                 executor=executor, ray_address=ray_address)
+                                 executor=shared)
             print(f"[{i}/{len(names)}] {name}: {res.n_cells} cells ({res.n_computed} computed) "
                   f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
         except UserError:
@@ -72,6 +77,8 @@ def reproduce(
             failed.append(name)
             print(f"[{i}/{len(names)}] {name}: FAILED ({type(exc).__name__}: {exc})", file=sys.stderr)
             traceback.print_exc(limit=3, file=sys.stderr)
+    if shared is not None:
+        shared.close()
     md, html = build_report(out, expected=names)
     print(f"reproduce: {len(names) - len(failed)}/{len(names)} experiments in {time.perf_counter() - t_all:.0f}s",
           file=sys.stderr)
