@@ -1,3 +1,6 @@
-"""Imports the modules that register the built-in experiments."""
+"""Imports the modules that register the built-in experiments.
 
-from . import linear  # noqa: F401
+``llm`` imports transformers/torch lazily inside its cells, so listing works without the llm extra.
+"""
+
+from . import linear, mlp  # noqa: F401
