@@ -68,8 +68,9 @@ register_claim(ClaimSpec(
                "when teacher noise differs across inputs", ("variance-aware-linear",), _f3_ivw))
 
 
-def _f5_linear(t):
-    df = t["variance-aware-linear"]
+def f5_variance_aware(t, experiment="variance-aware-linear"):
+    """Averaging at the largest k vs single-draw KD: MSE gain (pooled z over alphas) and variance ratio."""
+    df = t[experiment]
     d = df[df["noise"] == "homoscedastic"]
     kmax = d["k"].max()
     out = []
@@ -90,11 +91,11 @@ def _f5_linear(t):
 
 register_claim(ClaimSpec(
     "F5-linear", "7", "Variance-aware distillation lowers evaluation error and inter-student variance (linear)",
-    ("variance-aware-linear",), _f5_linear))
+    ("variance-aware-linear",), f5_variance_aware))
 
 
-def _s5_teacher_vs_truth(t):
-    df = t["bootstrap-linear"]
+def s5_teacher_vs_truth(t, experiment="bootstrap-linear"):
+    df = t[experiment]
     te = df[df["target"] == "teacher"].set_index("fraction")
     gt = df[df["target"] == "ground-truth"].set_index("fraction")
     r = (te["inter_student_var"] / gt["inter_student_var"]).dropna()
@@ -104,7 +105,7 @@ def _s5_teacher_vs_truth(t):
 
 register_claim(ClaimSpec(
     "S5-bootstrap-teacher", "5", "Students trained on teacher outputs vary less across bootstrap samples than "
-                                 "students trained on ground truth", ("bootstrap-linear",), _s5_teacher_vs_truth))
+                                 "students trained on ground truth", ("bootstrap-linear",), s5_teacher_vs_truth))
 
 
 def _s5_size(t):
