@@ -71,3 +71,26 @@ def test_report_cli_and_errors(small_results, tmp_path, capsys):
 
     four = select_experiments(["4"])
     assert "teacher-noise-linear" in four and all(get_experiment(n).section == "4" for n in four)
+
+
+def test_every_claim_computes_a_verdict_from_minimal_tables(small_results, tmp_path):
+    """Run the cheap MLP experiments at tiny sizes so every registered claim gets a computed verdict."""
+    pytest.importorskip("torch")
+    out = tmp_path / "mlp"
+    tiny = {"n_students": 4, "n_epochs": 5}
+    run_experiment("teacher-noise-mlp", out=out, progress=False, make_figures=False,
+                   overrides={**tiny, "sigmas": (0.0, 0.5, 1.0)})
+    run_experiment("init-noise-mlp", out=out, progress=False, make_figures=False,
+                   overrides={**tiny, "sigma_inits": (0.0, 0.2), "hidden": (8,), "n_track_students": 2})
+    run_experiment("bootstrap-mlp", out=out, progress=False, make_figures=False,
+                   overrides={**tiny, "fractions": (0.5, 1.0), "hidden": (8,)})
+    run_experiment("student-entropy", out=out, progress=False, make_figures=False,
+                   overrides={**tiny, "datasets": ("wine",), "teacher_n_epochs": 5})
+    run_experiment("variance-aware-mlp", out=out, progress=False, make_figures=False,
+                   overrides={**tiny, "alphas": (0.5,), "ks": (1, 3, 9)})
+    tables, _ = load_tables(small_results)
+    tables.update(load_tables(out)[0])
+    results = {r.claim_id: r for r in evaluate_claims(tables)}
+    for cid, r in results.items():
+        if set(r.experiments) <= set(tables):
+            assert r.verdict in ("holds", "does not hold"), (cid, r.statistic)
