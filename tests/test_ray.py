@@ -294,9 +294,10 @@ def test_ray_map_uses_both_nodes_and_shares_inputs_once(cluster):
         shared = RayExecutor._share([(big, 1), (big, 2), ("x", 3)])
         assert isinstance(shared[0][0], ray.ObjectRef) and shared[0][0] == shared[1][0]
         assert shared[2] == ("x", 3)
-        out = dict(ray_map(_where, [(i, big) for i in range(8)], num_cpus=1))
-        assert sorted(out) == list(range(8))
-        assert [out[i][1] for i in range(8)] == [i * int(big.sum()) for i in range(8)]
+        n = 16  # 16 x 0.5 s: long enough that the second node's worker starts even on a loaded machine
+        out = dict(ray_map(_where, [(i, big) for i in range(n)], num_cpus=1))
+        assert sorted(out) == list(range(n))
+        assert [out[i][1] for i in range(n)] == [i * int(big.sum()) for i in range(n)]
         assert len({node for node, _ in out.values()}) == 2  # head and worker node both ran tasks
         assert ray.is_initialized()
         ex = RayExecutor(cluster.address, num_gpus=1)

