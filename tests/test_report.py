@@ -94,3 +94,25 @@ def test_every_claim_computes_a_verdict_from_minimal_tables(small_results, tmp_p
     for cid, r in results.items():
         if set(r.experiments) <= set(tables):
             assert r.verdict in ("holds", "does not hold"), (cid, r.statistic)
+
+
+def _llm_va_table(single_mse_sd, gain, hallu_single, hallu_avg, n=5, n_eval=40):
+    import pandas as pd
+
+    base = {"k": 3, "n_students": n, "n_eval": n_eval, "intra_var_mean": 0.5}
+    return pd.DataFrame([
+        {**base, "method": "teacher", "n_students": 1, "mse_mean": 1.0, "mse_std": 0.0, "inter_var": 0.0,
+         "hallucination_mean": 0.3, "hallucination_std": 0.0},
+        {**base, "method": "single", "mse_mean": 1.5, "mse_std": single_mse_sd, "inter_var": 0.6,
+         "hallucination_mean": hallu_single, "hallucination_std": 0.05},
+        {**base, "method": "averaging", "mse_mean": 1.5 - gain, "mse_std": single_mse_sd, "inter_var": 0.3,
+         "hallucination_mean": hallu_avg, "hallucination_std": 0.05},
+    ])
+
+
+def test_llm_claims_follow_the_numbers():
+    clear = {r.claim_id: r for r in evaluate_claims({"llm-variance-aware": _llm_va_table(0.01, 0.2, 0.9, 0.4)})}
+    assert clear["F5-llm"].verdict == "holds" and clear["B-llm-hallucination"].verdict == "holds"
+    noisy = {r.claim_id: r for r in evaluate_claims({"llm-variance-aware": _llm_va_table(0.5, 0.05, 0.9, 0.85)})}
+    assert noisy["F5-llm"].verdict == "does not hold" and noisy["B-llm-hallucination"].verdict == "does not hold"
+    assert "p=" in noisy["F5-llm"].value

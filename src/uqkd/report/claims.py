@@ -99,4 +99,4 @@ def ci(mean: float, sem: float, z: float = 1.96) -> str:
 
 
 # Built-in claims live next to the experiments they read.
-from . import claims_linear, claims_mlp  # noqa: E402,F401
+from . import claims_linear, claims_llm, claims_mlp  # noqa: E402,F401
