@@ -204,6 +204,17 @@ def _va_summary(df: Any) -> Any:
     return df[[c for c in cols if c in df]]
 
 
+
+_SUMMARY_COLS = ("temperature", "init_noise", "k", "method", "n_students", "mse_mean", "mse_std", "cosine_mean",
+                 "alignment_mean", "accuracy_mean", "hallucination_mean", "hallucination_std", "intra_var_mean",
+                 "inter_var", "empty_rate_mean")
+
+
+def _summary(df: Any) -> Any:
+    """Key numbers for the report: grid columns, then each metric's mean (and spread for MSE)."""
+    return df[[c for c in _SUMMARY_COLS if c in df.columns]]
+
+
 register(
     Experiment(
         name="llm-variance-aware",
@@ -245,6 +256,7 @@ register(
         cells=_tn_cells,
         run_cell=_tn_run,
         plot=_tn_plot,
+        summary=_summary,
         profiles={"quick": dict(QUICK), "paper": dict(PAPER)},
     )
 )
@@ -275,6 +287,7 @@ register(
         cells=_in_cells,
         run_cell=_in_run,
         plot=_in_plot,
+        summary=_summary,
         profiles={"quick": dict(QUICK), "paper": {**PAPER, "n_students": 20, "init_noises": (0.0, 0.01)}},
     )
 )
@@ -304,6 +317,7 @@ register(
         cells=_out_cells,
         run_cell=_out_run,
         plot=_out_plot,
+        summary=_summary,
         profiles={"quick": dict(QUICK), "paper": dict(PAPER)},
     )
 )
