@@ -257,5 +257,7 @@ def save_qa_jsonl(items: Sequence[QAItem], path: str | Path) -> Path:
     """Write items as JSONL (the format :func:`load_qa` reads)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text("".join(json.dumps(it.to_dict(), ensure_ascii=False) + "\n" for it in items), encoding="utf-8")
+    from .._io import atomic_write_text
+
+    atomic_write_text(p, "".join(json.dumps(it.to_dict(), ensure_ascii=False) + "\n" for it in items))
     return p

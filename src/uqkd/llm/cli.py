@@ -152,9 +152,11 @@ def _cache(a: argparse.Namespace) -> Any:
 
 
 def _write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> Path:
+    """Write rows as JSONL atomically: a crash never leaves a partial file."""
+    from .._io import atomic_write_text
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    atomic_write_text(p, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return p
 
 
@@ -303,7 +305,9 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     result = {"students": summary, "teacher": teacher_row(tev) if tev is not None else None,
               "n_eval": len(items), "k": a.k}
-    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    from .._io import atomic_write_text
+
+    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))
     pd.DataFrame(per).to_csv(out / "per_student.csv", index=False)
     _write_jsonl(out / "answers.jsonl", answers)
     for key in ("mse", "cosine", "alignment", "exact_match", "accuracy", "hallucination", "intra_var"):

@@ -71,7 +71,7 @@ def plot_sweep(
 
 def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
     """Save ``fig`` as PNG atomically and close it."""
-    from ..runner import atomic_write_bytes
+    from .._io import atomic_write_bytes
 
     buf = io.BytesIO()
     legends = fig.legends

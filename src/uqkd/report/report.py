@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..runner import atomic_write_text
+from .._io import atomic_write_text
 from .claims import ClaimResult, evaluate_claims
 
 __all__ = ["load_tables", "build_report", "SECTIONS"]
