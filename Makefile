@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.uqkd-installed
 OUT    ?= results
 
-.PHONY: install demo test test-all bench lint clean
+.PHONY: install demo test test-slow test-all bench lint clean
 
 install: $(STAMP)
 
@@ -25,6 +25,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
 
 test-all: install
 	$(BIN)/python -m pytest -q -m "slow or not slow"
