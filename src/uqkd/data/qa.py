@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,6 +213,18 @@ def _item_from_obj(obj: Any, where: str, index: int) -> QAItem:
     return QAItem(str(qid), q.strip(), a.strip(), tuple(aliases))
 
 
+def iter_jsonl_text(text: str, source: str | Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed object)`` for each non-blank JSONL line; a malformed line is a
+    :class:`UserError` naming ``source`` and the line."""
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{source}: line {lineno}: invalid JSON: {exc.msg}") from None
+
+
 def load_qa(path: str | Path) -> list[QAItem]:
     """Read a QA file: JSONL (one ``{"question", "answer", "aliases"?, "id"?}`` per line) or the
     paper's JSON list of ``{"question", "answer"}``.
@@ -236,13 +248,7 @@ def load_qa(path: str | Path) -> list[QAItem]:
         for i, obj in enumerate(data):
             items.append(_item_from_obj(obj, f"{p}: item {i + 1}", i))
     else:
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{p}: line {lineno}: invalid JSON: {exc.msg}") from None
+        for lineno, obj in iter_jsonl_text(text, p):
             items.append(_item_from_obj(obj, f"{p}: line {lineno}", lineno - 1))
     if not items:
         raise UserError(f"{p}: empty dataset (no questions)")

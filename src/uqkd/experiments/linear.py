@@ -35,6 +35,7 @@ __all__ = [
     "linear_setup",
     "teacher_moments",
     "fit_method",
+    "relative_noise_profile",
 ]
 
 PAPER_SIGMAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 1.75, 2.0)
@@ -108,13 +109,24 @@ class LinearSetup:
 
     def noise_profile(self, noise: str, strength: float) -> tuple[np.ndarray, np.ndarray]:
         """Relative noise variance g(x) on train and test inputs (mean one on train)."""
-        if noise == "homoscedastic" or strength == 0:
-            return np.ones(len(self.mu_train)), np.ones(len(self.mu_test))
-        m, s = self.mu_train.mean(), self.mu_train.std()
-        g_tr = np.exp(strength * (self.mu_train - m) / s)
-        g_te = np.exp(strength * (self.mu_test - m) / s)
-        c = g_tr.mean()
-        return g_tr / c, g_te / c
+        return relative_noise_profile(self.mu_train, self.mu_test, noise, strength)
+
+
+def relative_noise_profile(
+    mu_train: np.ndarray, mu_test: np.ndarray, noise: str, strength: float
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Relative teacher-noise variance :math:`g(x) \propto e^{h z(x)}` on train and test inputs.
+
+    :math:`z` is the teacher mean standardised on the training inputs and :math:`g` is
+    normalised to mean one there; ``homoscedastic`` (or ``strength=0``) gives ones.
+    """
+    if noise == "homoscedastic" or strength == 0:
+        return np.ones(len(mu_train)), np.ones(len(mu_test))
+    m, s = mu_train.mean(), mu_train.std()
+    g_tr = np.exp(strength * (mu_train - m) / s)
+    g_te = np.exp(strength * (mu_test - m) / s)
+    c = g_tr.mean()
+    return g_tr / c, g_te / c
 
 
 @functools.lru_cache(maxsize=8)

@@ -27,7 +27,15 @@ from ..config import option
 from ..data.tabular import load_tabular
 from ..metrics import classification_summary, student_mse
 from .base import Experiment, register
-from .linear import FRACTIONS, LINEAR_METHODS, PAPER_ALPHAS, PAPER_KS, PAPER_SIGMAS, teacher_moments
+from .linear import (
+    FRACTIONS,
+    LINEAR_METHODS,
+    PAPER_ALPHAS,
+    PAPER_KS,
+    PAPER_SIGMAS,
+    relative_noise_profile,
+    teacher_moments,
+)
 
 __all__ = [
     "TeacherNoiseMLPConfig",
@@ -603,12 +611,7 @@ def _va_cells(cfg: VarianceAwareMLPConfig) -> list[dict[str, Any]]:
 
 def _noise_var(tch: RegressionTeacher, noise: str, alpha: float, strength: float) -> np.ndarray:
     """Per-draw noise variance on the training inputs, mean alpha * Var(y_train)."""
-    if noise == "homoscedastic" or strength == 0:
-        g = np.ones(len(tch.mu_train))
-    else:
-        z = (tch.mu_train - tch.mu_train.mean()) / tch.mu_train.std()
-        g = np.exp(strength * z)
-        g = g / g.mean()
+    g, _ = relative_noise_profile(tch.mu_train, tch.mu_test, noise, strength)
     return alpha * tch.var_y * g
 
 

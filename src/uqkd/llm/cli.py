@@ -164,14 +164,10 @@ def _read_jsonl(path: str, flag: str) -> list[dict[str, Any]]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{flag}: file not found: {str(p)!r}")
+    from ..data.qa import iter_jsonl_text
+
     out = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{p}: line {n}: invalid JSON: {exc.msg}") from None
+    for n, obj in iter_jsonl_text(p.read_text(encoding="utf-8"), p):
         if not isinstance(obj, dict):
             raise UserError(f"{p}: line {n}: expected a JSON object")
         out.append(obj)
