@@ -60,7 +60,7 @@ def test_single_is_seeded_by_identity():
     assert len(picks) > 1  # students draw different teacher answers
     for s in range(8):  # never the empty answer of q1
         row = build_training_set(RECORDS, "single", seed=0, student_index=s)[0][1]
-        assert row["completion"] == RECORDS[1]["samples"][row["sample_index"]] != ""
+        assert row["completion"][0]["content"] == RECORDS[1]["samples"][row["sample_index"]] != ""
 
 
 def test_multi_response_uses_all_nonempty():
@@ -72,8 +72,8 @@ def test_multi_response_uses_all_nonempty():
 
 def test_averaging_picks_consensus():
     rows, _ = build_training_set(RECORDS, "averaging", EMB)
-    assert rows[0]["completion"] == "Paris"
-    assert rows[1]["completion"] == "Berlin"
+    assert rows[0]["completion"][0]["content"] == "Paris"
+    assert rows[1]["completion"][0]["content"] == "Berlin"
     assert all(r["weight"] == 1.0 for r in rows)
 
 
@@ -92,7 +92,7 @@ def test_variance_weighting_needs_student_samples():
         build_training_set(RECORDS, "variance-weighting", EMB)
     recs = [dict(r, student_samples=["Paris", "Paris"]) for r in RECORDS]
     rows, _ = build_training_set(recs, "variance-weighting", EMB)
-    assert rows[0]["completion"] == "Paris"
+    assert rows[0]["completion"][0]["content"] == "Paris"
 
 
 def test_errors_and_skips():
@@ -107,3 +107,26 @@ def test_errors_and_skips():
     with pytest.raises(UserError, match="no 'samples'"):
         build_training_set([{"id": "a", "question": "b"}], "single")
     assert set(METHODS) == {"single", "multi-response", "averaging", "variance-weighting", "inverse-variance-loss"}
+
+
+def test_formats_are_trl_prompt_completion():
+    conv, _ = build_training_set(RECORDS, "single", seed=0)
+    std, _ = build_training_set(RECORDS, "single", seed=0, format="standard")
+    assert conv[0]["prompt"] == [{"role": "user", "content": RECORDS[0]["question"]}]
+    assert conv[0]["completion"][0]["role"] == "assistant"
+    assert std[0]["prompt"] == f"Question: {RECORDS[0]['question']}\nAnswer:"
+    assert std[0]["completion"] == " " + conv[0]["completion"][0]["content"]
+    with pytest.raises(UserError, match="format: expected one of conversational, standard; got 'chatml'"):
+        build_training_set(RECORDS, "single", format="chatml")
+
+
+@pytest.mark.parametrize("bad, msg", [
+    ({"samples": [None, "x"]}, "'samples' must be a list of strings"),
+    ({"dispersion": float("nan")}, "'dispersion' must be a finite number >= 0"),
+    ({"dispersion": -1.0}, "'dispersion' must be a finite number >= 0"),
+    ({"question": None}, "'question' must be a string"),
+])
+def test_bad_sample_records_are_errors(bad, msg):
+    recs = [dict(RECORDS[0], **bad)]
+    with pytest.raises(UserError, match=msg):
+        build_training_set(recs, "single")

@@ -8,11 +8,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from uqkd.config import UserError  # noqa: E402
-from uqkd.llm.generate import format_prompt  # noqa: E402
+from uqkd.llm.generate import encode_prompt  # noqa: E402
 from uqkd.llm.models import tiny_causal_lm  # noqa: E402
 from uqkd.llm.train import SFTConfig, tokenize_rows, train_student  # noqa: E402
 
-ROWS = [{"prompt": f"Capital {i}?", "completion": f"City {i}", "weight": 1.0} for i in range(6)]
+ROWS = [{"prompt": [{"role": "user", "content": f"Capital {i}?"}],
+         "completion": [{"role": "assistant", "content": f"City {i}"}], "weight": 1.0} for i in range(6)]
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +27,14 @@ def _params(lm):
 
 def test_labels_mask_prompt(lm):
     d = tokenize_rows(lm, ROWS[:1], 512)[0]
-    n_prompt = len(lm.tokenizer(format_prompt(lm, ROWS[0]["prompt"]), add_special_tokens=False)["input_ids"])
+    prompt = encode_prompt(lm, "Capital 0?")  # the ids generation uses
+    n_prompt = len(prompt)
+    assert d["input_ids"][:n_prompt] == prompt
     assert d["labels"][:n_prompt] == [-100] * n_prompt
     assert d["labels"][n_prompt:] == d["input_ids"][n_prompt:]
-    assert d["labels"][-1] == lm.tokenizer.eos_token_id
-    assert lm.tokenizer.decode(d["input_ids"][n_prompt:-1]) == "City 0"
+    comp = d["input_ids"][n_prompt:]
+    assert lm.tokenizer.eos_token_id in comp  # the template's end-of-turn is a training target
+    assert lm.tokenizer.decode(comp[:comp.index(lm.tokenizer.eos_token_id)]) == "City 0"
 
 
 def test_training_lowers_loss_and_leaves_input_untouched(lm):
@@ -73,7 +77,7 @@ def test_lora_trains_and_merges(lm):
 def test_errors(lm):
     with pytest.raises(UserError, match="empty dataset"):
         train_student(lm, [], SFTConfig())
-    with pytest.raises(UserError, match="lr: expected a number > 0"):
+    with pytest.raises(UserError, match="lr: expected a finite number > 0"):
         SFTConfig(lr=0)
     with pytest.raises(UserError, match="epochs"):
         SFTConfig(epochs=0)

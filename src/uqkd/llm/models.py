@@ -489,25 +489,34 @@ def save_lm(lm: LoadedLM, path: str | Path, extra: dict[str, Any] | None = None,
 # --------------------------------------------------------------------------- tiny test models
 _TINY_CHARS = [chr(c) for c in range(32, 127)] + ["\n"]
 _TINY_CHAT = (
-    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}"
+    "{% if m['role'] == 'assistant' %}EOT{% endif %}\n{% endfor %}"
     "{% if add_generation_prompt %}<assistant>{% endif %}"
 )
 
 
-def tiny_tokenizer(chat: bool = True) -> Any:
-    """A character-level tokenizer built in memory (no download): printable ASCII + specials."""
+def tiny_tokenizer(chat: bool = True, end_of_turn: str | None = None) -> Any:
+    """A character-level tokenizer built in memory (no download): printable ASCII + specials.
+
+    The chat template closes assistant messages with ``<eos>``, or with ``end_of_turn`` (a special
+    token of its own, e.g. ``"<end_of_turn>"`` as in Gemma) when given.
+    """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2}
+    if end_of_turn:
+        vocab[end_of_turn] = 3
     for ch in _TINY_CHARS:
         vocab.setdefault(ch, len(vocab))
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tk.decoder = decoders.Fuse()
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    if end_of_turn:
+        tok.add_special_tokens({"additional_special_tokens": [end_of_turn]})
     if chat:
-        tok.chat_template = _TINY_CHAT
+        tok.chat_template = _TINY_CHAT.replace("EOT", end_of_turn or "<eos>")
     return tok
 
 
@@ -519,6 +528,7 @@ def tiny_causal_lm(
     chat: bool = True,
     name: str | None = None,
     dtype: str = "float32",
+    end_of_turn: str | None = None,
 ) -> LoadedLM:
     """A tiny random Llama-architecture model with a character tokenizer, built from a config.
 
@@ -528,7 +538,7 @@ def tiny_causal_lm(
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tok = tiny_tokenizer(chat=chat)
+    tok = tiny_tokenizer(chat=chat, end_of_turn=end_of_turn)
     cfg = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=hidden_size,
@@ -545,5 +555,7 @@ def tiny_causal_lm(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(cfg)
+    if end_of_turn:  # like Gemma-it: generation stops at end-of-turn, which is not the tokenizer's EOS
+        model.generation_config.eos_token_id = [tok.eos_token_id, tok.convert_tokens_to_ids(end_of_turn)]
     return _finish(name or f"tiny:{seed}:{n_layers}x{hidden_size}:{'chat' if chat else 'plain'}", model, tok,
                    "chat" if chat else "plain", dtype=dtype)

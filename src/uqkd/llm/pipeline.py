@@ -147,7 +147,8 @@ def run_method(
             base = perturb_weights(base, init_noise, seed, "init-noise", r)
         sk = k if method == "variance-weighting" else 0
         recs, tinfo = teacher_records(res, train_items, k, dec, seed, r, student_k=sk, student_lm=base)
-        rows, binfo = build_training_set(recs, method, res.embedder, seed=seed, student_index=r)
+        rows, binfo = build_training_set(recs, method, res.embedder, seed=seed, student_index=r,
+                                         format="conversational" if base.chat else "standard")
         cfg = sft
         if method == "multi-response" and multi_response_epochs_scale != 1.0:
             cfg = replace(sft, epochs=max(1, int(round(sft.epochs * multi_response_epochs_scale))))

@@ -23,8 +23,10 @@ Methods
     dimensions are not), normalised to mean one. Confident (low-dispersion) questions weigh more,
     at most twice the average.
 
-Rows have ``id, prompt, completion, weight, teacher_var, method`` (``prompt``/``completion``
-is the format TRL's SFTTrainer reads).
+Rows have ``id, prompt, completion, weight, teacher_var, method, sample_index`` in one of TRL's
+prompt-completion formats (``conversational`` message lists, or ``standard`` strings); TRL's
+SFTTrainer trains on them as they are, and :class:`uqkd.llm.train.WeightedSFTTrainer` also applies
+``weight``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ __all__ = [
     "select_averaging",
     "select_variance_weighting",
     "build_training_set",
+    "FORMATS",
 ]
 
 METHODS = ("single", "multi-response", "averaging", "variance-weighting", "inverse-variance-loss")
@@ -103,6 +106,17 @@ def select_variance_weighting(teacher_emb: np.ndarray, student_emb: np.ndarray) 
     return nearest_to(t, mu), mu
 
 
+FORMATS = ("conversational", "standard")
+
+
+def _prompt(q: str, fmt: str) -> Any:
+    return [{"role": "user", "content": q}] if fmt == "conversational" else f"Question: {q}\nAnswer:"
+
+
+def _completion(a: str, fmt: str) -> Any:
+    return [{"role": "assistant", "content": a}] if fmt == "conversational" else " " + a
+
+
 def _nonempty(texts: Sequence[str]) -> list[int]:
     return [j for j, t in enumerate(texts) if t and t.strip()]
 
@@ -114,6 +128,7 @@ def build_training_set(
     *,
     seed: int = 0,
     student_index: int = 0,
+    format: str = "conversational",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Turn sample records into training rows for one student.
 
@@ -128,6 +143,11 @@ def build_training_set(
         Needed by every method but ``single`` and ``multi-response``.
     seed, student_index : int
         ``single`` draws answer j from the stream named by (seed, "single", id, student_index).
+    format : {"conversational", "standard"}
+        TRL's dataset formats. ``conversational``: ``prompt`` = ``[{"role": "user", "content": q}]``,
+        ``completion`` = ``[{"role": "assistant", "content": a}]``, so TRL applies the student's
+        chat template exactly as uqkd does. ``standard``: ``prompt`` = ``"Question: {q}\nAnswer:"``,
+        ``completion`` = ``" " + a`` (TRL appends EOS), for models without a chat template.
 
     Returns
     -------
@@ -142,6 +162,8 @@ def build_training_set(
     """
     if method not in METHODS:
         raise UserError(f"method: expected one of {', '.join(METHODS)}; got {method!r}")
+    if format not in FORMATS:
+        raise UserError(f"format: expected one of {', '.join(FORMATS)}; got {format!r}")
     if not records:
         raise UserError("samples: empty dataset (no questions)")
     needs_emb = method in ("averaging", "variance-weighting", "inverse-variance-loss")
@@ -155,7 +177,15 @@ def build_training_set(
         for f in ("id", "question", "samples"):
             if f not in rec:
                 raise UserError(f"samples: record {n + 1} has no {f!r} field")
-        texts = list(rec["samples"])
+        texts = rec["samples"]
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise UserError(f"samples: record {n + 1}: 'samples' must be a list of strings, got {texts!r:.80}")
+        if not isinstance(rec["question"], str):
+            raise UserError(f"samples: record {n + 1}: 'question' must be a string, got {rec['question']!r:.80}")
+        dv = rec.get("dispersion")
+        if dv is not None and (isinstance(dv, bool) or not isinstance(dv, (int, float)) or not np.isfinite(dv)
+                               or dv < 0):
+            raise UserError(f"samples: record {n + 1}: 'dispersion' must be a finite number >= 0, got {dv!r}")
         ok = _nonempty(texts)
         if not ok:
             skipped += 1
@@ -164,15 +194,15 @@ def build_training_set(
         emb = embedder.encode([texts[j] for j in ok]) if needs_emb else None
         tv = float(rec["dispersion"]) if "dispersion" in rec and rec["dispersion"] is not None else (
             embedding_dispersion(emb) if emb is not None else None)
-        base = {"id": qid, "prompt": q, "teacher_var": tv, "method": method, "weight": 1.0}
+        base = {"id": qid, "prompt": _prompt(q, format), "teacher_var": tv, "method": method, "weight": 1.0}
         if method == "single":
             j = ok[int(make_rng(seed, "single", qid, student_index).integers(len(ok)))]
-            rows.append({**base, "completion": texts[j], "sample_index": j})
+            rows.append({**base, "completion": _completion(texts[j], format), "sample_index": j})
         elif method == "multi-response":
-            rows.extend({**base, "completion": texts[j], "sample_index": j} for j in ok)
+            rows.extend({**base, "completion": _completion(texts[j], format), "sample_index": j} for j in ok)
         elif method in ("averaging", "inverse-variance-loss"):
             j = ok[select_averaging(emb)]
-            rows.append({**base, "completion": texts[j], "sample_index": j})
+            rows.append({**base, "completion": _completion(texts[j], format), "sample_index": j})
             disp.append(tv)
             ks.append(len(texts))
         else:  # variance-weighting
@@ -180,11 +210,11 @@ def build_training_set(
             if ss is None:
                 raise UserError(
                     f"samples: record {n + 1} ({qid}) has no 'student_samples'; variance-weighting needs the "
-                    "untrained student's answers (pass --student to build-dataset)"
+                    "untrained student's answers (run `uqkd llm sample --student derived` (or a model) to add them)"
                 )
-            s_ok = [t for t in ss if t and t.strip()] or [""]
+            s_ok = [t for t in ss if isinstance(t, str) and t.strip()] or [""]
             j = ok[select_variance_weighting(emb, embedder.encode(s_ok))[0]]
-            rows.append({**base, "completion": texts[j], "sample_index": j})
+            rows.append({**base, "completion": _completion(texts[j], format), "sample_index": j})
     if not rows:
         raise UserError(f"samples: nothing to train on ({skipped} questions had only empty answers)")
     if method == "inverse-variance-loss":

@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from .._seeding import make_rng
 from ..config import UserError
-from .generate import format_prompt
 from .models import LoadedLM, clone_lm
 
-__all__ = ["SFTConfig", "train_student", "tokenize_rows"]
+__all__ = ["SFTConfig", "train_student", "tokenize_rows", "tokenize_row", "check_row", "weighted_sequence_loss",
+           "trl_trainer", "train_student_trl"]
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,12 @@ class SFTConfig:
     lora: bool = False
     lora_r: int = 8
     lora_alpha: int = 16
+    lora_target_modules: tuple[str, ...] = ()
+    adapter_only: bool = False
 
     def __post_init__(self) -> None:
-        if not (self.lr > 0):
-            raise UserError(f"lr: expected a number > 0, got {self.lr}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"lr: expected a finite number > 0, got {self.lr}")
         if self.epochs < 1:
             raise UserError(f"epochs: expected an integer >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -51,23 +54,121 @@ class SFTConfig:
             raise UserError(f"max_length: expected an integer >= 8, got {self.max_length}")
         if self.lora and self.lora_r < 1:
             raise UserError(f"lora_r: expected an integer >= 1, got {self.lora_r}")
+        if self.lora and not (math.isfinite(self.lora_alpha) and self.lora_alpha > 0):
+            raise UserError(f"lora_alpha: expected a finite number > 0, got {self.lora_alpha}")
+        if self.adapter_only and not self.lora:
+            raise UserError("adapter_only: needs lora=True (--lora)")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UserError(f"weight_decay: expected a finite number >= 0, got {self.weight_decay}")
+
+
+def _fail(n: int, msg: str) -> UserError:
+    return UserError(f"train: row {n + 1}: {msg}")
+
+
+def _check_messages(m: Any, n: int, field: str) -> None:
+    if not isinstance(m, list) or not m or not all(isinstance(x, dict) and isinstance(x.get("role"), str)
+                                                   and isinstance(x.get("content"), str) for x in m):
+        raise _fail(n, f"{field}: expected a string or a non-empty list of {{'role', 'content'}} messages with "
+                       f"string content, got {m!r:.80}")
+
+
+def check_row(r: Any, n: int = 0) -> str:
+    """Validate one training row; returns ``"conversational"`` or ``"standard"``.
+
+    Raises ``UserError`` naming the row for a missing, null or non-string prompt/completion, mixed
+    formats, or a weight that is not a finite number >= 0.
+    """
+    if not isinstance(r, dict):
+        raise _fail(n, f"expected a JSON object, got {type(r).__name__}")
+    for f in ("prompt", "completion"):
+        if f not in r or r[f] is None:
+            raise _fail(n, f"{f!r} is missing or null")
+    p, c = r["prompt"], r["completion"]
+    if isinstance(p, str) and isinstance(c, str):
+        fmt = "standard"
+    elif isinstance(p, list) and isinstance(c, list):
+        _check_messages(p, n, "prompt")
+        _check_messages(c, n, "completion")
+        fmt = "conversational"
+    else:
+        raise _fail(n, f"prompt and completion must both be strings (standard format) or both message lists "
+                       f"(conversational format); got {type(p).__name__} and {type(c).__name__}")
+    w = r.get("weight", 1.0)
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(float(w)) or float(w) < 0:
+        raise _fail(n, f"weight: expected a finite number >= 0, got {w!r}")
+    return fmt
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def tokenize_row(tok: Any, row: dict[str, Any]) -> tuple[list[int], list[int]]:
+    """Token ids and labels (-100 outside the completion) of one row, exactly as TRL's SFTTrainer builds them.
+
+    Conversational rows (``prompt``/``completion`` message lists) go through the tokenizer's chat
+    template: the prompt with the generation prompt, then prompt + completion; the completion is
+    what follows their common prefix, so it ends with the template's own end-of-turn token.
+    Standard rows (strings) are concatenated and the tokenizer's EOS is appended to the completion
+    when missing. (TRL 1.x ``SFTTrainer._prepare_dataset``, ``completion_only_loss=True``.)
+    """
+    if isinstance(row["prompt"], list):
+        p_ids = tok.apply_chat_template(row["prompt"], tokenize=True, return_dict=True,
+                                        add_generation_prompt=True)["input_ids"]
+        pc_ids = tok.apply_chat_template(row["prompt"] + row["completion"], tokenize=True,
+                                         return_dict=True)["input_ids"]
+    else:
+        comp = row["completion"]
+        if tok.eos_token is not None and not comp.endswith(tok.eos_token):
+            comp = comp + tok.eos_token
+        p_ids = tok(text=row["prompt"])["input_ids"]
+        pc_ids = tok(text=row["prompt"] + comp)["input_ids"]
+    n = _common_prefix(p_ids, pc_ids)
+    pc_ids = list(pc_ids)
+    return pc_ids, [-100] * n + pc_ids[n:]
 
 
 def tokenize_rows(lm: LoadedLM, rows: Sequence[dict[str, Any]], max_length: int) -> list[dict[str, Any]]:
-    """Token ids and labels (-100 on prompt tokens) for each row; the completion ends with EOS."""
-    tok = lm.tokenizer
+    """:func:`tokenize_row` for every row, truncated to ``max_length`` (keep the start), rows without
+    answer tokens dropped, with the per-example ``weight``."""
     out = []
-    for r in rows:
-        p_ids = tok(format_prompt(lm, r["prompt"]), add_special_tokens=not lm.chat)["input_ids"]
-        c_ids = tok(str(r["completion"]), add_special_tokens=False)["input_ids"]
-        if tok.eos_token_id is not None:
-            c_ids = c_ids + [tok.eos_token_id]
-        ids = (p_ids + c_ids)[:max_length]
-        labels = ([-100] * len(p_ids) + c_ids)[:max_length]
+    fmts = set()
+    for n, r in enumerate(rows):
+        fmts.add(check_row(r, n))
+        ids, labels = tokenize_row(lm.tokenizer, r)
+        ids, labels = ids[:max_length], labels[:max_length]
         if all(lab == -100 for lab in labels):
             continue  # prompt alone fills max_length: nothing to learn from
         out.append({"input_ids": ids, "labels": labels, "weight": float(r.get("weight", 1.0))})
+    if len(fmts) > 1:
+        raise UserError("train: rows mix the conversational and the standard format; build one training set per format")
     return out
+
+
+def weighted_sequence_loss(logits: Any, labels: Any, weights: Any) -> Any:
+    r"""Per-example weighted mean of per-example token-mean cross-entropy on the completion tokens.
+
+    :math:`L = \frac1B \sum_i w_i \frac{1}{|A_i|} \sum_{t \in A_i} -\log p(y_{i,t})`, with
+    ``logits`` (B, L, V), ``labels`` (B, L) (-100 ignored; shifted by one inside), ``weights`` (B,).
+    TRL's default instead averages over all completion tokens of the batch (long answers count
+    more); with equal weights and equal answer lengths the two coincide.
+    """
+    import torch
+
+    lg = logits[:, :-1].float()  # (B, L-1, V)
+    tgt = labels[:, 1:]  # (B, L-1)
+    nll = torch.nn.functional.cross_entropy(
+        lg.reshape(-1, lg.shape[-1]), tgt.reshape(-1), ignore_index=-100, reduction="none"
+    ).view(tgt.shape)  # (B, L-1)
+    valid = (tgt != -100).float()
+    per_ex = (nll * valid).sum(1) / valid.sum(1).clamp_min(1.0)  # (B,)
+    return (weights.to(per_ex.dtype) * per_ex).sum() / per_ex.shape[0]
 
 
 def _collate(batch: list[dict[str, Any]], pad_id: int) -> tuple[Any, Any, Any, Any]:
@@ -84,6 +185,16 @@ def _collate(batch: list[dict[str, Any]], pad_id: int) -> tuple[Any, Any, Any, A
         mask[i, :n] = 1
     w = torch.tensor([b["weight"] for b in batch], dtype=torch.float32)  # (B,)
     return ids, lab, mask, w
+
+
+def check_finite_params(model: Any, when: str) -> None:
+    """``UserError`` when any parameter is NaN or infinite."""
+    import torch
+
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise UserError(f"train: parameter {name} became non-finite {when}; training stopped "
+                            "(lower the learning rate)")
 
 
 def train_student(
@@ -130,11 +241,13 @@ def train_student(
         except ImportError:
             raise UserError("lora: needs the 'peft' package: pip install 'uqkd[llm]'") from None
         model = get_peft_model(
-            model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM")
+            model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
+                              target_modules=list(cfg.lora_target_modules) or None)
         )
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    dev = lm.device
     losses: list[float] = []
     steps = 0
     with torch.random.fork_rng(devices=[]):
@@ -146,14 +259,12 @@ def train_student(
             for b in range(0, len(order), cfg.batch_size):
                 batch = [data[i] for i in order[b:b + cfg.batch_size]]
                 ids, lab, mask, w = _collate(batch, pad)
-                logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # (B, L-1, V)
-                tgt = lab[:, 1:]  # (B, L-1)
-                nll = torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100, reduction="none"
-                ).view(tgt.shape)  # (B, L-1)
-                valid = (tgt != -100).float()
-                per_ex = (nll * valid).sum(1) / valid.sum(1).clamp_min(1.0)  # (B,)
-                loss = (w * per_ex).sum() / len(batch)
+                ids, lab, mask, w = ids.to(dev), lab.to(dev), mask.to(dev), w.to(dev)
+                logits = model(input_ids=ids, attention_mask=mask).logits  # (B, L, V)
+                loss = weighted_sequence_loss(logits, lab, w)
+                if not torch.isfinite(loss):
+                    raise UserError(f"train: the loss became {float(loss)} at epoch {epoch + 1}, step {steps + 1}; "
+                                    f"training stopped (lower the learning rate, now {cfg.lr})")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -161,8 +272,118 @@ def train_student(
                 tot += float(loss.detach()) * len(batch)
                 cnt += len(batch)
             losses.append(tot / max(cnt, 1))
+            check_finite_params(model, f"after epoch {epoch + 1}")
         model.eval()
-    if cfg.lora:
+    if cfg.lora and not cfg.adapter_only:
         model = model.merge_and_unload()
-        lm.model = model
+    lm.model = model
     return lm, {"losses": losses, "n_examples": len(data), "n_steps": steps}
+
+
+# --------------------------------------------------------------------------- TRL path
+def _trl_classes() -> tuple[Any, Any]:
+    """WeightedSFTTrainer and its collator, built lazily (TRL is imported only when used)."""
+    import torch
+    from trl import SFTTrainer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    class WeightedCollator(DataCollatorForLanguageModeling):
+        """TRL's collator, keeping the per-example ``weight`` column as a (B,) tensor."""
+
+        def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+            out = super().torch_call(examples)
+            out["weight"] = torch.tensor([float(e.get("weight", 1.0)) for e in examples], dtype=torch.float32)
+            return out
+
+    class WeightedSFTTrainer(SFTTrainer):
+        """TRL's SFTTrainer with per-example loss weights (:func:`weighted_sequence_loss`).
+
+        Everything else is TRL's: tokenisation of conversational / standard prompt-completion rows,
+        gradient accumulation, LR schedule, bf16, checkpoints and resume, ``report_to``, PEFT.
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.model_accepts_loss_kwargs = False  # the Trainer divides by the accumulation steps
+
+        def _set_signature_columns_if_needed(self) -> None:
+            super()._set_signature_columns_if_needed()
+            if "weight" not in self._signature_columns:
+                self._signature_columns = [*self._signature_columns, "weight"]
+
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            w = inputs.pop("weight")
+            labels = inputs.pop("labels")
+            out = model(**{k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")},
+                        use_cache=False)
+            loss = weighted_sequence_loss(out.logits, labels, w)
+            if not torch.isfinite(loss):
+                raise UserError(f"train: the loss became {float(loss)} at step {self.state.global_step + 1}; "
+                                f"training stopped (lower the learning rate, now {self.args.learning_rate})")
+            return (loss, out) if return_outputs else loss
+
+    return WeightedSFTTrainer, WeightedCollator
+
+
+def trl_trainer(student: LoadedLM, rows: Sequence[dict[str, Any]], cfg: SFTConfig | None = None, *, seed: int = 0,
+                output_dir: str = "", peft_config: Any = None, **trl_args: Any) -> Any:
+    """A :class:`WeightedSFTTrainer` over ``rows`` (a ``datasets.Dataset`` of prompt/completion/weight).
+
+    ``trl_args`` go to ``trl.SFTConfig`` (e.g. ``gradient_accumulation_steps``, ``lr_scheduler_type``,
+    ``report_to``, ``save_strategy``); the model is trained in place.
+    """
+    import tempfile
+
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig as TRLConfig
+
+    cfg = cfg or SFTConfig()
+    for n, r in enumerate(rows):
+        check_row(r, n)
+    data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"],
+                               "weight": float(r.get("weight", 1.0))} for r in rows])
+    Trainer, Collator = _trl_classes()
+    pad = student.tokenizer.pad_token_id if student.tokenizer.pad_token_id is not None else 0
+    args = {
+        "output_dir": output_dir or tempfile.mkdtemp(prefix="uqkd-trl-"),
+        "learning_rate": cfg.lr, "num_train_epochs": cfg.epochs, "per_device_train_batch_size": cfg.batch_size,
+        "weight_decay": cfg.weight_decay, "max_length": cfg.max_length, "completion_only_loss": True,
+        "seed": int(seed) % (2**31), "data_seed": int(seed) % (2**31), "report_to": "none", "save_strategy": "no",
+        "logging_steps": 1, "lr_scheduler_type": "constant", "warmup_steps": 0, "disable_tqdm": True,
+        "bf16": student.dtype == torch.bfloat16, "fp16": student.dtype == torch.float16,
+        "use_cpu": student.device.type == "cpu", "dataset_num_proc": None, "max_grad_norm": 0.0,
+        **trl_args,
+    }
+    return Trainer(model=student.model, args=TRLConfig(**args), train_dataset=data,
+                   processing_class=student.tokenizer, data_collator=Collator(pad_token_id=pad),
+                   peft_config=peft_config)
+
+
+def train_student_trl(student: LoadedLM, rows: Sequence[dict[str, Any]], cfg: SFTConfig | None = None, *,
+                      seed: int = 0, identity: Sequence[Any] = (), output_dir: str = "",
+                      **trl_args: Any) -> tuple[LoadedLM, dict[str, Any]]:
+    """Like :func:`train_student`, on TRL (:class:`WeightedSFTTrainer`); the input model is left unchanged."""
+    cfg = cfg or SFTConfig()
+    if not rows:
+        raise UserError("train: empty dataset (no training rows)")
+    ident = tuple(identity)
+    tag = hashlib.sha256(json.dumps([asdict(cfg), seed, [str(i) for i in ident], len(rows), "trl"]).encode()).hexdigest()[:10]
+    lm = clone_lm(student, f"{student.name}|trl:{tag}")
+    peft = None
+    if cfg.lora:
+        from peft import LoraConfig
+
+        peft = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
+                          target_modules=list(cfg.lora_target_modules) or None)
+    tr = trl_trainer(lm, rows, cfg, seed=int(make_rng(seed, *ident, "trl").integers(2**31)), output_dir=output_dir,
+                     peft_config=peft, **trl_args)
+    tr.train()
+    model = tr.model
+    check_finite_params(model, "after training")
+    if cfg.lora and not cfg.adapter_only:
+        model = model.merge_and_unload()
+    lm.model = model.eval()
+    losses = [h["loss"] for h in tr.state.log_history if "loss" in h]
+    return lm, {"losses": losses or [float("nan")], "n_examples": len(tr.train_dataset), "n_steps": tr.state.global_step}
