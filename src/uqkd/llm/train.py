@@ -161,12 +161,14 @@ def weighted_sequence_loss(logits: Any, labels: Any, weights: Any) -> Any:
     """
     import torch
 
-    lg = logits[:, :-1].float()  # (B, L-1, V)
+    lg = logits[:, :-1]  # (B, L-1, V)
+    if lg.dtype in (torch.float16, torch.bfloat16):
+        lg = lg.float()
     tgt = labels[:, 1:]  # (B, L-1)
     nll = torch.nn.functional.cross_entropy(
         lg.reshape(-1, lg.shape[-1]), tgt.reshape(-1), ignore_index=-100, reduction="none"
     ).view(tgt.shape)  # (B, L-1)
-    valid = (tgt != -100).float()
+    valid = (tgt != -100).to(nll.dtype)
     per_ex = (nll * valid).sum(1) / valid.sum(1).clamp_min(1.0)  # (B,)
     return (weights.to(per_ex.dtype) * per_ex).sum() / per_ex.shape[0]
 
