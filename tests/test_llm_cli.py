@@ -45,19 +45,28 @@ def test_pipeline_sample_build_distill_evaluate(work, capsys):
                      "--out", str(work / f"train-{method}.jsonl"), *_common(work)]) == 0
     rows = [json.loads(x) for x in (work / "train-averaging.jsonl").read_text().splitlines()]
     assert {"prompt", "completion", "weight", "teacher_var"} <= set(rows[0])
+    assert isinstance(rows[0]["prompt"], list) and rows[0]["completion"][0]["role"] == "assistant"
+    assert recs[0]["provenance"]["backend"] == "hf" and len(recs[0]["question_sha"]) == 16
+    # the old "same answers, other order" design must be asked for explicitly
     assert main(["llm", "distill", "--train", str(work / "train-averaging.jsonl"), "--teacher", t,
-                 "--student-every", "2", "--students", "2", "--epochs", "1", "--lr", "1e-3",
+                 "--students", "2", "--out", str(work / "x"), *_common(work)]) == 2
+    assert "--same-data" in capsys.readouterr().err
+    assert main(["llm", "distill", "--samples", str(work / "s.jsonl"), "--method", "averaging", "--teacher", t,
+                 "--student-every", "2", "--students", "3", "--epochs", "1", "--lr", "1e-3",
                  "--out", str(work / "students"), *_common(work)]) == 0
-    assert sorted(p.name for p in (work / "students").iterdir()) == ["student-000", "student-001"]
+    assert sorted(p.name for p in (work / "students").iterdir()) == ["student-000", "student-001", "student-002"]
+    meta = json.loads((work / "students" / "student-001" / "uqkd.json").read_text())
+    assert meta["design"].startswith("teacher-draws") and meta["trainer"] == "trl"
+    assert "teacher-draws" in (work / "students" / "student-001" / "README.md").read_text()
     assert main(["llm", "evaluate", "--students", str(work / "students"), "--data", str(work / "qa.jsonl"),
                  "--split", "all", "--teacher", t, "--k", "2", "--max-new-tokens", "4",
                  "--out", str(work / "eval"), *_common(work)]) == 0
     m = json.loads((work / "eval" / "metrics.json").read_text())
-    assert m["students"]["n_students"] == 2 and m["teacher"]["method"] == "teacher"
+    assert m["students"]["n_students"] == 3 and m["teacher"]["method"] == "teacher"
     for key in ("mse", "cosine", "alignment", "exact_match", "accuracy", "hallucination", "intra_var"):
         assert f"{key}_mean" in m["students"] and f"{key}_std" in m["students"]
     assert m["students"]["inter_var"] >= 0
-    assert (work / "eval" / "per_student.csv").read_text().count("\n") == 3
+    assert (work / "eval" / "per_student.csv").read_text().count("\n") == 4
 
 
 @pytest.mark.parametrize(
@@ -97,3 +106,24 @@ def test_empty_and_malformed_data(work, capsys):
     assert rc == 2 and "--method: expected one of single" in capsys.readouterr().err
     rc = main(["llm", "evaluate", "--students", str(work / "nowhere"), "--out", str(work / "e")])
     assert rc == 2 and "--students: directory not found" in capsys.readouterr().err
+
+
+def test_sample_uses_every_question_by_default_and_evaluate_without_teacher_says_so(work, capsys):
+    t = str(work / "teacher")
+    assert main(["llm", "sample", "--teacher", t, "--data", str(work / "qa.jsonl"), "--k", "2",
+                 "--max-new-tokens", "3", "--out", str(work / "all.jsonl"), *_common(work)]) == 0
+    out = capsys.readouterr().out
+    assert len((work / "all.jsonl").read_text().splitlines()) == 6 and "all 6 questions" in out
+    assert main(["llm", "sample", "--teacher", t, "--data", str(work / "qa.jsonl"), "--k", "2", "--split", "train",
+                 "--max-new-tokens", "3", "--out", str(work / "tr.jsonl"), *_common(work)]) == 0
+    assert "held out" in capsys.readouterr().out
+    assert main(["llm", "build-dataset", "--samples", str(work / "all.jsonl"), "--method", "single",
+                 "--out", str(work / "t.jsonl"), *_common(work)]) == 0
+    assert main(["llm", "distill", "--train", str(work / "t.jsonl"), "--teacher", t, "--student-every", "2",
+                 "--epochs", "1", "--trainer", "uqkd", "--out", str(work / "st"), *_common(work)]) == 0
+    capsys.readouterr()
+    assert main(["llm", "evaluate", "--students", str(work / "st"), "--data", str(work / "qa.jsonl"), "--k", "2",
+                 "--max-new-tokens", "3", "--out", str(work / "ev"), *_common(work)]) == 0
+    assert "alignment      not computed" in capsys.readouterr().out
+    m = json.loads((work / "ev" / "metrics.json").read_text())
+    assert m["students"]["alignment_mean"] is None and m["alignment"].startswith("not computed")

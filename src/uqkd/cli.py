@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _Parser(prog="uqkd", description="Uncertainty-aware knowledge distillation.")
     p.add_argument("--version", action="version", version=f"uqkd {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug); before COMMAND")
+    p.add_argument("-q", "--quiet", action="count", default=0, help="only errors; before COMMAND")
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
     sub.required = True
 
@@ -180,8 +182,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 user error)."""
     _load_plugins()
     parser = build_parser()
+    av = list(argv) if argv is not None else sys.argv[1:]
+    verbosity = 0
+    while av and av[0] in ("-v", "-q", "--verbose", "--quiet"):
+        verbosity += 1 if av.pop(0) in ("-v", "--verbose") else -1
+    import logging
+
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(max(-1, min(verbosity, 2)), logging.DEBUG)
+    logging.basicConfig(level=logging.WARNING, format="uqkd: %(levelname)s: %(message)s")
+    logging.getLogger("uqkd").setLevel(level)
     try:
-        args = parser.parse_args(list(argv) if argv is not None else None)
+        args = parser.parse_args(av)
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"uqkd: error: {exc}", file=sys.stderr)

@@ -166,14 +166,21 @@ def parse_overrides(cls: type, items: list[str] | None) -> dict[str, Any]:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML (``.toml``) or JSON (``.json``) file of config fields."""
+    """Read a TOML (``.toml``), JSON (``.json``) or YAML (``.yaml``/``.yml``) file of config fields."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"--config: file not found: {str(p)!r}")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--config: {str(p)!r} is not UTF-8 text (byte {exc.start})") from None
     try:
         if p.suffix == ".json":
             data = json.loads(text)
+        elif p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
         else:
             try:
                 import tomllib

@@ -132,7 +132,7 @@ def _teacher_eval(res: Any, test: Any, cfg: LLMConfig, eval_dec: Any, seed: int)
     from ..llm.pipeline import derived_seed
 
     return evaluate_model(res.teacher, test, res.embedder, k=cfg.k_eval, decoding=eval_dec,
-                          seed=derived_seed(seed, "teacher-eval"), cache=res.cache)
+                          seed=derived_seed(seed, "teacher-eval"), cache=res.cache, self_alignment=True)
 
 
 def _run_methods(cfg: LLMConfig, seed: int, methods: tuple[str, ...], k: int, temperature: float | None = None,

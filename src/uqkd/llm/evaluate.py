@@ -66,14 +66,16 @@ def evaluate_model(
     teacher_sample_emb: np.ndarray | None = None,
     cache: SampleCache | None = None,
     batch_size: int = 64,
+    self_alignment: bool = False,
 ) -> ModelEval:
     """Generate a greedy answer and ``k`` samples per question and compute the per-model metrics.
 
     Parameters
     ----------
     teacher_sample_emb : array (n, k_T, d), optional
-        Embeddings of the teacher's sampled answers (for ``alignment``). ``None`` uses the
-        model's own samples (the teacher's self-alignment).
+        Embeddings of the teacher's sampled answers (for ``alignment``). Without them
+        ``alignment`` is NaN (not computed), unless ``self_alignment`` asks for the model's
+        agreement with its own samples (the teacher's own row).
     """
     dec = decoding or DecodingConfig()
     qs = [it.question for it in items]
@@ -84,8 +86,10 @@ def evaluate_model(
     ref = embedder.encode([it.answer for it in items])  # (n, d)
     ge = embedder.encode(greedy)  # (n, d)
     se = embedder.encode([t for row in s.texts for t in row]).reshape(n, k, -1)  # (n, k, d)
-    te = se if teacher_sample_emb is None else np.asarray(teacher_sample_emb)
-    align = float(np.einsum("nd,nkd->nk", ge, te).mean())
+    if teacher_sample_emb is not None:
+        align = float(np.einsum("nd,nkd->nk", ge, np.asarray(teacher_sample_emb)).mean())
+    else:
+        align = float(np.einsum("nd,nkd->nk", ge, se).mean()) if self_alignment else float("nan")
     m = {
         "mse": float(((ge - ref) ** 2).sum(1).mean()),
         "cosine": float((ge * ref).sum(1).mean()),
