@@ -58,7 +58,13 @@ class LLMConfig:
     eval_temperature: float = option(1.0, "sampling temperature of the evaluation samples")
     lr: float = option(5e-5, "fine-tuning learning rate")
     epochs: int = option(3, "fine-tuning epochs")
-    multi_response_epochs_scale: float = option(1.0, "epochs multiplier for multi-response (paper script: k)")
+    multi_response_epochs_scale: float = option(1.0, "epochs multiplier for multi-response only (a uqkd variant)")
+    epochs_times_k: bool = option(False, "train every method for epochs*k epochs, as the published §7 script does "
+                                         "(paper profile; confounds k with training length)")
+    teacher_answers: str = option("", "what students see of the teacher: draws (own k draws each), shared-greedy, "
+                                      "shared-draws; empty: the experiment's published design")
+    data_order: str = option("fixed", "fixed (one data order for every student) or per-student")
+    track_params: int = option(2000, "llm-init-noise: probe parameters for variance before/after and a trajectory")
     batch_size: int = option(10, "fine-tuning batch size")
     lora: bool = option(False, "fine-tune LoRA adapters (merged after training) instead of all weights")
     threads: int = option(1, "torch CPU threads (1 is robust on shared machines; 0 keeps torch's default)")
@@ -86,6 +92,21 @@ class LLMConfig:
             raise ValueError(f"init_noises: expected numbers >= 0, got {self.init_noises}")
         if self.threads < 0:
             raise ValueError(f"threads: expected an integer >= 0, got {self.threads}")
+        if self.teacher_answers not in ("", "draws", "shared-greedy", "shared-draws"):
+            raise ValueError(f"teacher_answers: expected one of draws, shared-greedy, shared-draws (or empty); "
+                             f"got {self.teacher_answers!r}")
+        if self.data_order not in ("fixed", "per-student"):
+            raise ValueError(f"data_order: expected fixed or per-student; got {self.data_order!r}")
+        if self.track_params < 0:
+            raise ValueError(f"track_params: expected an integer >= 0, got {self.track_params}")
+        import math
+
+        for name in ("temperature", "eval_temperature", "lr", "multi_response_epochs_scale", "top_p",
+                     "repetition_penalty"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name}: expected a finite number, got {getattr(self, name)}")
+        if any(not math.isfinite(p) for p in (*self.init_noises, *self.temperatures)):
+            raise ValueError("init_noises, temperatures: expected finite numbers")
 
 
 QUICK = {
@@ -104,6 +125,8 @@ QUICK = {
     "init_noises": (0.0, 0.01),
 }
 PAPER = {"n_students": 5, "k_values": (1, 3, 5, 10), "lr": 5e-5, "epochs": 3, "batch_size": 10}
+# the published §7 script trains every method for 3*k epochs (labelled; equal epochs: epochs_times_k=False)
+PAPER_VA = {**PAPER, "epochs_times_k": True}
 
 
 def _setup(cfg: LLMConfig, seed: int) -> tuple[Any, Any, Any, Any, Any]:
@@ -126,35 +149,44 @@ def _setup(cfg: LLMConfig, seed: int) -> tuple[Any, Any, Any, Any, Any]:
     return res, train, test, dec, sft
 
 
-def _teacher_eval(res: Any, test: Any, cfg: LLMConfig, eval_dec: Any, seed: int) -> Any:
-    """The teacher's own figures (greedy answer + k_eval samples) on the evaluation questions."""
+def _teacher_eval(res: Any, items: Any, cfg: LLMConfig, eval_dec: Any, seed: int, tag: str = "teacher-eval") -> Any:
+    """The teacher's own figures (greedy answer + k_eval samples) on ``items``."""
     from ..llm.evaluate import evaluate_model
     from ..llm.pipeline import derived_seed
 
-    return evaluate_model(res.teacher, test, res.embedder, k=cfg.k_eval, decoding=eval_dec,
-                          seed=derived_seed(seed, "teacher-eval"), cache=res.cache, self_alignment=True)
+    return evaluate_model(res.teacher, items, res.embedder, k=cfg.k_eval, decoding=eval_dec,
+                          seed=derived_seed(seed, tag), cache=res.cache, self_alignment=True)
 
 
 def _run_methods(cfg: LLMConfig, seed: int, methods: tuple[str, ...], k: int, temperature: float | None = None,
-                 init_noise: float = 0.0, with_teacher: bool = True) -> list[dict[str, Any]]:
+                 init_noise: float = 0.0, with_teacher: bool = True, teacher_answers: str = "draws",
+                 track: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     from dataclasses import replace
 
-    from ..llm.pipeline import method_row, run_method, teacher_row
+    from ..llm.pipeline import method_rows, run_method, teacher_row
 
     res, train, test, dec, sft = _setup(cfg, seed)
     if temperature is not None:
         dec = replace(dec, temperature=temperature)
     eval_dec = replace(dec, temperature=cfg.eval_temperature)
+    if cfg.epochs_times_k:
+        sft = replace(sft, epochs=sft.epochs * k)
     # the teacher's samples (intra_var = its dispersion; students' alignment) at the sampling temperature
     tev = _teacher_eval(res, test, cfg, dec, seed)
-    rows = [teacher_row(tev)] if with_teacher else []
+    ttr = _teacher_eval(res, train, cfg, dec, seed, "teacher-eval-transfer")
+    rows = [teacher_row(ttr, "transfer"), teacher_row(tev, "heldout")] if with_teacher else []
     for m in methods:
         mr = run_method(res, m, train, test, k=k, n_students=cfg.n_students, dec=dec, eval_dec=eval_dec,
                         k_eval=cfg.k_eval, sft=sft, seed=seed, teacher_eval_emb=tev.sample_emb,
-                        init_noise=init_noise, multi_response_epochs_scale=cfg.multi_response_epochs_scale)
-        rows.append(method_row(mr))
+                        teacher_transfer_emb=ttr.sample_emb, init_noise=init_noise,
+                        multi_response_epochs_scale=cfg.multi_response_epochs_scale,
+                        teacher_answers=cfg.teacher_answers or teacher_answers, data_order=cfg.data_order,
+                        track_params=cfg.track_params if track is not None else 0)
+        rows.extend(method_rows(mr))
+        if track is not None:
+            track.update({k2: mr.info[k2] for k2 in ("params_before", "params_after", "trajectory")})
     for r in rows:
-        r.update({"n_train": len(train), "n_eval": len(test)})
+        r.update({"n_train": len(train), "n_eval": len(test), "epochs": sft.epochs})
     return rows
 
 
@@ -192,22 +224,22 @@ def _bar_plot(df: Any, out: Path, group: str, title: str, metrics: tuple[str, ..
 
 
 def _va_plot(df: Any, cfg: LLMConfig, out_dir: Path) -> list[Path]:
-    d = df.sort_values(["k", "method"])
-    return [_bar_plot(d, out_dir / "llm_variance_aware.png", "method,k",
+    d = df.sort_values(["split", "k", "method"]) if "split" in df else df.sort_values(["k", "method"])
+    return [_bar_plot(d, out_dir / "llm_variance_aware.png", "method,k,split" if "split" in df else "method,k",
                       "LLM variance-aware distillation: mean ± std across students",
                       ("mse", "cosine", "alignment", "accuracy", "hallucination", "intra_var", "inter_var"))]
 
 
 def _va_summary(df: Any) -> Any:
-    cols = ["k", "method", "n_students", "mse_mean", "mse_std", "cosine_mean", "alignment_mean", "accuracy_mean",
+    cols = ["split", "k", "method", "n_students", "mse_mean", "mse_std", "cosine_mean", "alignment_mean", "accuracy_mean",
             "hallucination_mean", "intra_var_mean", "inter_var"]
     return df[[c for c in cols if c in df]]
 
 
 
-_SUMMARY_COLS = ("temperature", "init_noise", "k", "method", "n_students", "mse_mean", "mse_std", "cosine_mean",
+_SUMMARY_COLS = ("split", "temperature", "init_noise", "k", "method", "n_students", "mse_mean", "mse_std", "cosine_mean",
                  "alignment_mean", "accuracy_mean", "hallucination_mean", "hallucination_std", "intra_var_mean",
-                 "inter_var", "empty_rate_mean")
+                 "inter_var", "inter_var_se", "empty_rate_mean", "param_var_before", "param_var_after")
 
 
 def _summary(df: Any) -> Any:
@@ -225,7 +257,7 @@ register(
         run_cell=_va_run,
         plot=_va_plot,
         summary=_va_summary,
-        profiles={"quick": dict(QUICK), "paper": dict(PAPER)},
+        profiles={"quick": dict(QUICK), "paper": dict(PAPER_VA)},
     )
 )
 
@@ -241,8 +273,8 @@ def _tn_run(cfg: LLMConfig, cell: dict[str, Any], seed: int) -> list[dict[str, A
 
 
 def _tn_plot(df: Any, cfg: LLMConfig, out_dir: Path) -> list[Path]:
-    d = df.sort_values(["temperature", "method"])
-    return [_bar_plot(d, out_dir / "llm_teacher_noise.png", "method,temperature",
+    d = df.sort_values(["split", "temperature", "method"])
+    return [_bar_plot(d, out_dir / "llm_teacher_noise.png", "method,temperature,split",
                       "Teacher temperature vs single-response students",
                       ("mse", "accuracy", "hallucination", "inter_var"))]
 
@@ -268,14 +300,52 @@ def _in_cells(cfg: LLMConfig) -> list[dict[str, Any]]:
 
 
 def _in_run(cfg: LLMConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
-    rows = _run_methods(cfg, seed, ("averaging",), cfg.k, init_noise=float(cell["init_noise"]), with_teacher=False)
-    return [{**cell, **r} for r in rows]
+    """Published §5 LLM design: every student trains on one shared set of greedy teacher answers in one
+    data order, so only the initial weight noise differs between students."""
+    import numpy as np
+
+    track: dict[str, Any] = {}
+    rows = _run_methods(cfg, seed, ("single",), cfg.k, init_noise=float(cell["init_noise"]), with_teacher=False,
+                        teacher_answers="shared-greedy", track=track)
+    extra: dict[str, Any] = {}
+    if track.get("params_before"):
+        before, after = np.array(track["params_before"]), np.array(track["params_after"])  # (R, P)
+        extra = {"param_var_before": float(before.var(axis=0, ddof=1).mean()),
+                 "param_var_after": float(after.var(axis=0, ddof=1).mean()),
+                 "n_probe_params": int(before.shape[1])}
+    out = [{**cell, **r, **extra, "record": "summary"} for r in rows]
+    for r_i, traj in enumerate(track.get("trajectory") or []):
+        out.extend({**cell, "record": "trajectory", "student": r_i, "epoch": e, "param_value": v}
+                   for e, v in enumerate(traj))
+    return out
 
 
 def _in_plot(df: Any, cfg: LLMConfig, out_dir: Path) -> list[Path]:
-    d = df.sort_values(["init_noise"])
-    return [_bar_plot(d, out_dir / "llm_init_noise.png", "init_noise",
-                      "Student weight noise before distillation", ("mse", "accuracy", "inter_var"))]
+    import matplotlib.pyplot as plt
+
+    from ..report.plots import save_figure
+
+    summ = df[df["record"] == "summary"] if "record" in df else df
+    d = summ.sort_values(["init_noise", "split"])
+    paths = [_bar_plot(d, out_dir / "llm_init_noise.png", "init_noise,split",
+                       "Student weight noise before distillation (shared greedy teacher set)",
+                       ("mse", "accuracy", "inter_var"))]
+    if "param_var_before" in summ and summ["param_var_before"].notna().any():
+        fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+        one = summ[summ["split"] == "heldout"].sort_values("init_noise")
+        axes[0].plot(one["init_noise"], one["param_var_before"], "o-", label="before training")
+        axes[0].plot(one["init_noise"], one["param_var_after"], "s-", label="after training")
+        axes[0].set_xlabel("relative weight noise p")
+        axes[0].set_ylabel("parameter variance across students")
+        axes[0].legend(fontsize=8)
+        tr = df[df["record"] == "trajectory"] if "record" in df else df.iloc[0:0]
+        for (p_, st), g in tr.groupby(["init_noise", "student"]):
+            axes[1].plot(g["epoch"], g["param_value"], alpha=0.6, lw=1, color="tab:blue" if p_ > 0 else "tab:gray")
+        axes[1].set_xlabel("epoch")
+        axes[1].set_ylabel("tracked parameter")
+        fig.suptitle("LLM init noise: parameter variance and one parameter's trajectory", fontsize=10)
+        paths.append(save_figure(fig, out_dir / "llm_init_noise_params.png"))
+    return paths
 
 
 register(
@@ -299,7 +369,8 @@ def _out_cells(cfg: LLMConfig) -> list[dict[str, Any]]:
 
 
 def _out_run(cfg: LLMConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
-    rows = _run_methods(cfg, seed, ("single",), cfg.k)
+    # published §6 LLM design: every student on one shared greedy teacher set, one data order
+    rows = _run_methods(cfg, seed, ("single",), cfg.k, teacher_answers="shared-greedy")
     return [{"cell_method": cell["method"], **r} for r in rows]
 
 
@@ -318,6 +389,6 @@ register(
         run_cell=_out_run,
         plot=_out_plot,
         summary=_summary,
-        profiles={"quick": dict(QUICK), "paper": dict(PAPER)},
+        profiles={"quick": dict(QUICK), "paper": {**PAPER, "n_students": 20}},
     )
 )

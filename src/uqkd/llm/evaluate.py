@@ -108,13 +108,20 @@ def summarize_students(evals: Sequence[ModelEval]) -> dict[str, Any]:
 
     Returns
     -------
-    dict with ``{metric}_mean``, ``{metric}_std`` for :data:`PER_MODEL_METRICS`, ``inter_var`` and
-    ``n_students``.
+    dict with ``{metric}_mean``, ``{metric}_std`` for :data:`PER_MODEL_METRICS`, ``inter_var``,
+    ``inter_var_se`` (standard error across questions of the per-question inter-student variance)
+    and ``n_students``.
     """
     out: dict[str, Any] = {"n_students": len(evals)}
     for key in PER_MODEL_METRICS:
         v = np.array([e.metrics[key] for e in evals], dtype=float)
         out[f"{key}_mean"] = float(v.mean()) if v.size else float("nan")
         out[f"{key}_std"] = float(v.std(ddof=1)) if v.size >= 2 else 0.0
-    out["inter_var"] = float(inter_student_var(np.stack([e.greedy_emb for e in evals]))) if len(evals) >= 2 else 0.0
+    if len(evals) >= 2:
+        emb = np.stack([e.greedy_emb for e in evals])  # (R, n, d)
+        per_q = emb.var(axis=0, ddof=1).sum(axis=-1)  # (n,)
+        out["inter_var"] = float(inter_student_var(emb))
+        out["inter_var_se"] = float(per_q.std(ddof=1) / np.sqrt(len(per_q))) if len(per_q) >= 2 else float("nan")
+    else:
+        out["inter_var"], out["inter_var_se"] = 0.0, float("nan")
     return out

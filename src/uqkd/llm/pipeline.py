@@ -120,6 +120,31 @@ class MethodResult:
     info: dict[str, Any]
 
 
+TEACHER_ANSWERS = ("draws", "shared-greedy", "shared-draws")
+DATA_ORDERS = ("fixed", "per-student")
+
+
+def _param_probe(model: Any, n: int, seed: int) -> tuple[list[tuple[str, int]], Any]:
+    """A fixed, seeded sample of (parameter name, flat index): the probe for parameter variance."""
+    from .._seeding import make_rng
+
+    names = [(name, p.numel()) for name, p in model.named_parameters()]
+    sizes = np.array([s for _, s in names], dtype=np.int64)
+    rng = make_rng(seed, "param-probe")
+    flat = np.sort(rng.choice(int(sizes.sum()), size=min(n, int(sizes.sum())), replace=False))
+    bounds = np.cumsum(sizes)
+    out = []
+    for f in flat:
+        j = int(np.searchsorted(bounds, f, side="right"))
+        out.append((names[j][0], int(f - (bounds[j] - sizes[j]))))
+    return out, None
+
+
+def _probe_values(model: Any, probe: list[tuple[str, int]]) -> np.ndarray:
+    params = dict(model.named_parameters())
+    return np.array([float(params[n].detach().reshape(-1)[i]) for n, i in probe])
+
+
 def run_method(
     res: Resources,
     method: str,
@@ -136,54 +161,111 @@ def run_method(
     teacher_eval_emb: np.ndarray | None,
     init_noise: float = 0.0,
     multi_response_epochs_scale: float = 1.0,
+    teacher_answers: str = "draws",
+    data_order: str = "fixed",
+    teacher_transfer_emb: np.ndarray | None = None,
+    track_params: int = 0,
 ) -> MethodResult:
-    """Distil ``n_students`` students with one method and evaluate them."""
+    """Distil ``n_students`` students with one method and evaluate them on held-out and transfer questions.
+
+    What varies across students is named by the design:
+
+    - ``teacher_answers``: ``draws`` (student r gets its own k teacher draws), ``shared-greedy``
+      (every student trains on the same greedy teacher answers: the published §5/§6 LLM scripts),
+      ``shared-draws`` (the same k draws for every student);
+    - ``data_order``: ``fixed`` (one data order for all students) or ``per-student``;
+    - ``init_noise`` > 0: relative weight noise named by (seed, r).
+
+    ``info["transfer"]`` holds the evaluations on ``train_items`` (the questions distilled on);
+    ``track_params`` > 0 records that many probe parameters before and after training and the
+    first probe's value after every epoch (``info["params_before"]``, ``["params_after"]``,
+    ``["trajectory"]``).
+    """
+    if teacher_answers not in TEACHER_ANSWERS:
+        raise ValueError(f"teacher_answers: expected one of {', '.join(TEACHER_ANSWERS)}; got {teacher_answers!r}")
+    if data_order not in DATA_ORDERS:
+        raise ValueError(f"data_order: expected one of {', '.join(DATA_ORDERS)}; got {data_order!r}")
     evals: list[ModelEval] = []
+    transfer: list[ModelEval] = []
+    info: dict[str, Any] = {"n_skipped": 0, "teacher_empty": 0, "train_rows": 0, "final_loss": [],
+                            "params_before": [], "params_after": [], "trajectory": []}
+    probe = _param_probe(res.student.model, track_params, seed)[0] if track_params else None
     t0 = time.perf_counter()
-    info: dict[str, Any] = {"n_skipped": 0, "teacher_empty": 0, "train_rows": 0, "final_loss": []}
     for r in range(n_students):
         base = res.student
         if init_noise > 0:
             base = perturb_weights(base, init_noise, seed, "init-noise", r)
+        draw_index = r if teacher_answers == "draws" else 0
+        tdec = replace(dec, do_sample=False) if teacher_answers == "shared-greedy" else dec
         sk = k if method == "variance-weighting" else 0
-        recs, tinfo = teacher_records(res, train_items, k, dec, seed, r, student_k=sk, student_lm=base)
-        rows, binfo = build_training_set(recs, method, res.embedder, seed=seed, student_index=r,
+        recs, tinfo = teacher_records(res, train_items, k, tdec, seed, draw_index, student_k=sk, student_lm=base)
+        rows, binfo = build_training_set(recs, method, res.embedder, seed=seed, student_index=draw_index,
                                          format="conversational" if base.chat else "standard")
         cfg = sft
         if method == "multi-response" and multi_response_epochs_scale != 1.0:
             cfg = replace(sft, epochs=max(1, int(round(sft.epochs * multi_response_epochs_scale))))
-        trained, trinfo = train_student(base, rows, cfg, seed=seed, identity=("sft", method, k, r))
-        ev = evaluate_model(trained, eval_items, res.embedder, k=k_eval, decoding=eval_dec,
-                            seed=derived_seed(seed, "eval", r), teacher_sample_emb=teacher_eval_emb)
-        evals.append(ev)
+        ident = ("sft", method, k, r) if data_order == "per-student" else ("sft", method, k)
+        traj: list[float] = []
+        cb = None
+        if probe is not None:
+            info["params_before"].append(_probe_values(base.model, probe))
+            traj.append(float(info["params_before"][-1][0]))
+
+            def cb(model: Any, epoch: int, _t: list[float] = traj) -> None:
+                _t.append(float(_probe_values(model, probe[:1])[0]))
+        trained, trinfo = train_student(base, rows, cfg, seed=seed, identity=ident, on_epoch_end=cb)
+        if probe is not None:
+            info["params_after"].append(_probe_values(trained.model, probe))
+            info["trajectory"].append(traj)
+        evals.append(evaluate_model(trained, eval_items, res.embedder, k=k_eval, decoding=eval_dec,
+                                    seed=derived_seed(seed, "eval", r), teacher_sample_emb=teacher_eval_emb))
+        transfer.append(evaluate_model(trained, train_items, res.embedder, k=k_eval, decoding=eval_dec,
+                                       seed=derived_seed(seed, "eval-transfer", r),
+                                       teacher_sample_emb=teacher_transfer_emb))
         info["n_skipped"] += binfo["n_skipped"]
         info["teacher_empty"] += tinfo["teacher_empty"]
         info["train_rows"] += binfo["n_rows"]
         info["final_loss"].append(trinfo["losses"][-1])
         del trained
     info["final_loss"] = float(np.mean(info["final_loss"]))
-    info["seconds"] = time.perf_counter() - t0
+    info["seconds"] = time.perf_counter() - t0  # logged, never written to results.csv (reruns stay byte-identical)
+    info["transfer"] = transfer
+    info["design"] = f"teacher_answers={teacher_answers}, data_order={data_order}, init_noise={init_noise}"
     return MethodResult(method, evals, info)
 
 
-def method_row(mr: MethodResult) -> dict[str, Any]:
-    """One results row: mean/std across students of every metric, inter-student variance, bookkeeping."""
-    row = {"method": mr.method, **summarize_students(mr.evals)}
-    row.update({
+def method_rows(mr: MethodResult) -> list[dict[str, Any]]:
+    """Two results rows (``split`` = ``transfer``, ``heldout``): mean/std across students of every metric,
+    inter-student variance with its standard error, the design and bookkeeping (no wall-clock values)."""
+    import logging
+
+    logging.getLogger(__name__).info("method %s: %d students in %.1f s", mr.method, len(mr.evals),
+                                     mr.info.get("seconds", float("nan")))
+    common = {
+        "design": mr.info.get("design", ""),
         "train_rows": mr.info["train_rows"],
         "skipped_questions": mr.info["n_skipped"],
         "teacher_empty_answers": mr.info["teacher_empty"],
         "final_train_loss": mr.info["final_loss"],
-        "seconds": mr.info["seconds"],
-    })
-    return row
+    }
+    out = []
+    for split, evs in (("transfer", mr.info.get("transfer") or []), ("heldout", mr.evals)):
+        if evs:
+            out.append({"method": mr.method, "split": split, **summarize_students(evs), **common})
+    return out
 
 
-def teacher_row(ev: ModelEval) -> dict[str, Any]:
+def method_row(mr: MethodResult) -> dict[str, Any]:
+    """The held-out row of :func:`method_rows` (kept for callers of the one-row form)."""
+    return [r for r in method_rows(mr) if r["split"] == "heldout"][0]
+
+
+def teacher_row(ev: ModelEval, split: str = "heldout") -> dict[str, Any]:
     """The teacher's own figures in the same columns (std 0, one model, inter_var 0)."""
-    row: dict[str, Any] = {"method": "teacher", "n_students": 1}
+    row: dict[str, Any] = {"method": "teacher", "split": split, "n_students": 1}
     for key, v in ev.metrics.items():
         row[f"{key}_mean"] = v
         row[f"{key}_std"] = 0.0
     row["inter_var"] = 0.0
+    row["inter_var_se"] = 0.0
     return row

@@ -206,8 +206,12 @@ def train_student(
     *,
     seed: int = 0,
     identity: Sequence[Any] = (),
+    on_epoch_end: Any = None,
 ) -> tuple[LoadedLM, dict[str, Any]]:
     """Fine-tune a copy of ``student`` on ``rows``; the input model is left unchanged.
+
+    ``on_epoch_end(model, epoch)``, when given, is called after every epoch (e.g. to track a
+    parameter's trajectory).
 
     Parameters
     ----------
@@ -275,6 +279,8 @@ def train_student(
                 cnt += len(batch)
             losses.append(tot / max(cnt, 1))
             check_finite_params(model, f"after epoch {epoch + 1}")
+            if on_epoch_end is not None:
+                on_epoch_end(model, epoch + 1)
         model.eval()
     if cfg.lora and not cfg.adapter_only:
         model = model.merge_and_unload()
