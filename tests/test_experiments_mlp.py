@@ -58,7 +58,10 @@ def test_init_noise_mlp_summary_and_trajectory():
     traj = [r for r in rows if r["record"] == "trajectory"]
     assert len(summ) == 2 and len(traj) == 2 * (cfg.n_epochs + 1)
     s0, s4 = summ
-    assert s0["param_var_before"] == 0.0 and s0["mse_std"] == 0.0  # shared init, no noise: identical students
+    # shared init, no noise: identical students (up to float rounding: students sit at different positions of
+    # one batched matmul, whose summation order may differ by position on this torch/BLAS build)
+    assert s0["param_var_before"] == 0.0 and s0["mse_std"] <= 1e-7 * max(s0["mse_mean"], 1e-12) + 1e-12
+    assert s4["mse_std"] > 1e3 * s0["mse_std"]
     assert s4["param_var_before"] > 0 and s4["pred_var_after"] < s4["pred_var_before"]
     assert {"param_mean", "param_std", "param_s0", "param_s1", "epoch"} <= set(traj[0])
 

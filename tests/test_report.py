@@ -27,8 +27,13 @@ def test_report_has_computed_verdicts_and_valid_figures(small_results):
     tables, _ = load_tables(small_results)
     results = evaluate_claims(tables)
     assert len(results) == len(CLAIMS)
+    from uqkd.report.report import claims_summary
+
+    paper = [r for r in results if not r.beyond]
+    assert f"Claims of the paper: {claims_summary(paper)}" in text
+    assert " hold, " in text and " contradicted, " in text and " inconclusive, " in text and " errors (" in text
     ran = [r for r in results if set(r.experiments) <= set(tables)]
-    assert ran and all(r.verdict in ("holds", "does not hold") for r in ran)
+    assert ran and all(r.verdict in ("holds", "contradicted", "inconclusive") for r in ran)
     assert all(r.statistic and r.value for r in ran)
     for r in results:
         assert r.claim_id in text
@@ -52,7 +57,7 @@ def test_verdict_follows_the_numbers(small_results):
     m = df["method"] == "averaging"
     df.loc[m, "inter_student_var"] = df.loc[m, "inter_student_var"] * df.loc[m, "k"] ** 0.5
     bad = {r.claim_id: r.verdict for r in evaluate_claims({**tables, "variance-aware-linear": df})}
-    assert bad["F2"] == "does not hold"
+    assert bad["F2"] == "contradicted"
 
 
 def test_missing_experiments_are_not_run(small_results):
@@ -93,14 +98,14 @@ def test_every_claim_computes_a_verdict_from_minimal_tables(small_results, tmp_p
     results = {r.claim_id: r for r in evaluate_claims(tables)}
     for cid, r in results.items():
         if set(r.experiments) <= set(tables):
-            assert r.verdict in ("holds", "does not hold"), (cid, r.statistic)
+            assert r.verdict in ("holds", "contradicted", "inconclusive"), (cid, r.verdict, r.statistic, r.value)
 
 
 def _llm_va_table(single_mse_sd, gain, hallu_single, hallu_avg, n=5, n_eval=40):
     import pandas as pd
 
     base = {"k": 3, "n_students": n, "n_eval": n_eval, "intra_var_mean": 0.5}
-    return pd.DataFrame([
+    df = pd.DataFrame([
         {**base, "method": "teacher", "n_students": 1, "mse_mean": 1.0, "mse_std": 0.0, "inter_var": 0.0,
          "hallucination_mean": 0.3, "hallucination_std": 0.0},
         {**base, "method": "single", "mse_mean": 1.5, "mse_std": single_mse_sd, "inter_var": 0.6,
@@ -108,11 +113,13 @@ def _llm_va_table(single_mse_sd, gain, hallu_single, hallu_avg, n=5, n_eval=40):
         {**base, "method": "averaging", "mse_mean": 1.5 - gain, "mse_std": single_mse_sd, "inter_var": 0.3,
          "hallucination_mean": hallu_avg, "hallucination_std": 0.05},
     ])
+    df["inter_var_se"] = 0.1 * df["inter_var"]
+    return df
 
 
 def test_llm_claims_follow_the_numbers():
     clear = {r.claim_id: r for r in evaluate_claims({"llm-variance-aware": _llm_va_table(0.01, 0.2, 0.9, 0.4)})}
     assert clear["F5-llm"].verdict == "holds" and clear["B-llm-hallucination"].verdict == "holds"
     noisy = {r.claim_id: r for r in evaluate_claims({"llm-variance-aware": _llm_va_table(0.5, 0.05, 0.9, 0.85)})}
-    assert noisy["F5-llm"].verdict == "does not hold" and noisy["B-llm-hallucination"].verdict == "does not hold"
-    assert "p=" in noisy["F5-llm"].value
+    assert noisy["F5-llm"].verdict == "inconclusive" and noisy["B-llm-hallucination"].verdict == "inconclusive"
+    assert "MDE" in noisy["F5-llm"].verdict_text and "students/method, 80% power" in noisy["F5-llm"].verdict_text

@@ -34,6 +34,10 @@ __all__ = [
     "inverse_variance_sample_weights",
     "crossfit_variance",
     "shrinkage_labels",
+    "neyman_allocation",
+    "allocate_budget",
+    "shrunk_variance_unequal_k",
+    "allocate_budget_two_stage",
 ]
 
 
@@ -375,3 +379,333 @@ def shrinkage_labels(
     v = np.maximum(np.asarray(mean_var, dtype=float), 1e-300)
     t = np.maximum(np.asarray(student_var, dtype=float), 1e-300)
     return (teacher_mean_k / v + student_pred_cv / t) / (1.0 / v + 1.0 / t)
+
+
+# --------------------------------------------------------------------------- budget allocation
+
+
+def _check_allocation_args(
+    variances: np.ndarray, budget: int, weights: np.ndarray | None, min_per_input: int
+) -> tuple[np.ndarray, int, int]:
+    """Validate and return ``(a, budget, min_per_input)`` with ``a = weights * variances`` of shape (..., n)."""
+    v = check_variances(variances, "variances")
+    if v.ndim < 1:
+        raise ValueError(f"variances: expected shape (..., n_inputs) with n_inputs >= 1, got {v.shape}")
+    m = check_int(min_per_input, "min_per_input", min_value=1)
+    n = v.shape[-1]
+    budget = check_int(budget, "budget", min_value=n * m)
+    if weights is None:
+        return v, budget, m
+    w = check_array(weights, "weights", nonnegative=True)
+    try:
+        a = np.broadcast_to(w, v.shape) * v
+    except ValueError:
+        raise ValueError(f"weights: expected a shape that broadcasts to variances {v.shape}, got {w.shape}") from None
+    return a, budget, m
+
+
+def neyman_allocation(
+    variances: np.ndarray, budget: int, weights: np.ndarray | None = None, *, min_per_input: int = 1
+) -> np.ndarray:
+    r"""Continuous optimal allocation of ``budget`` teacher draws (Neyman allocation with water-filling).
+
+    Minimises the propagated variance of averaged labels :math:`V(k) = \sum_i c_i\sigma_i^2/k_i`
+    over real :math:`k_i \ge m` with :math:`\sum_i k_i = B`. The KKT conditions give
+
+    .. math:: k_i = \max\big(m,\ \lambda\,\sigma_i\sqrt{c_i}\big),
+
+    with :math:`\lambda` set by the budget: inputs whose Neyman share :math:`\propto\sigma_i\sqrt{c_i}`
+    falls below the floor are clamped at ``min_per_input`` and the rest share what is left in
+    proportion to :math:`\sigma_i\sqrt{c_i}` (water-filling, solved exactly from the sorted shares).
+
+    Parameters
+    ----------
+    variances : array of shape (..., n_inputs)
+        Per-input teacher noise variances :math:`\sigma_i^2` (one draw); leading axes are batches.
+    budget : int
+        Total draws :math:`B \ge n\,m` per batch row.
+    weights : array broadcastable to ``variances``, optional
+        Influence :math:`c_i \ge 0` of input i on the quantity of interest (default: ones).
+        See :func:`uqkd.theory.allocation_weights` for the OLS student.
+    min_per_input : int
+        Floor :math:`m \ge 1`.
+
+    Returns
+    -------
+    array of float, shape of ``variances``; each row sums to ``budget``. A row with every
+    :math:`c_i\sigma_i^2 = 0` gets the uniform allocation ``budget / n``.
+
+    Examples
+    --------
+    >>> neyman_allocation(np.array([1.0, 4.0, 0.0]), 9).tolist()
+    [2.6666666666666665, 5.333333333333333, 1.0]
+    """
+    a, B, m = _check_allocation_args(variances, budget, weights, min_per_input)
+    n = a.shape[-1]
+    s = np.sqrt(a).reshape(-1, n)  # (N, n)
+    order = np.argsort(-s, axis=1, kind="stable")
+    ss = np.take_along_axis(s, order, axis=1)  # descending (N, n)
+    cums = np.cumsum(ss, axis=1)  # (N, n)
+    j = np.arange(1, n + 1)
+    nxt = np.concatenate([ss[:, 1:], np.zeros((ss.shape[0], 1))], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lam = (B - m * (n - j))[None, :] / cums  # (N, n): level if the top j inputs are unclamped
+        ok = (lam * nxt <= m) & (cums > 0)
+        first = np.argmax(ok, axis=1)  # smallest valid j - 1
+        lam_star = lam[np.arange(ss.shape[0]), first]  # (N,)
+        k = np.maximum(m, lam_star[:, None] * s)
+    zero = ~np.any(ok, axis=1)  # every share is zero
+    k[zero] = B / n
+    return k.reshape(a.shape)
+
+
+def _gain(a: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Marginal gain a / (t (t + 1)) of the (t+1)-th draw at an input holding t >= 1 draws."""
+    return a / (t * (t + 1.0))
+
+
+def _count_above(a: np.ndarray, tau: np.ndarray, m: int, cap: int) -> np.ndarray:
+    """Per input, the number of marginal gains a/(t(t+1)), t = m, m+1, ..., strictly above ``tau``.
+
+    The float gains are non-increasing in t, so these terms form a prefix of each input's
+    sequence; the count is exact (a closed-form guess corrected by direct comparisons).
+    """
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        q = a / tau
+        t = np.floor((np.sqrt(1.0 + 4.0 * q) - 1.0) / 2.0)
+    t = np.clip(np.nan_to_num(t, nan=0.0, posinf=cap), 0, cap + 1)  # ~ largest t with gain(t) > tau
+    for _ in range(2):
+        t = np.where(_gain(a, t + 1.0) > tau, t + 1.0, t)
+    for _ in range(3):
+        t = np.where((t >= 1) & (_gain(a, np.maximum(t, 1.0)) <= tau), t - 1.0, t)
+    return np.clip(t - m + 1, 0, cap).astype(np.int64)
+
+
+def allocate_budget(
+    variances: np.ndarray, budget: int, weights: np.ndarray | None = None, *, min_per_input: int = 1
+) -> np.ndarray:
+    r"""Optimal integer allocation of a budget of teacher draws over inputs.
+
+    Minimises the propagated variance of the averaged labels,
+
+    .. math:: V(k) = \sum_i \frac{a_i}{k_i},\qquad a_i = c_i\,\sigma_i^2,
+
+    over integers :math:`k_i \ge m` with :math:`\sum_i k_i = B` exactly. The continuous optimum
+    is the Neyman allocation :math:`k_i \propto \sigma_i\sqrt{c_i}` (:func:`neyman_allocation`);
+    this function returns an exact integer optimum.
+
+    **Why the greedy rule is optimal.** Let :math:`g_i(t) = a_i/t - a_i/(t+1) = a_i/(t(t+1))`
+    be the variance removed by giving input i its (t+1)-th draw. Because :math:`a/k` is convex,
+    :math:`g_i(t)` is non-increasing in t. For any feasible k,
+
+    .. math:: V(k) = \sum_i \frac{a_i}{m} - \sum_i \sum_{t=m}^{k_i-1} g_i(t),
+
+    so V is a constant minus the sum of :math:`R = B - nm` gains, input i contributing the first
+    :math:`k_i - m` terms of its own sequence. No R terms of the pooled multiset sum to more
+    than its R largest, and since every sequence is non-increasing the R largest (ties broken
+    by position in the sequence) are a prefix of each sequence, i.e. a feasible allocation.
+    Hence "give each successive draw to the input with the largest marginal gain" (greedy,
+    started from :math:`k_i = m`) is exactly optimal. Rounding the continuous optimum is
+    **not**: :math:`a = (100, 2.56, 2.56, 2.56, 2.56, 2.56)`, :math:`B = 18` has the continuous
+    optimum :math:`(10, 1.6, \ldots, 1.6)` but the integer optimum :math:`(9, 2, 2, 2, 2, 1)`:
+    a fix-up of the floored continuous solution must also be able to take draws away.
+
+    Instead of R heap steps this finds the R-th largest gain :math:`\tau` by bisection on
+    :math:`\log\tau` (vectorised over batch rows): every input takes all its gains above
+    :math:`\tau` and the remaining draws go to the largest next gains. The result equals the
+    greedy allocation (up to ties, which leave V unchanged).
+
+    Parameters
+    ----------
+    variances : array of shape (..., n_inputs)
+        Per-input teacher noise variances (one draw), >= 0; leading axes are batches (e.g. one
+        row per student when each student estimates its own variances).
+    budget : int
+        Total draws per batch row, >= ``n_inputs * min_per_input``.
+    weights : array broadcastable to ``variances``, optional
+        Influence :math:`c_i \ge 0` of each input on the quantity of interest (default ones:
+        :math:`k_i \propto \sigma_i`). For an OLS student see :func:`uqkd.theory.allocation_weights`.
+    min_per_input : int
+        Floor :math:`m \ge 1` on every :math:`k_i`.
+
+    Returns
+    -------
+    array of int64, shape of ``variances``; each row sums to ``budget``. Rows with every
+    :math:`a_i = 0` (nothing to gain) get the budget spread as evenly as possible.
+
+    Examples
+    --------
+    >>> allocate_budget(np.array([1.0, 4.0, 0.0]), 9).tolist()
+    [3, 5, 1]
+    >>> allocate_budget(np.ones(4), 12).tolist()
+    [3, 3, 3, 3]
+    """
+    a, B, m = _check_allocation_args(variances, budget, weights, min_per_input)
+    shape = a.shape
+    n = shape[-1]
+    a = a.reshape(-1, n)  # (N, n)
+    N = a.shape[0]
+    R = B - n * m  # draws above the floor
+    k = np.full((N, n), m, dtype=np.int64)
+    if R == 0:
+        return k.reshape(shape)
+    amax = a.max(axis=1, keepdims=True)  # (N, 1)
+    pos = amax[:, 0] > 0
+    # Rows with nothing to gain: spread evenly (any allocation is optimal).
+    if np.any(~pos):
+        even = np.full(n, m + R // n, dtype=np.int64)
+        even[: R % n] += 1
+        k[~pos] = even
+    if not np.any(pos):
+        return k.reshape(shape)
+    ap, amp = a[pos], amax[pos]
+    hi = amp / (m * (m + 1.0))  # no gain exceeds it: S(hi) = 0 <= R
+    lo = amp / ((m + R) * (m + R + 1.0)) / 2.0  # the largest input alone has R + 1 gains above it
+    c_hi = _count_above(ap, hi, m, R)
+    c_lo = _count_above(ap, lo, m, R)
+    for _ in range(400):
+        active = (c_lo - c_hi).max(axis=1) > 1  # some input still has two gains in (lo, hi]
+        if not np.any(active):
+            break
+        mid = np.sqrt(lo[active] * hi[active])
+        c_mid = _count_above(ap[active], mid, m, R)
+        go_lo = c_mid.sum(axis=1) >= R  # at least R gains above mid: the R-th largest is above it
+        idx = np.nonzero(active)[0]
+        lo[idx[go_lo]] = mid[go_lo]
+        c_lo[idx[go_lo]] = c_mid[go_lo]
+        hi[idx[~go_lo]] = mid[~go_lo]
+        c_hi[idx[~go_lo]] = c_mid[~go_lo]
+    else:  # pragma: no cover - the interval shrinks geometrically
+        raise RuntimeError("allocate_budget: threshold search did not converge")
+    kp = m + c_hi  # every gain above hi taken; S(hi) <= R
+    r = R - c_hi.sum(axis=1)  # (Np,) draws left, <= number of inputs with one gain in (lo, hi]
+    eligible = (c_lo - c_hi) == 1
+    nxt = np.where(eligible, _gain(ap, kp.astype(float)), -np.inf)  # (Np, n)
+    order = np.argsort(-nxt, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(n)[None, :].repeat(len(order), axis=0), axis=1)
+    kp = kp + (rank < r[:, None])
+    k[pos] = kp
+    return k.reshape(shape)
+
+
+def shrunk_variance_unequal_k(
+    s2: np.ndarray, k: np.ndarray | int, prior_df: float | Literal["auto"] = "auto", axis: int = -1
+) -> np.ndarray:
+    r"""Empirical-Bayes shrinkage of per-input variances when inputs have different numbers of draws.
+
+    The generalisation of :func:`shrunk_variance_from_moments` to :math:`d_i = k_i - 1`
+    degrees of freedom per input:
+
+    .. math:: \tilde s_i^2 = \frac{d_i\, s_i^2 + \nu_0\, s_p^2}{d_i + \nu_0},\qquad
+              s_p^2 = \frac{\sum_i d_i s_i^2}{\sum_i d_i},
+
+    and, for ``prior_df="auto"``, the method of moments of :func:`estimate_prior_df` with
+    :math:`2/(k-1)` replaced by its input average :math:`2h`, :math:`h = \overline{1/d_i}`:
+    :math:`\hat\tau = (v - 2m^2 h)/(1 + 2h)`, :math:`\nu_0 = 4 + 2m^2/\hat\tau` (:math:`\infty`
+    when :math:`\hat\tau \le 0`), with m, v the mean and variance of the :math:`s_i^2`. Inputs
+    with a single draw (:math:`d_i = 0`) carry no variance information and get :math:`s_p^2`.
+    With every :math:`k_i` equal this is exactly :func:`shrunk_variance_from_moments`.
+
+    Parameters
+    ----------
+    s2 : array
+        Per-input sample variances (ddof=1) of the :math:`k_i` draws; inputs along ``axis``
+        (the value where :math:`k_i = 1` is ignored). Leading axes are batches.
+    k : int or int array broadcastable to ``s2``
+        Draws per input, >= 1; at least two inputs per row need :math:`k_i \ge 2`.
+    """
+    s2 = check_variances(s2, "s2")
+    kk = np.asarray(k)
+    if kk.dtype.kind not in "iu" and not (kk.dtype.kind == "f" and np.all(kk == np.round(kk))):
+        raise TypeError(f"k: expected integer draw counts, got dtype {kk.dtype}")
+    if np.any(kk < 1):
+        raise ValueError(f"k: expected draw counts >= 1, got minimum {int(np.min(kk))}")
+    try:
+        d = np.broadcast_to(kk.astype(float) - 1.0, s2.shape)
+    except ValueError:
+        raise ValueError(f"k: expected a shape that broadcasts to s2 {s2.shape}, got {kk.shape}") from None
+    s2 = np.moveaxis(s2, axis, -1)
+    d = np.moveaxis(d, axis, -1)
+    has = d > 0
+    n_has = has.sum(axis=-1, keepdims=True)
+    if np.any(n_has < 2):
+        raise ValueError("k: expected at least two inputs with k >= 2 along axis (variance information)")
+    sp = (d * s2).sum(axis=-1, keepdims=True) / d.sum(axis=-1, keepdims=True)
+    if isinstance(prior_df, str):
+        if prior_df != "auto":
+            raise ValueError(f"prior_df: expected a non-negative number or 'auto', got {prior_df!r}")
+        x = np.where(has, s2, 0.0)
+        mm = x.sum(axis=-1, keepdims=True) / n_has
+        v = (np.where(has, (s2 - mm) ** 2, 0.0)).sum(axis=-1, keepdims=True) / (n_has - 1)
+        h = np.where(has, 1.0 / np.where(has, d, 1.0), 0.0).sum(axis=-1, keepdims=True) / n_has
+        tau = (v - 2.0 * mm**2 * h) / (1.0 + 2.0 * h)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            nu0 = np.where(tau > 0, 4.0 + 2.0 * mm**2 / np.where(tau > 0, tau, 1.0), np.inf)
+    else:
+        if not (prior_df >= 0):
+            raise ValueError(f"prior_df: expected a non-negative number or 'auto', got {prior_df!r}")
+        nu0 = np.full_like(sp, float(prior_df))
+    finite = np.isfinite(nu0)
+    nu = np.where(finite, nu0, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shrunk = (d * s2 + nu * sp) / (d + nu)
+    shrunk = np.where(finite & (has | (nu > 0)), shrunk, np.broadcast_to(sp, s2.shape))
+    return np.moveaxis(shrunk, -1, axis)
+
+
+def allocate_budget_two_stage(
+    pilot_var: np.ndarray,
+    pilot_k: int,
+    budget: int,
+    weights: np.ndarray | None = None,
+    *,
+    prior_df: float | Literal["auto"] = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Second stage of two-stage sampling: allocate a budget by variances estimated from a pilot.
+
+    Every input has already received :math:`k_0` pilot draws (which are kept and averaged with
+    the rest). Their sample variances are shrunk towards the pooled value
+    (:func:`shrunk_variance_from_moments`, empirical Bayes) and the total budget is allocated
+    optimally under those estimates with the floor :math:`k_i \ge k_0`,
+
+    .. math:: k = \arg\min_{k_i \ge k_0,\ \sum k_i = B} \sum_i c_i \tilde s_i^2 / k_i,
+
+    which is the best use of the remaining :math:`B - n k_0` draws given the pilot
+    (:func:`allocate_budget`). The estimation error of :math:`\tilde s_i^2` is the price of
+    not knowing :math:`\sigma_i`.
+
+    Parameters
+    ----------
+    pilot_var : array of shape (..., n_inputs)
+        Sample variances (ddof=1) of the pilot draws; leading axes are batches (students).
+    pilot_k : int
+        Pilot draws per input :math:`k_0 \ge 2`.
+    budget : int
+        Total draws, pilot included, >= ``n_inputs * pilot_k``.
+    weights : array broadcastable to ``pilot_var``, optional
+        Influence :math:`c_i` (see :func:`allocate_budget`).
+    prior_df : float or "auto"
+        Prior degrees of freedom of the shrinkage.
+
+    Returns
+    -------
+    k : int64 array like ``pilot_var``
+        Total draws per input (pilot included); rows sum to ``budget``.
+    var_est : array like ``pilot_var``
+        The shrunk pilot variances the allocation used.
+
+    Examples
+    --------
+    >>> k, v = allocate_budget_two_stage(np.array([0.5, 1.0, 8.0]), 2, 12, prior_df=0)
+    >>> k.tolist()
+    [2, 3, 7]
+    """
+    k0 = check_int(pilot_k, "pilot_k", min_value=2)
+    pv = check_variances(pilot_var, "pilot_var")
+    if pv.ndim < 1:
+        raise ValueError(f"pilot_var: expected shape (..., n_inputs), got {pv.shape}")
+    n = pv.shape[-1]
+    budget = check_int(budget, "budget", min_value=n * k0)
+    v = shrunk_variance_from_moments(pv, k0, prior_df=prior_df, axis=-1)
+    return allocate_budget(v, budget, weights, min_per_input=k0), v

@@ -10,10 +10,26 @@ from pathlib import Path
 
 from .config import UserError
 from .experiments import list_experiments
-from .report.report import build_report
+from .report.claims import ERROR, ClaimResult
+from .report.report import build_report_and_claims
 from .runner import run_experiment
 
-__all__ = ["reproduce", "select_experiments"]
+__all__ = ["reproduce", "select_experiments", "exit_status", "claim_failures"]
+
+
+def claim_failures(claims: Sequence[ClaimResult]) -> list[str]:
+    """``"claim <id> (error: <Type>: message)"`` for every claim whose test raised."""
+    return [f"claim {c.claim_id} ({ERROR}: {c.statistic.removeprefix('claim raised ')})"
+            for c in claims if c.verdict == ERROR]
+
+
+def exit_status(failed_experiments: Sequence[str], claims: Sequence[ClaimResult] = ()) -> int:
+    """Exit status of ``uqkd reproduce``: 1 if an experiment failed or a claim raised an error, else 0.
+
+    Verdicts (``contradicted``, ``inconclusive``, ``not computable``) never fail a run; an ``error``
+    verdict does (the claim's code is broken).
+    """
+    return 1 if failed_experiments or claim_failures(claims) else 0
 
 
 def select_experiments(only: Sequence[str] | None = None) -> list[str]:
@@ -51,7 +67,9 @@ def reproduce(
 
     Returns
     -------
-    (report.md, report.html, failed experiment names)
+    (report.md, report.html, failures)
+        ``failures`` lists the failed experiment names, then ``claim <id> (error: ...)`` for every
+        claim whose code raised; the command exits non-zero when it is not empty (:func:`exit_status`).
     """
     if profile not in ("quick", "paper"):
         raise UserError(f"--profile: expected quick or paper, got {profile!r}")
@@ -79,7 +97,10 @@ def reproduce(
             traceback.print_exc(limit=3, file=sys.stderr)
     if shared is not None:
         shared.close()
-    md, html = build_report(out, expected=names)
+    md, html, claims = build_report_and_claims(out, expected=names)
     print(f"reproduce: {len(names) - len(failed)}/{len(names)} experiments in {time.perf_counter() - t_all:.0f}s",
           file=sys.stderr)
-    return md, html, failed
+    errors = claim_failures(claims)
+    for e in errors:
+        print(f"reproduce: {e}", file=sys.stderr)
+    return md, html, failed + errors

@@ -69,6 +69,8 @@ class LLMConfig:
     lora: bool = option(False, "fine-tune LoRA adapters (merged after training) instead of all weights")
     threads: int = option(1, "torch CPU threads (1 is robust on shared machines; 0 keeps torch's default)")
     cache_dir: str = option("", "sample and model cache directory; empty: $UQKD_CACHE or ~/.cache/uqkd")
+    device: str = option("auto", "auto (CUDA when available), cpu, cuda, cuda:N")
+    dtype: str = option("auto", "auto (bfloat16 on a GPU that supports it, float32 on CPU), float32, bfloat16, float16")
 
     def __post_init__(self) -> None:
         for m in self.methods:
@@ -92,6 +94,12 @@ class LLMConfig:
             raise ValueError(f"init_noises: expected numbers >= 0, got {self.init_noises}")
         if self.threads < 0:
             raise ValueError(f"threads: expected an integer >= 0, got {self.threads}")
+        import re as _re
+
+        if not _re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ValueError(f"device: expected auto, cpu, cuda or cuda:N; got {self.device!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype: expected auto, float32, bfloat16 or float16; got {self.dtype!r}")
         if self.teacher_answers not in ("", "draws", "shared-greedy", "shared-draws"):
             raise ValueError(f"teacher_answers: expected one of draws, shared-greedy, shared-draws (or empty); "
                              f"got {self.teacher_answers!r}")
@@ -141,7 +149,8 @@ def _setup(cfg: LLMConfig, seed: int) -> tuple[Any, Any, Any, Any, Any]:
     from ..llm.pipeline import get_resources, load_items
     from ..llm.train import SFTConfig
 
-    res = get_resources(cfg.teacher, cfg.student, cfg.student_every, cfg.embedder, cfg.cache_dir or None, cfg.threads)
+    res = get_resources(cfg.teacher, cfg.student, cfg.student_every, cfg.embedder, cfg.cache_dir or None, cfg.threads,
+                        device=cfg.device, dtype=cfg.dtype)
     train, test = load_items(cfg.data, cfg.qa_kinds, cfg.n_train, cfg.n_eval, seed=0)
     dec = DecodingConfig(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                          repetition_penalty=cfg.repetition_penalty, max_new_tokens=cfg.max_new_tokens)

@@ -58,6 +58,8 @@ def get_resources(
     embedder: str,
     cache_dir: str | Path | None = None,
     threads: int = 0,
+    device: str = "auto",
+    dtype: str = "auto",
 ) -> Resources:
     """Load (or reuse) teacher, student (``""``: derived from the teacher), embedder and sample cache."""
     if threads:
@@ -65,11 +67,12 @@ def get_resources(
 
         torch.set_num_threads(int(threads))
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
-    key = (teacher, student, student_every, embedder, str(cache_root))
+    key = (teacher, student, student_every, embedder, str(cache_root), device, dtype)
     if key not in _RES:
-        t = load_causal_lm(teacher, cache_dir=cache_root)
-        s = derive_student(t, student_every) if not student else load_causal_lm(student, cache_dir=cache_root)
-        _RES[key] = Resources(t, s, load_embedder(embedder), SampleCache(cache_root / "samples"))
+        t = load_causal_lm(teacher, cache_dir=cache_root, device=device, dtype=dtype)
+        s = (derive_student(t, student_every) if not student
+             else load_causal_lm(student, cache_dir=cache_root, device=device, dtype=dtype))
+        _RES[key] = Resources(t, s, load_embedder(embedder, device=device), SampleCache(cache_root / "samples"))
     return _RES[key]
 
 

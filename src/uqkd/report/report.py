@@ -15,9 +15,19 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_write_text
-from .claims import ClaimResult, evaluate_claims
+from .claims import CONTRADICTED, ERROR, HOLDS, INCONCLUSIVE, NOT_COMPUTABLE, NOT_RUN, ClaimResult, evaluate_claims
 
-__all__ = ["load_tables", "build_report", "SECTIONS"]
+__all__ = ["load_tables", "build_report", "build_report_and_claims", "claims_summary", "VERDICT_LEGEND", "SECTIONS"]
+
+#: what each verdict means, printed under the claims tables
+VERDICT_LEGEND = (
+    "Verdicts: `holds` = the interval lies on the claimed side (closed forms: every Monte-Carlo estimate within "
+    "its 95% band); `contradicted` = the interval excludes the claimed direction (closed forms: outside the "
+    "99.9% band); `inconclusive` = the interval straddles the threshold, with the minimum detectable effect "
+    "(MDE) at this run's sample size and 80% power beside it; `not computable` = a statistic is NaN/inf or "
+    "cannot be formed, with the reason; `not run` = an experiment is missing; `error` = the claim's code "
+    "raised (type and message shown)."
+)
 
 SECTIONS = {
     "4": "Teacher output uncertainty",
@@ -77,14 +87,33 @@ def _claims_frame(results: list[ClaimResult], beyond: bool) -> Any:
 
     rows = [
         {"id": r.claim_id, "§": r.section, "claim": r.claim, "statistic": r.statistic, "value": r.value,
-         "CI / spread": r.interval, "verdict": r.verdict}
+         "interval": r.interval, "verdict": r.verdict_text}
         for r in results if r.beyond == beyond
     ]
-    return pd.DataFrame(rows, columns=["id", "§", "claim", "statistic", "value", "CI / spread", "verdict"])
+    return pd.DataFrame(rows, columns=["id", "§", "claim", "statistic", "value", "interval", "verdict"])
+
+
+def claims_summary(results: list[ClaimResult]) -> str:
+    """``"3 hold, 1 contradicted, 2 inconclusive, 0 errors (6 evaluated; 1 not computable; 2 not run)."``"""
+    n = {v: sum(r.verdict == v for r in results) for v in (HOLDS, CONTRADICTED, INCONCLUSIVE, NOT_COMPUTABLE,
+                                                            NOT_RUN, ERROR)}
+    evaluated = len(results) - n[NOT_RUN]
+    extra = [f"{n[NOT_COMPUTABLE]} not computable"] if n[NOT_COMPUTABLE] else []
+    extra += [f"{n[NOT_RUN]} not run"] if n[NOT_RUN] else []
+    return (f"{n[HOLDS]} hold, {n[CONTRADICTED]} contradicted, {n[INCONCLUSIVE]} inconclusive, "
+            f"{n[ERROR]} error{'' if n[ERROR] == 1 else 's'} ({evaluated} evaluated"
+            + "".join(f"; {e}" for e in extra) + ").")
 
 
 def build_report(root: str | Path, *, expected: list[str] | None = None) -> tuple[Path, Path]:
-    """Write ``root/report.md`` and ``root/report.html``; return their paths.
+    """Write ``root/report.md`` and ``root/report.html``; return their paths (see :func:`build_report_and_claims`)."""
+    md, html_path, _ = build_report_and_claims(root, expected=expected)
+    return md, html_path
+
+
+def build_report_and_claims(root: str | Path, *, expected: list[str] | None = None
+                            ) -> tuple[Path, Path, list[ClaimResult]]:
+    """Write ``root/report.md`` and ``root/report.html``; return their paths and the evaluated claims.
 
     Parameters
     ----------
@@ -115,17 +144,23 @@ def build_report(root: str | Path, *, expected: list[str] | None = None) -> tupl
     ]
     profiles = sorted({m.get("profile", "?") for m in metas.values()})
     intro = (f"Results in `{root}`; profile(s): {', '.join(profiles)}. Verdicts are computed from the numbers "
-             "in the result tables, never written by hand; a claim that does not hold is reported as such.")
+             "in the result tables, never written by hand: a claim the data contradict is reported as "
+             "contradicted, one the data cannot decide as inconclusive with the effect this run could detect.")
     md += [intro, ""]
     h.append(f"<p>{html.escape(intro)}</p>")
-    n_hold = sum(c.verdict == "holds" for c in claims if not c.beyond)
-    n_run = sum(c.verdict != "not run" for c in claims if not c.beyond)
-    md += ["## Claims of the paper", "", f"{n_hold} of {n_run} evaluated claims hold.", "",
-           _md_table(_claims_frame(claims, False)), ""]
-    h += ["<h2>Claims of the paper</h2>", f"<p>{n_hold} of {n_run} evaluated claims hold.</p>",
-          _html_table(_claims_frame(claims, False))]
-    md += ["## Beyond the paper", "", _md_table(_claims_frame(claims, True)), ""]
-    h += ["<h2>Beyond the paper</h2>", _html_table(_claims_frame(claims, True))]
+    paper = [c for c in claims if not c.beyond]
+    beyond = [c for c in claims if c.beyond]
+    s_paper, s_beyond = f"Claims of the paper: {claims_summary(paper)}", f"Beyond the paper: {claims_summary(beyond)}"
+    errors = [c for c in claims if c.verdict == ERROR]
+    md += ["## Claims of the paper", "", s_paper, "", _md_table(_claims_frame(claims, False)), ""]
+    h += ["<h2>Claims of the paper</h2>", f"<p>{html.escape(s_paper)}</p>", _html_table(_claims_frame(claims, False))]
+    md += ["## Beyond the paper", "", s_beyond, "", _md_table(_claims_frame(claims, True)), "", VERDICT_LEGEND, ""]
+    h += ["<h2>Beyond the paper</h2>", f"<p>{html.escape(s_beyond)}</p>", _html_table(_claims_frame(claims, True)),
+          f"<p><small>{html.escape(VERDICT_LEGEND)}</small></p>"]
+    if errors:
+        msg = "Claims that raised an error: " + "; ".join(f"{c.claim_id} ({c.statistic})" for c in errors)
+        md += [f"**{msg}**", ""]
+        h.append(f"<p><strong>{html.escape(msg)}</strong></p>")
     missing = [e for e in (expected or []) if e not in tables]
     if missing:
         md += [f"Not run: {', '.join(missing)}", ""]
@@ -161,4 +196,4 @@ def build_report(root: str | Path, *, expected: list[str] | None = None) -> tupl
     md_path, html_path = root / "report.md", root / "report.html"
     atomic_write_text(md_path, "\n".join(md))
     atomic_write_text(html_path, "\n".join(h))
-    return md_path, html_path
+    return md_path, html_path, claims
