@@ -1,4 +1,5 @@
-"""Generation throughput: uqkd's batched k-sample generation vs one sample per prompt per pass.
+"""Generation throughput: uqkd's batched k-sample generation vs transformers' batched
+``generate(do_sample=True, num_return_sequences=k)`` and vs one sample per prompt per pass.
 
 Usage::
 
@@ -29,7 +30,7 @@ def naive(lm, questions, k, dec, seed):
         torch.manual_seed(seed)
         for _ in range(k):
             for q in questions:
-                enc = tok([format_prompt(lm, q)], return_tensors="pt", add_special_tokens=not lm.chat)
+                enc = tok([format_prompt(lm, q)], return_tensors="pt", add_special_tokens=not lm.chat).to(lm.device)
                 with torch.no_grad():
                     out = lm.model.generate(**enc, do_sample=True, temperature=dec.temperature, top_k=dec.top_k,
                                             top_p=dec.top_p, repetition_penalty=dec.repetition_penalty,
@@ -38,6 +39,38 @@ def naive(lm, questions, k, dec, seed):
                 if tok.eos_token_id in new:
                     new = new[: new.index(tok.eos_token_id) + 1]
                 n_tokens += len(new)
+    return n_tokens, time.perf_counter() - t0
+
+
+def hf_batched(lm, questions, k, dec, seed):
+    """transformers' own batched sampling: every prompt once, ``num_return_sequences=k`` (global torch RNG,
+    so sample j depends on the batch: the per-sequence seeding uqkd adds is what this lacks)."""
+    import torch
+
+    from uqkd.llm.generate import encode_prompt, stop_token_ids
+
+    tok = lm.tokenizer
+    ids = [encode_prompt(lm, q) for q in questions]
+    L = max(map(len, ids))
+    pad = tok.pad_token_id
+    x = torch.tensor([[pad] * (L - len(p)) + p for p in ids], device=lm.device)
+    m = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in ids], device=lm.device)
+    stops = set(stop_token_ids(lm))
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        out = lm.model.generate(input_ids=x, attention_mask=m, do_sample=True, num_return_sequences=k,
+                                temperature=dec.temperature, top_k=dec.top_k, top_p=dec.top_p,
+                                repetition_penalty=dec.repetition_penalty, max_new_tokens=dec.max_new_tokens,
+                                pad_token_id=pad, eos_token_id=sorted(stops))
+    n_tokens = 0
+    for row in out[:, L:].tolist():
+        n = len(row)
+        for i, t in enumerate(row):
+            if t in stops:
+                n = i + 1
+                break
+        n_tokens += n
     return n_tokens, time.perf_counter() - t0
 
 
@@ -55,24 +88,29 @@ def main(argv=None):
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    lm = tiny_causal_lm() if a.tiny else load_causal_lm(a.model)
+    lm = tiny_causal_lm() if a.tiny else load_causal_lm(a.model, device=a.device, dtype=a.dtype)
     qs = [it.question for it in split_qa(countryinfo_qa(("capital",)))[0][: a.prompts]]
     dec = DecodingConfig(max_new_tokens=a.max_new_tokens)
     generate_samples(lm, qs[:1], 1, dec, seed=99)  # warm-up
 
     b = generate_samples(lm, qs, a.k, dec, seed=0, batch_size=a.prompts * a.k)
     nb_tok, nb_s = naive(lm, qs, a.k, dec, seed=0)
+    hf_tok, hf_s = hf_batched(lm, qs, a.k, dec, seed=0)
     tb = b.generated_tokens / b.seconds
     tn = nb_tok / nb_s
+    th = hf_tok / hf_s
     print(f"model {lm.name}  ({lm.n_params / 1e6:.1f}M params), {a.prompts} prompts x k={a.k}, "
           f"max_new_tokens={a.max_new_tokens}, torch threads={torch.get_num_threads()}")
     print(f"{'':34}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}")
     print(f"{'uqkd batched k-sample (1 batch)':34}{b.generated_tokens:>8}{b.seconds:>10.2f}{tb:>10.1f}")
+    print(f"{'transformers num_return_sequences=k':34}{hf_tok:>8}{hf_s:>10.2f}{th:>10.1f}")
     print(f"{'one sample per prompt per pass':34}{nb_tok:>8}{nb_s:>10.2f}{tn:>10.1f}")
-    print(f"throughput ratio batched / naive: {tb / tn:.2f}x")
+    print(f"throughput ratio uqkd / naive: {tb / tn:.2f}x; uqkd / transformers batched: {tb / th:.2f}x")
 
     with tempfile.TemporaryDirectory() as d:
         cache = SampleCache(d)
