@@ -90,8 +90,9 @@ def by_split(df, fn: Callable, statistic: str):
     name = {TRANSFER: "transfer", HELDOUT: "held-out"}
     shown = {s: r for s, r in res.items() if not (s == primary and r.verdict == NOT_COMPUTABLE)}
     value = " | ".join(f"{name.get(s, s)}: {r.value}" for s, r in shown.items())
-    interval = " | ".join(f"{name.get(s, s)}: {r.interval}" + (f" [{name.get(s, s)} verdict: {r.verdict}]"
-                                                               if s != primary else "")
+    interval = " | ".join(" ".join(x for x in (f"{name.get(s, s)}: {r.interval}" if r.interval else "",
+                                               f"[{name.get(s, s)} verdict: {r.verdict}]" if s != primary else "")
+                                   if x)
                           for s, r in shown.items() if r.interval or s != primary)
     stat = statistic + f"; verdict from the {name.get(primary, primary)} split" + (
         ", other splits shown beside" if len(res) > 1 else "")
