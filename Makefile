@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	@touch $(STAMP)
 
 demo: install
-	$(BIN)/uqkd reproduce --profile quick --out $(OUT)
+	$(BIN)/uqkd reproduce --profile demo --out $(OUT)
 	@echo "report: $(OUT)/report.html (and report.md); per-experiment results in $(OUT)/<experiment>/"
 
 test: install

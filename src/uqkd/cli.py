@@ -131,12 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("show", help="show an experiment's settings at a profile")
     sp.add_argument("experiment")
-    sp.add_argument("--profile", default="quick", choices=("quick", "paper"))
+    sp.add_argument("--profile", default="quick", choices=("demo", "quick", "paper"))
     sp.set_defaults(func=_cmd_show)
 
     sp = sub.add_parser("run", help="run (or resume) one experiment")
     sp.add_argument("experiment", help="experiment name (see `uqkd list`)")
-    sp.add_argument("--profile", default="quick", choices=("quick", "paper"), help="settings preset")
+    sp.add_argument("--profile", default="quick", choices=("demo", "quick", "paper"), help="settings preset")
     sp.add_argument("--out", default="results", help="results root directory (default: results)")
     sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     sp.add_argument("--config", default=None, metavar="FILE", help="TOML or JSON file of config fields")
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=_cmd_run)
 
     sp = sub.add_parser("reproduce", help="run every experiment of a profile and build the report")
-    sp.add_argument("--profile", default="quick", choices=("quick", "paper"), help="settings preset")
+    sp.add_argument("--profile", default="quick", choices=("demo", "quick", "paper"), help="settings preset")
     sp.add_argument("--out", default="results", help="results root directory (default: results)")
     sp.add_argument("--only", nargs="+", metavar="SECTION", help="paper sections (4 5 6 7) or experiment names")
     sp.add_argument("--workers", type=_workers, default="auto", help="local worker processes or 'auto'")

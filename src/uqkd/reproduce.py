@@ -71,8 +71,8 @@ def reproduce(
         ``failures`` lists the failed experiment names, then ``claim <id> (error: ...)`` for every
         claim whose code raised; the command exits non-zero when it is not empty (:func:`exit_status`).
     """
-    if profile not in ("quick", "paper"):
-        raise UserError(f"--profile: expected quick or paper, got {profile!r}")
+    if profile not in ("demo", "quick", "paper"):
+        raise UserError(f"--profile: expected demo, quick or paper, got {profile!r}")
     names = select_experiments(only)
     failed: list[str] = []
     shared = None

@@ -74,6 +74,8 @@ def register(exp: Experiment) -> Experiment:
     for prof in ("quick", "paper"):
         if prof not in exp.profiles:
             raise ValueError(f"experiment {exp.name!r}: missing profile {prof!r}")
+    # ``demo``: the first look of ``make demo``; an experiment without one of its own uses ``quick``
+    exp.profiles.setdefault("demo", dict(exp.profiles["quick"]))
     EXPERIMENTS[exp.name] = exp
     return exp
 

@@ -132,6 +132,11 @@ QUICK = {
     "temperatures": (0.5, 1.0, 1.5),
     "init_noises": (0.0, 0.01),
 }
+# ``make demo``: every LLM section on the real teacher in a couple of minutes on 2 CPU cores (a look at
+# the pipeline and the metrics; too small for verdicts: expect "inconclusive")
+DEMO = {**QUICK, "qa_kinds": ("capital",), "n_train": 8, "n_eval": 4, "k_values": (2,), "k": 2, "n_students": 2,
+        "max_new_tokens": 8, "k_eval": 2, "epochs": 2, "temperatures": (0.5, 1.5), "init_noises": (0.0, 0.01),
+        "methods": ("single", "multi-response", "averaging", "variance-weighting"), "track_params": 500}
 PAPER = {"n_students": 5, "k_values": (1, 3, 5, 10), "lr": 5e-5, "epochs": 3, "batch_size": 10}
 # the published §7 script trains every method for 3*k epochs (labelled; equal epochs: epochs_times_k=False)
 PAPER_VA = {**PAPER, "epochs_times_k": True}
@@ -266,7 +271,7 @@ register(
         run_cell=_va_run,
         plot=_va_plot,
         summary=_va_summary,
-        profiles={"quick": dict(QUICK), "paper": dict(PAPER_VA)},
+        profiles={"quick": dict(QUICK), "demo": dict(DEMO), "paper": dict(PAPER_VA)},
     )
 )
 
@@ -298,7 +303,7 @@ register(
         run_cell=_tn_run,
         plot=_tn_plot,
         summary=_summary,
-        profiles={"quick": dict(QUICK), "paper": dict(PAPER)},
+        profiles={"quick": dict(QUICK), "demo": dict(DEMO), "paper": dict(PAPER)},
     )
 )
 
@@ -367,7 +372,7 @@ register(
         run_cell=_in_run,
         plot=_in_plot,
         summary=_summary,
-        profiles={"quick": dict(QUICK), "paper": {**PAPER, "n_students": 20, "init_noises": (0.0, 0.01)}},
+        profiles={"quick": dict(QUICK), "demo": dict(DEMO), "paper": {**PAPER, "n_students": 20, "init_noises": (0.0, 0.01)}},
     )
 )
 
@@ -398,6 +403,6 @@ register(
         run_cell=_out_run,
         plot=_out_plot,
         summary=_summary,
-        profiles={"quick": dict(QUICK), "paper": {**PAPER, "n_students": 20}},
+        profiles={"quick": dict(QUICK), "demo": dict(DEMO), "paper": {**PAPER, "n_students": 20}},
     )
 )
