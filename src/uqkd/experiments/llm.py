@@ -353,7 +353,7 @@ def _in_plot(df: Any, cfg: LLMConfig, out_dir: Path) -> list[Path]:
         axes[0].set_ylabel("parameter variance across students")
         axes[0].legend(fontsize=8)
         tr = df[df["record"] == "trajectory"] if "record" in df else df.iloc[0:0]
-        for (p_, st), g in tr.groupby(["init_noise", "student"]):
+        for (p_, _st), g in tr.groupby(["init_noise", "student"]):
             axes[1].plot(g["epoch"], g["param_value"], alpha=0.6, lw=1, color="tab:blue" if p_ > 0 else "tab:gray")
         axes[1].set_xlabel("epoch")
         axes[1].set_ylabel("tracked parameter")
