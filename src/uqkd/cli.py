@@ -101,10 +101,13 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
                                  ray_address=args.ray_address)
     print(f"report: {html}")
     print(f"report: {md}")
-    if failed:
-        print(f"failed experiments (rerun to resume): {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    claims = [f for f in failed if f.startswith("claim ")]
+    exps = [f for f in failed if not f.startswith("claim ")]
+    if exps:
+        print(f"failed experiments (rerun to resume): {', '.join(exps)}", file=sys.stderr)
+    if claims:
+        print(f"claims whose code raised (a bug, not a verdict): {'; '.join(claims)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
