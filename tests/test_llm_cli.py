@@ -46,6 +46,21 @@ def test_pipeline_sample_build_distill_evaluate(work, capsys):
     rows = [json.loads(x) for x in (work / "train-averaging.jsonl").read_text().splitlines()]
     assert {"prompt", "completion", "weight", "teacher_var"} <= set(rows[0])
     assert isinstance(rows[0]["prompt"], list) and rows[0]["completion"][0]["role"] == "assistant"
+    # the file as plain TRL sees it: datasets loads it, TRL calls it conversational, tokenises it as uqkd does
+    from datasets import load_dataset
+    from trl.data_utils import is_conversational
+
+    from uqkd.llm.models import load_causal_lm
+    from uqkd.llm.train import SFTConfig, tokenize_rows, trl_trainer
+
+    ds = load_dataset("json", data_files=str(work / "train-inverse-variance-loss.jsonl"), split="train")
+    assert is_conversational(ds[0]) and "weight" in ds.column_names
+    st = load_causal_lm(t, device="cpu", dtype="float32")
+    tr = trl_trainer(st, list(ds), SFTConfig(batch_size=2), output_dir=str(work / "trl-check"))
+    ours = tokenize_rows(st, list(ds), 192)
+    assert [x["input_ids"] for x in tr.train_dataset] == [x["input_ids"] for x in ours]
+    assert [x["labels"] for x in tr.train_dataset] == [x["labels"] for x in ours]
+    assert [round(x["weight"], 9) for x in tr.train_dataset] == [round(x["weight"], 9) for x in ours]
     assert recs[0]["provenance"]["backend"] == "hf" and len(recs[0]["question_sha"]) == 16
     # the old "same answers, other order" design must be asked for explicitly
     assert main(["llm", "distill", "--train", str(work / "train-averaging.jsonl"), "--teacher", t,
