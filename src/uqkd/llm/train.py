@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -359,7 +360,8 @@ def trl_trainer(student: LoadedLM, rows: Sequence[dict[str, Any]], cfg: SFTConfi
         "learning_rate": cfg.lr, "num_train_epochs": cfg.epochs, "per_device_train_batch_size": cfg.batch_size,
         "weight_decay": cfg.weight_decay, "max_length": cfg.max_length, "completion_only_loss": True,
         "seed": int(seed) % (2**31), "data_seed": int(seed) % (2**31), "report_to": "none", "save_strategy": "no",
-        "logging_steps": 1, "lr_scheduler_type": "constant", "warmup_steps": 0, "disable_tqdm": True,
+        "logging_steps": 1, "lr_scheduler_type": "constant", "warmup_steps": 0,
+        "disable_tqdm": not sys.stderr.isatty(),  # TRL's step bar (with the loss) on a terminal
         "bf16": student.dtype == torch.bfloat16, "fp16": student.dtype == torch.float16,
         "use_cpu": student.device.type == "cpu", "dataset_num_proc": None, "max_grad_norm": 0.0,
         **trl_args,
