@@ -157,3 +157,13 @@ def test_mlp_variant_is_deterministic_and_shares_the_linear_checks():
         resolve_config(exp, "quick", {"budgets": (1,)})
     with pytest.raises(ConfigError, match="target: expected one of none, predictions"):
         resolve_config(exp, "quick", {"target": "parameters"})
+
+
+def test_claim_is_not_computable_without_the_rows_it_needs():
+    from uqkd.report.claims import NotComputable
+
+    df = _claim_table(0.7, 1.0)
+    with pytest.raises(NotComputable, match="strength 0"):
+        _adaptive_budget({NAME: df[df["strength"] > 0]})
+    with pytest.raises(NotComputable, match="two-stage rows"):
+        _adaptive_budget({NAME: df.assign(scheme="oracle")})

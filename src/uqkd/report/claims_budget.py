@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .claims import ClaimSpec, register_claim
+from .claims import ClaimSpec, NotComputable, register_claim
 
 EXPERIMENT = "adaptive-budget-linear"
 #: "costs nothing measurable" is read as non-inferiority: it holds when the 95% upper bound of the
@@ -42,7 +42,7 @@ def _pooled_log_ratio(d: Any, col: str) -> tuple[float, float, int]:
     se = d[f"{col}_se_log"].to_numpy(float)
     ok = np.isfinite(r) & np.isfinite(se) & (r > 0) & (se > 0)
     if not ok.any():
-        raise ValueError(f"no rows with a finite {col} and a positive standard error")
+        raise NotComputable(f"no rows with a finite {col} and a positive standard error")
     lr, se = np.log(r[ok]), se[ok]
     return float(lr.mean()), float(np.sqrt(np.sum(se**2)) / ok.sum()), int(ok.sum())
 
@@ -56,10 +56,10 @@ def _adaptive_budget(t: dict[str, Any]) -> tuple[str, str, str, str, str]:
     d = df[(df["rule"] == "averaging")]
     ts = d[d["scheme"] == "two-stage"]
     if ts.empty:
-        raise ValueError("needs two-stage rows with the averaging rule")
+        raise NotComputable("needs two-stage rows with the averaging rule")
     h_max = float(ts["strength"].max())
     if not h_max > 0:
-        raise ValueError("needs a heteroscedastic strength > 0")
+        raise NotComputable("needs a heteroscedastic strength > 0")
     R = int(ts["n_students"].min())
 
     ts = ts[ts["ratio_to_uniform_se_log"] > 0]  # budgets where the two-stage scheme has draws to allocate
@@ -68,7 +68,7 @@ def _adaptive_budget(t: dict[str, Any]) -> tuple[str, str, str, str, str]:
     r_het, lo_het, hi_het = _interval(m_het, s_het)
     hom = ts[ts["strength"] == 0]
     if hom.empty or het.empty:
-        raise ValueError("needs strength 0 and a strength > 0, each with a budget above the pilot")
+        raise NotComputable("needs strength 0 and a strength > 0, each with a budget above the pilot")
     ref = "ratio_to_design_only" if "ratio_to_design_only" in hom else "ratio_to_uniform"
     m_hom, s_hom, nb_hom = _pooled_log_ratio(hom, ref)
     r_hom, lo_hom, hi_hom = _interval(m_hom, s_hom)
