@@ -11,9 +11,12 @@ __version__ = "0.1.0"
 
 from . import aggregate, metrics, theory
 from .aggregate import (
+    allocate_budget,
+    allocate_budget_two_stage,
     average,
     inverse_variance_combine,
     inverse_variance_weights,
+    neyman_allocation,
     pooled_variance,
     sample_variance,
     shrunk_variance,
@@ -33,6 +36,9 @@ __all__ = [
     "shrunk_variance",
     "inverse_variance_weights",
     "inverse_variance_combine",
+    "allocate_budget",
+    "allocate_budget_two_stage",
+    "neyman_allocation",
     "BatchedLinearRegression",
     "run_experiment",
     "RunResult",
