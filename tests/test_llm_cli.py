@@ -78,6 +78,8 @@ def test_pipeline_sample_build_distill_evaluate(work, capsys):
                  "--out", str(work / "eval"), *_common(work)]) == 0
     m = json.loads((work / "eval" / "metrics.json").read_text())
     assert m["students"]["n_students"] == 3 and m["teacher"]["method"] == "teacher"
+    # the teacher's own row: agreement of its greedy answer with its own samples, a cosine in [-1, 1]
+    assert m["teacher"]["alignment_mean"] is not None and -1.0 <= m["teacher"]["alignment_mean"] <= 1.0 + 1e-6
     for key in ("mse", "cosine", "alignment", "exact_match", "accuracy", "hallucination", "intra_var"):
         assert f"{key}_mean" in m["students"] and f"{key}_std" in m["students"]
     assert m["students"]["inter_var"] >= 0

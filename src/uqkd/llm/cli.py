@@ -14,11 +14,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 from ..cli import SUBCOMMANDS
 from ..config import UserError
+
+log = logging.getLogger(__name__)
+
+
+def _tty() -> bool:
+    """Progress bars only on an interactive terminal (logs and CI stay clean)."""
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 __all__ = ["add_parser", "run"]
 
@@ -296,7 +305,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     ident = g.extra.get("identical_questions", 0)
     if dec.do_sample and a.k >= 2 and ident:
         print(f"warning: {ident} of {len(items)} questions have {a.k} identical answers (zero dispersion): "
-              "the teacher may be ignoring its sampling settings", file=__import__("sys").stderr)
+              "the teacher may be ignoring its sampling settings", file=sys.stderr)
     print(f"samples: {a.out}")
     return 0
 
@@ -416,7 +425,7 @@ def _cmd_distill(a: argparse.Namespace) -> int:
                                               gradient_accumulation_steps=a.gradient_accumulation_steps,
                                               report_to=a.report_to)
         else:
-            trained, info = train_student(base, rows, cfg, seed=a.seed, identity=ident)
+            trained, info = train_student(base, rows, cfg, seed=a.seed, identity=ident, progress=_tty())
         meta = {"student_index": r, "losses": info["losses"], "base": base.name, "design": design,
                 "method": rows[0].get("method", "?"), "seed": a.seed, "train_data_sha256": data_sha,
                 "n_examples": info["n_examples"], "n_steps": info["n_steps"], "lr": a.lr, "epochs": a.epochs,
@@ -461,7 +470,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     if a.teacher:
         teacher = load_causal_lm(a.teacher, cache_dir=root, device=a.device, dtype=a.dtype)
         tev = evaluate_model(teacher, items, emb, k=a.k, decoding=dec, seed=derived_seed(a.seed, "teacher-eval"),
-                             cache=cache)
+                             cache=cache, self_alignment=True, progress=_tty())
     evals, per, flagged = [], [], []
     answers = []
     for r, sd in enumerate(dirs):
@@ -469,8 +478,9 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         import torch
 
         bad_w = any(not bool(torch.isfinite(p).all()) for p in lm.model.parameters())
+        log.info("evaluating student %d/%d: %s", r + 1, len(dirs), sd.name)
         ev = evaluate_model(lm, items, emb, k=a.k, decoding=dec, seed=derived_seed(a.seed, "eval", r),
-                            teacher_sample_emb=tev.sample_emb if tev is not None else None)
+                            teacher_sample_emb=tev.sample_emb if tev is not None else None, progress=_tty())
         why = "non-finite weights" if bad_w else ("every answer empty" if ev.metrics["empty_rate"] >= 1.0 else "")
         per.append({"student": sd.name, "flag": why, **ev.metrics})
         answers.extend({"student": sd.name, "id": it.id, "greedy": g, "samples": s}
@@ -480,7 +490,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
             continue
         evals.append(ev)
     for name, why in flagged:
-        print(f"warning: student {name} is not scored: {why}", file=__import__("sys").stderr)
+        print(f"warning: student {name} is not scored: {why}", file=sys.stderr)
     if not evals:
         raise UserError(f"--students: no student could be scored ({'; '.join(f'{n}: {w}' for n, w in flagged)})")
     summary = summarize_students(evals)

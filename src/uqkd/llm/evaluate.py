@@ -67,6 +67,7 @@ def evaluate_model(
     cache: SampleCache | None = None,
     batch_size: int = 64,
     self_alignment: bool = False,
+    progress: bool = False,
 ) -> ModelEval:
     """Generate a greedy answer and ``k`` samples per question and compute the per-model metrics.
 
@@ -76,11 +77,14 @@ def evaluate_model(
         Embeddings of the teacher's sampled answers (for ``alignment``). Without them
         ``alignment`` is NaN (not computed), unless ``self_alignment`` asks for the model's
         agreement with its own samples (the teacher's own row).
+    progress : bool
+        Show the generation progress bars (sequences, tokens/s).
     """
     dec = decoding or DecodingConfig()
     qs = [it.question for it in items]
-    g = generate_samples(lm, qs, 1, replace(dec, do_sample=False), seed=seed, cache=cache, batch_size=batch_size)
-    s = generate_samples(lm, qs, k, dec, seed=seed, cache=cache, batch_size=batch_size)
+    g = generate_samples(lm, qs, 1, replace(dec, do_sample=False), seed=seed, cache=cache, batch_size=batch_size,
+                         progress=progress)
+    s = generate_samples(lm, qs, k, dec, seed=seed, cache=cache, batch_size=batch_size, progress=progress)
     greedy = [row[0] for row in g.texts]
     n = len(items)
     ref = embedder.encode([it.answer for it in items])  # (n, d)

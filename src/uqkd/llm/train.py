@@ -208,11 +208,12 @@ def train_student(
     seed: int = 0,
     identity: Sequence[Any] = (),
     on_epoch_end: Any = None,
+    progress: bool = False,
 ) -> tuple[LoadedLM, dict[str, Any]]:
     """Fine-tune a copy of ``student`` on ``rows``; the input model is left unchanged.
 
     ``on_epoch_end(model, epoch)``, when given, is called after every epoch (e.g. to track a
-    parameter's trajectory).
+    parameter's trajectory). ``progress`` shows a tqdm bar of optimiser steps with the running loss.
 
     Parameters
     ----------
@@ -257,6 +258,12 @@ def train_student(
     dev = lm.device
     losses: list[float] = []
     steps = 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.epochs * -(-len(data) // cfg.batch_size), desc=f"train {student.name}"[:40],
+                   unit="step", leave=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(make_rng(seed, *ident, "torch").integers(2**62)))
         model.train()
@@ -278,11 +285,16 @@ def train_student(
                 steps += 1
                 tot += float(loss.detach()) * len(batch)
                 cnt += len(batch)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{tot / cnt:.3f}", epoch=epoch + 1)
             losses.append(tot / max(cnt, 1))
             check_finite_params(model, f"after epoch {epoch + 1}")
             if on_epoch_end is not None:
                 on_epoch_end(model, epoch + 1)
         model.eval()
+    if bar is not None:
+        bar.close()
     if cfg.lora and not cfg.adapter_only:
         model = model.merge_and_unload()
     lm.model = model
