@@ -106,6 +106,27 @@ def test_f4_llm_inter_student_variance_is_tested_not_assumed():
     assert r.verdict == "not computable" and "cannot be computed" in r.value
 
 
+def _learned(gain, sd=0.02, n=3, untrained=True):
+    rows = [{"method": "teacher", "split": "transfer", "n_students": 1, "alignment_mean": 0.7, "alignment_std": 0.0,
+             "accuracy_mean": 0.6, "accuracy_std": 0.0},
+            {"method": "single", "split": "transfer", "n_students": n, "alignment_mean": 0.2 + gain,
+             "alignment_std": sd, "accuracy_mean": 0.3, "accuracy_std": 0.1}]
+    if untrained:
+        rows.append({"method": "untrained-student", "split": "transfer", "n_students": 1, "alignment_mean": 0.2,
+                     "alignment_std": 0.0, "accuracy_mean": 0.0, "accuracy_std": 0.0})
+    return pd.DataFrame(rows)
+
+
+def test_students_learn_claim_against_the_untrained_student():
+    """The sanity claim tests the trained students against the untrained one, across students."""
+    assert _by_id({"llm-output": _learned(0.3)})["B-llm-students-learn"].verdict == "holds"
+    assert _by_id({"llm-output": _learned(-0.1)})["B-llm-students-learn"].verdict == "contradicted"
+    r = _by_id({"llm-output": _learned(0.01, sd=0.2)})["B-llm-students-learn"]
+    assert r.verdict == "inconclusive" and r.mde
+    r = _by_id({"llm-output": _learned(0.3, untrained=False)})["B-llm-students-learn"]
+    assert r.verdict == "not computable" and "untrained-student" in r.value
+
+
 # ------------------------------------------------------------------------------- verdict vocabulary
 
 

@@ -47,9 +47,12 @@ def test_variance_aware_tiny_end_to_end(tmp_path):
     import pandas as pd
 
     df = pd.read_csv(res.results_csv)
-    assert set(df["method"]) == {"teacher", "single", "multi-response", "averaging", "variance-weighting",
-                                 "inverse-variance-loss"}
-    students = df[df["method"] != "teacher"]
+    assert set(df["method"]) == {"teacher", "untrained-student", "single", "multi-response", "averaging",
+                                 "variance-weighting", "inverse-variance-loss"}
+    # the student before distillation, evaluated like the others on both splits (the learning baseline)
+    un = df[df["method"] == "untrained-student"]
+    assert set(un["split"]) == {"transfer", "heldout"} and (un["n_students"] == 1).all()
+    students = df[~df["method"].isin(["teacher", "untrained-student"])]
     assert (students["n_students"] == 2).all()
     for m in ("mse", "cosine", "alignment", "intra_var", "exact_match", "accuracy", "hallucination"):
         assert students[f"{m}_mean"].notna().all() and (students[f"{m}_std"] >= 0).all()
@@ -78,7 +81,7 @@ def test_other_llm_experiments_tiny(tmp_path):
             "k": 2, "n_students": 2, "max_new_tokens": 3, "k_eval": 2, "epochs": 1, "batch_size": 4,
             "cache_dir": str(tmp_path / "cache"), "threads": 0, "temperatures": "0.5,1.5", "init_noises": "0,0.05"}
     expect = {"llm-teacher-noise": ("temperature", {0.5, 1.5}), "llm-init-noise": ("init_noise", {0.0, 0.05}),
-              "llm-output": ("method", {"teacher", "single"})}
+              "llm-output": ("method", {"teacher", "untrained-student", "single"})}
     for name, (col, values) in expect.items():
         res = run_experiment(name, profile="quick", out=tmp_path / "out", overrides=over, progress=False,
                              make_figures=False)
@@ -86,7 +89,7 @@ def test_other_llm_experiments_tiny(tmp_path):
         if "record" in df:
             df = df[df["record"] == "summary"]
         assert set(df[col]) == values
-        st = df[df["method"] != "teacher"]
+        st = df[~df["method"].isin(["teacher", "untrained-student"])]
         assert (st["n_students"] == 2).all() and st["inter_var"].notna().all() and st["intra_var_mean"].notna().all()
 
 

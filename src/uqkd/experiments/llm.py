@@ -172,6 +172,20 @@ def _teacher_eval(res: Any, items: Any, cfg: LLMConfig, eval_dec: Any, seed: int
                           seed=derived_seed(seed, tag), cache=res.cache, self_alignment=True)
 
 
+def _untrained_rows(res: Any, train: Any, test: Any, cfg: LLMConfig, eval_dec: Any, seed: int, t_train_emb: Any,
+                    t_test_emb: Any) -> list[dict[str, Any]]:
+    """``method = "untrained-student"`` rows: the base student evaluated like the trained ones (one model)."""
+    from ..llm.evaluate import evaluate_model
+    from ..llm.pipeline import derived_seed, teacher_row
+
+    out = []
+    for split, items, emb in (("transfer", train, t_train_emb), ("heldout", test, t_test_emb)):
+        ev = evaluate_model(res.student, items, res.embedder, k=cfg.k_eval, decoding=eval_dec,
+                            seed=derived_seed(seed, "untrained-eval", split), cache=res.cache, teacher_sample_emb=emb)
+        out.append({**teacher_row(ev, split), "method": "untrained-student"})
+    return out
+
+
 def _run_methods(cfg: LLMConfig, seed: int, methods: tuple[str, ...], k: int, temperature: float | None = None,
                  init_noise: float = 0.0, with_teacher: bool = True, teacher_answers: str = "draws",
                  track: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -189,6 +203,9 @@ def _run_methods(cfg: LLMConfig, seed: int, methods: tuple[str, ...], k: int, te
     tev = _teacher_eval(res, test, cfg, dec, seed)
     ttr = _teacher_eval(res, train, cfg, dec, seed, "teacher-eval-transfer")
     rows = [teacher_row(ttr, "transfer"), teacher_row(tev, "heldout")] if with_teacher else []
+    if with_teacher:
+        # the student before distillation: how much of the transfer-set agreement the training put there
+        rows += _untrained_rows(res, train, test, cfg, eval_dec, seed, ttr.sample_emb, tev.sample_emb)
     for m in methods:
         mr = run_method(res, m, train, test, k=k, n_students=cfg.n_students, dec=dec, eval_dec=eval_dec,
                         k_eval=cfg.k_eval, sft=sft, seed=seed, teacher_eval_emb=tev.sample_emb,
@@ -224,7 +241,8 @@ def _bar_plot(df: Any, out: Path, group: str, title: str, metrics: tuple[str, ..
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 3.3 * nrow), squeeze=False)
     d = df.reset_index(drop=True)
     labels = [" ".join(str(d.loc[i, c]) for c in group.split(",")) for i in range(len(d))]
-    colors = ["tab:gray" if str(d.loc[i, "method"]) == "teacher" else "tab:blue" for i in range(len(d))]
+    colors = [{"teacher": "tab:gray", "untrained-student": "lightgray"}.get(str(d.loc[i, "method"]), "tab:blue")
+              for i in range(len(d))]
     for ax, m in zip(axes.flat, metrics):
         err = d[f"{m}_std"] if f"{m}_std" in d else None
         ax.bar(range(len(d)), d[m if m in d else f"{m}_mean"], yerr=err, capsize=3, color=colors, alpha=0.85)

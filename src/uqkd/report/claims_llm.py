@@ -53,7 +53,7 @@ __all__ = ["PAPER_METHODS", "TRANSFER", "HELDOUT", "splits", "hallucination_test
 
 #: the paper's variance-aware methods (section 7)
 PAPER_METHODS = ("multi-response", "averaging", "variance-weighting")
-NOT_STUDENT_METHODS = ("single", "teacher")
+NOT_STUDENT_METHODS = ("single", "teacher", "untrained-student")
 TRANSFER, HELDOUT = "transfer", "heldout"
 _RANK = {HOLDS: 0, INCONCLUSIVE: 1, NOT_COMPUTABLE: 2, CONTRADICTED: 3}
 
@@ -340,3 +340,39 @@ def _f1_llm(t):
 register_claim(ClaimSpec(
     "F1-llm", "4", "Noisier teachers (higher sampling temperature) give more variable LLM students",
     ("llm-teacher-noise",), _f1_llm))
+
+
+def _learn_split(d) -> SplitResult:
+    rows = _by_method(d)
+    if "untrained-student" not in rows or "single" not in rows:
+        raise NotComputable("needs single and untrained-student rows (rerun the experiment with this uqkd version)")
+    st, u = rows["single"], rows["untrained-student"]
+    n = int(st["n_students"])
+    if n < 2:
+        raise NotComputable(f"needs at least two students (got {n})")
+    # the untrained student is one deterministic model on the same questions: a fixed reference
+    x = _guard(lambda: difference_test("alignment gain", float(st["alignment_mean"]) - float(u["alignment_mean"]),
+                                       float(st["alignment_std"]) / np.sqrt(n), n - 1, ">", n=n, unit="students"),
+               "alignment gain")
+    if x.verdict == NOT_COMPUTABLE:
+        raise NotComputable(x.why)
+    te = rows.get("teacher")
+    tv = f", teacher self-agreement {float(te['alignment_mean']):.3f}" if te is not None else ""
+    return SplitResult(x.text(), f"students {float(st['alignment_mean']):.3f} (sd {float(st['alignment_std']):.2g}, "
+                                 f"{n}) vs untrained {float(u['alignment_mean']):.3f}{tv}; accuracy "
+                                 f"{float(st['accuracy_mean']):.2f} vs {float(u['accuracy_mean']):.2f}",
+                       x.verdict, x.mde)
+
+
+def _b_learn(t):
+    return by_split(t["llm-output"], _learn_split,
+                    "single-response students' alignment with the teacher's answers (mean SBERT cosine) minus the "
+                    "untrained student's, on the same questions: one-sample t interval across students; holds if "
+                    "above 0 (the students learned what they were distilled on; a precondition for reading the "
+                    "other LLM rows)")
+
+
+register_claim(ClaimSpec(
+    "B-llm-students-learn", "6", "The distilled LLM students measurably learned the teacher's answers on the questions "
+                                 "they were distilled on (sanity check of the CPU-sized setup)", ("llm-output",),
+    _b_learn, beyond=True))
