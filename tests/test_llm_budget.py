@@ -95,3 +95,23 @@ def test_budget_bad_input_exits_2_before_loading(work, capsys, monkeypatch, args
     err = capsys.readouterr().err
     assert rc == 2 and re.search(match, err), err
     assert not (work / "x.jsonl").exists()
+
+
+def test_distill_samples_splits_variable_k_per_question(work, capsys, monkeypatch):
+    """With a --budget file, student r gets draws r*m_i..(r+1)*m_i-1 of question i, m_i = k_i // students."""
+    import uqkd.llm.cli as cli
+
+    if not (work / "b.jsonl").exists():
+        assert _sample(work, "b.jsonl", "--budget", "21", "--pilot", "2") == 0
+    recs = _read(work / "b.jsonl")
+    seen = []
+
+    def fake_rows(own, method, emb, seed, index, fmt):
+        seen.append([o["samples"] for o in own])
+        raise cli.UserError("stop before training")
+
+    monkeypatch.setattr(cli, "_training_rows", fake_rows)
+    rc = main(["llm", "distill", "--samples", str(work / "b.jsonl"), "--students", "2", "--method", "single",
+               "--teacher", str(work / "teacher"), "--out", str(work / "st"), "--embedder", "hash"])
+    assert rc == 2 and "stop before training" in capsys.readouterr().err
+    assert seen[0] == [r["samples"][: r["k"] // 2] for r in recs]

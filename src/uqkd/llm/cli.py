@@ -465,20 +465,26 @@ def _cmd_distill(a: argparse.Namespace) -> int:
         if a.method not in METHODS:
             raise UserError(f"--method: expected one of {', '.join(METHODS)}; got {a.method!r}")
         recs = _read_jsonl(a.samples, "--samples")
-        k_min = min(len(r.get("samples") or []) for r in recs)
+        k_all = [len(r.get("samples") or []) for r in recs]
+        k_min = min(k_all)
+        variable = not a.k_per_student and len(set(k_all)) > 1  # `sample --budget`: k_i differs by question
         kps = a.k_per_student or k_min // a.students
         if kps < 1 or kps * a.students > k_min:
             raise UserError(f"--samples: {a.students} students x {max(kps, 1)} draws need {a.students * max(kps, 1)} "
-                            f"samples per question, but some question has {k_min}; sample with a larger --k")
+                            f"samples per question, but some question has {k_min}; sample with a larger --k "
+                            "(or --budget)")
+        # variable k: student r gets draws r*m_i .. (r+1)*m_i - 1 of question i, m_i = k_i // students
+        kq = [k // a.students if variable else kps for k in k_all]
         emb = load_embedder(a.embedder, device=a.device) if a.method not in ("single", "multi-response") else None
         per_student = []
         for r in range(a.students):
-            own = [{**rec, "samples": rec["samples"][r * kps:(r + 1) * kps],
+            own = [{**rec, "samples": rec["samples"][r * m:(r + 1) * m],
                     **({"student_samples": rec["student_samples"]} if "student_samples" in rec else {}),
-                    "dispersion": None} for rec in recs]
+                    "dispersion": None} for rec, m in zip(recs, kq)]
             rows, _ = _training_rows(own, a.method, emb, a.seed, r, a.format)
             per_student.append(rows)
-        design = f"teacher-draws (own {kps} draws per question per student)"
+        design = (f"teacher-draws (own k_i // {a.students} draws of question i per student: "
+                  f"{min(kq)}..{max(kq)})" if variable else f"teacher-draws (own {kps} draws per question per student)")
         data_sha = _file_sha(a.samples)
     _threads(a)
     root, _ = _cache(a)
