@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..cli import SUBCOMMANDS
 from ..config import UserError
 
@@ -75,7 +77,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--truncate", action="store_true",
                    help="cut over-long prompts from the left instead of failing (in-process models)")
     _add_data(p)
-    p.add_argument("--k", type=int, required=True, help="answers per question (>= 1)")
+    p.add_argument("--k", type=int, default=None,
+                   help="answers per question (>= 1); or pass --budget instead")
+    p.add_argument("--budget", type=int, default=None,
+                   help="total teacher answers over all questions (>= pilot x questions): a pilot of --pilot "
+                        "answers per question, then the rest allocated by the pilot's shrunk SBERT dispersion "
+                        "(k_i recorded per question)")
+    p.add_argument("--pilot", type=int, default=2, help="with --budget: pilot answers per question (>= 2; default 2)")
     _add_decoding(p)
     p.add_argument("--student", default=None,
                    help="also sample the untrained student (for variance-weighting): a model or 'derived'")
@@ -253,7 +261,12 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     from .pipeline import derived_seed
     from .select import embedding_dispersion
 
-    _positive_int(a.k, "--k")
+    if (a.k is None) == (a.budget is None):
+        raise UserError("--k/--budget: pass exactly one of --k K (answers per question) or --budget B (total)")
+    if a.k is not None:
+        _positive_int(a.k, "--k")
+    else:
+        _positive_int(a.pilot, "--pilot", 2)
     _positive_int(a.batch_size, "--batch-size")
     _positive_int(a.student_every, "--student-every")
     _positive_int(a.concurrency, "--concurrency")
@@ -263,6 +276,9 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     if a.student and kind != "hf" and a.student == "derived":
         raise UserError("--student derived: a derived student needs an in-process teacher; pass --student MODEL")
     items, note = _items_and_note(a)
+    if a.budget is not None and a.budget < a.pilot * len(items):
+        raise UserError(f"--budget: expected an integer >= --pilot x questions = {a.pilot} x {len(items)} = "
+                        f"{a.pilot * len(items)}, got {a.budget}")
     _threads(a)
     root, cache = _cache(a)
     emb = load_embedder(a.embedder, device=a.device)  # before the teacher: a bad --embedder fails fast
@@ -273,15 +289,21 @@ def _cmd_sample(a: argparse.Namespace) -> int:
         teacher = load_teacher(a.teacher, cache_dir=root, device=a.device, dtype=a.dtype, **extra)
     qs = [it.question for it in items]
     seed = derived_seed(a.seed, "teacher-draws", 0)
-    g = generate_samples(teacher, qs, a.k, dec, seed=seed, cache=cache, batch_size=a.batch_size,
-                         ids=[it.id for it in items], truncate=a.truncate, progress=True)
-    e = emb.encode([t for row in g.texts for t in row]).reshape(len(qs), a.k, -1)
+    ids = [it.id for it in items]
+    if a.budget is None:
+        g = generate_samples(teacher, qs, a.k, dec, seed=seed, cache=cache, batch_size=a.batch_size,
+                             ids=ids, truncate=a.truncate, progress=True)
+        ks = [a.k] * len(qs)
+        e = list(emb.encode([t for row in g.texts for t in row]).reshape(len(qs), a.k, -1))
+        pilot_disp = None
+    else:
+        g, ks, e, pilot_disp = _budget_samples(teacher, qs, ids, a.pilot, a.budget, dec, seed, cache, emb, a)
     student_texts, student_name = None, None
     if a.student:
         s = (derive_student(teacher, a.student_every) if a.student == "derived"
              else load_causal_lm(a.student, cache_dir=root, device=a.device, dtype=a.dtype))
         student_name = s.name
-        student_texts = generate_samples(s, qs, a.k, dec, seed=derived_seed(a.seed, "student-init-draws", 0),
+        student_texts = generate_samples(s, qs, max(ks), dec, seed=derived_seed(a.seed, "student-init-draws", 0),
                                          cache=cache, batch_size=a.batch_size, ids=[it.id for it in items],
                                          truncate=a.truncate).texts
     prov = {"model": teacher.name, "revision": getattr(teacher, "revision", ""),
@@ -293,21 +315,74 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     for i, it in enumerate(items):
         r = {**it.to_dict(), "question_sha": question_hash(it.question), "teacher": teacher.name,
              "samples": g.texts[i], "dispersion": embedding_dispersion(e[i]),
-             "n_empty": sum(1 for t in g.texts[i] if not t), "provenance": prov}
+             "n_empty": sum(1 for t in g.texts[i] if not t), "k": ks[i], "provenance": prov}
+        if pilot_disp is not None:
+            r["pilot_dispersion"] = pilot_disp[0][i]
+            r["pilot_dispersion_shrunk"] = pilot_disp[1][i]
+            r["budget"] = {"budget": a.budget, "pilot": a.pilot}
         if student_texts is not None:
             r["student_samples"] = student_texts[i]
             r["student"] = student_name
         rows.append(r)
     _write_jsonl(a.out, rows)
     tps = g.generated_tokens / g.seconds if g.seconds > 0 else float("nan")
-    print(f"sampled {len(items)} questions x k={a.k} from {teacher.name} ({note}): {g.n_empty} empty answers, "
+    kdesc = (f"k={a.k}" if a.budget is None else
+             f"budget {a.budget} (pilot {a.pilot}; k per question min {min(ks)}, median "
+             f"{int(np.median(ks))}, max {max(ks)})")
+    print(f"sampled {len(items)} questions x {kdesc} from {teacher.name} ({note}): {g.n_empty} empty answers, "
           f"cache {g.cache_hits} hits / {g.cache_misses} misses, {tps:.1f} tokens/s")
     ident = g.extra.get("identical_questions", 0)
-    if dec.do_sample and a.k >= 2 and ident:
-        print(f"warning: {ident} of {len(items)} questions have {a.k} identical answers (zero dispersion): "
+    if dec.do_sample and min(ks) >= 2 and ident:
+        print(f"warning: {ident} of {len(items)} questions have all-identical answers (zero dispersion): "
               "the teacher may be ignoring its sampling settings", file=sys.stderr)
     print(f"samples: {a.out}")
     return 0
+
+
+def _budget_samples(teacher: Any, qs: list[str], ids: list[str], pilot: int, budget: int, dec: Any, seed: int,
+                    cache: Any, emb: Any, a: argparse.Namespace) -> tuple[Any, list[int], list[Any], Any]:
+    """Two-stage sampling: ``pilot`` answers per question, then ``budget`` allocated by shrunk dispersion.
+
+    Sample j of a question is drawn from the stream named by (seed, question, j), so the pilot
+    answers are the first ``pilot`` answers of every question whatever the allocation.
+    """
+    from ..aggregate import allocate_budget_two_stage
+    from .generate import generate_samples
+    from .select import embedding_dispersion
+
+    g0 = generate_samples(teacher, qs, pilot, dec, seed=seed, cache=cache, batch_size=a.batch_size,
+                          ids=ids, truncate=a.truncate, progress=True)
+    e0 = emb.encode([t for row in g0.texts for t in row]).reshape(len(qs), pilot, -1)
+    d0 = np.array([embedding_dispersion(x) for x in e0])
+    if np.all(d0 == 0):  # no dispersion anywhere: nothing to allocate by; spread the budget evenly
+        v = d0.copy()
+        ks = np.full(len(qs), budget // len(qs))
+        ks[: budget - int(ks.sum())] += 1
+    else:
+        ks, v = allocate_budget_two_stage(d0, pilot, budget)
+    ks = [int(x) for x in ks]
+    texts = [list(r) for r in g0.texts]
+    stats = {"seconds": g0.seconds, "tokens": g0.generated_tokens, "hits": g0.cache_hits, "misses": g0.cache_misses,
+             "empty": 0, "ident": 0}
+    for kk in sorted(set(ks) - {pilot}):
+        idx = [i for i, x in enumerate(ks) if x == kk]
+        gi = generate_samples(teacher, [qs[i] for i in idx], kk, dec, seed=seed, cache=cache,
+                              batch_size=a.batch_size, ids=[ids[i] for i in idx], truncate=a.truncate, progress=True)
+        for i, row in zip(idx, gi.texts):
+            if row[:pilot] != texts[i]:  # per-sequence seeding guarantees this; a broken backend does not
+                raise RuntimeError(f"question {ids[i]}: the top-up redrew different pilot answers")
+            texts[i] = list(row)
+        stats["seconds"] += gi.seconds
+        stats["tokens"] += gi.generated_tokens
+        stats["hits"] += gi.cache_hits
+        stats["misses"] += gi.cache_misses
+    e = [emb.encode(t) for t in texts]
+    g0.texts = texts
+    g0.seconds, g0.generated_tokens = stats["seconds"], stats["tokens"]
+    g0.cache_hits, g0.cache_misses = stats["hits"], stats["misses"]
+    g0.n_empty = sum(1 for row in texts for t in row if not t)
+    g0.extra["identical_questions"] = sum(1 for row in texts if len(row) >= 2 and len(set(row)) == 1)
+    return g0, ks, e, ([float(x) for x in d0], [float(x) for x in v])
 
 
 def _check_samples_match(recs: list[dict[str, Any]], items: list[Any], data: str) -> None:
@@ -390,20 +465,26 @@ def _cmd_distill(a: argparse.Namespace) -> int:
         if a.method not in METHODS:
             raise UserError(f"--method: expected one of {', '.join(METHODS)}; got {a.method!r}")
         recs = _read_jsonl(a.samples, "--samples")
-        k_min = min(len(r.get("samples") or []) for r in recs)
+        k_all = [len(r.get("samples") or []) for r in recs]
+        k_min = min(k_all)
+        variable = not a.k_per_student and len(set(k_all)) > 1  # `sample --budget`: k_i differs by question
         kps = a.k_per_student or k_min // a.students
         if kps < 1 or kps * a.students > k_min:
             raise UserError(f"--samples: {a.students} students x {max(kps, 1)} draws need {a.students * max(kps, 1)} "
-                            f"samples per question, but some question has {k_min}; sample with a larger --k")
+                            f"samples per question, but some question has {k_min}; sample with a larger --k "
+                            "(or --budget)")
+        # variable k: student r gets draws r*m_i .. (r+1)*m_i - 1 of question i, m_i = k_i // students
+        kq = [k // a.students if variable else kps for k in k_all]
         emb = load_embedder(a.embedder, device=a.device) if a.method not in ("single", "multi-response") else None
         per_student = []
         for r in range(a.students):
-            own = [{**rec, "samples": rec["samples"][r * kps:(r + 1) * kps],
+            own = [{**rec, "samples": rec["samples"][r * m:(r + 1) * m],
                     **({"student_samples": rec["student_samples"]} if "student_samples" in rec else {}),
-                    "dispersion": None} for rec in recs]
+                    "dispersion": None} for rec, m in zip(recs, kq)]
             rows, _ = _training_rows(own, a.method, emb, a.seed, r, a.format)
             per_student.append(rows)
-        design = f"teacher-draws (own {kps} draws per question per student)"
+        design = (f"teacher-draws (own k_i // {a.students} draws of question i per student: "
+                  f"{min(kq)}..{max(kq)})" if variable else f"teacher-draws (own {kps} draws per question per student)")
         data_sha = _file_sha(a.samples)
     _threads(a)
     root, _ = _cache(a)

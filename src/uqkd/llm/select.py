@@ -218,10 +218,14 @@ def build_training_set(
     if not rows:
         raise UserError(f"samples: nothing to train on ({skipped} questions had only empty answers)")
     if method == "inverse-variance-loss":
-        k = max(ks) if ks else 1
+        # variable k per question (``uqkd llm sample --budget``): shrink with the smallest k's degrees of
+        # freedom (conservative), then weight question i by k_i / s~_i^2
+        k = min(ks) if ks else 1
         d = np.asarray([np.nan if x is None else x for x in disp], dtype=float)
         ok_d = k >= 2 and np.all(np.isfinite(d)) and d.mean() > 0
         w = inverse_variance_sample_weights(d, k, prior_df=k - 1, axis=0) if ok_d else np.ones(len(d))
+        if ok_d:
+            w = w * np.asarray(ks, dtype=float) / k
         w = np.minimum(w / w.mean(), 10.0)
         w = w / w.mean()
         for r, wi in zip(rows, w):
