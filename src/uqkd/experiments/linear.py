@@ -22,7 +22,7 @@ import numpy as np
 from .. import aggregate, theory
 from .._seeding import student_draws
 from ..data.tabular import TabularSplit, load_tabular
-from ..metrics import student_mse
+from ..metrics import inter_student_var_se, student_mse
 from ..students.linear import _add_intercept
 from .base import Experiment, register
 
@@ -254,6 +254,7 @@ def _stats(setup: LinearSetup, theta: np.ndarray, train: bool = True) -> dict[st
         "mse_std": float(te.std(ddof=1)) if R > 1 else 0.0,
         "mse_sem": float(te.std(ddof=1) / np.sqrt(R)) if R > 1 else 0.0,
         "inter_student_var": float(pred_te.var(axis=0, ddof=1).mean()) if R > 1 else 0.0,
+        "inter_student_var_se": inter_student_var_se(pred_te) if R > 2 else float("nan"),
         "n_students": int(R),
     }
     if train:
@@ -337,6 +338,37 @@ def _va_summary(df: Any) -> Any:
     cols = ["noise", "alpha", "k", "method", "oracle", "mse_mean", "mse_std", "inter_student_var",
             "theory_inter_student_var", "n_students"]
     return d[[c for c in cols if c in d]]
+
+
+FLOOR_FIT_LABEL = ("Variance decomposition: averaging's inter-student variance = floor + b/k per (noise, alpha), "
+                   "weighted least squares with Monte-Carlo SEs; 95% intervals; chi2 on n_k - 2 df tests the 1/k form")
+
+
+def floor_fit_tables(df: Any) -> dict[str, Any]:
+    """The report's floor + b/k table for a k-sweep (see :mod:`uqkd.decomposition`)."""
+    from ..decomposition import decomposition_table
+
+    if "method" not in df or not (df["method"] == "averaging").any():
+        return {}
+    return {FLOOR_FIT_LABEL: decomposition_table(df, "averaging")}
+
+
+def overlay_floor_fit(ax: Any, d: Any) -> None:
+    """Dashed floor + b/k fit of averaging (and its floor) on an inter-student-variance-vs-k axis."""
+    from ..decomposition import _fit_rows
+
+    a = d[d["method"] == "averaging"] if "method" in d else d
+    if a["k"].nunique() < 3:
+        return
+    try:
+        f = _fit_rows(a)
+    except ValueError:
+        return
+    kk = np.geomspace(a["k"].min(), a["k"].max(), 100)
+    ax.plot(kk, np.maximum(f.predict(kk), 1e-300), "k--", lw=1,
+            label=f"fit floor + b/k (floor {f.floor:.2g}, b {f.b:.2g})")
+    if f.floor > 0:
+        ax.axhline(f.floor, color="k", ls=":", lw=0.8)
 
 
 def _tn_plot(df: Any, cfg: TeacherNoiseLinearConfig, out_dir: Path) -> list[Path]:
@@ -541,6 +573,7 @@ def _va_plot(df: Any, cfg: VarianceAwareLinearConfig, out_dir: Path) -> list[Pat
                            legend=False, band_alpha=0.08)
                 plot_sweep(dm, "k", "inter_student_var", theory="theory_inter_student_var" if is_avg else None,
                            label=method, ax=axes[1, j], logx=True, logy=True, legend=False)
+            overlay_floor_fit(axes[1, j], da)
             axes[0, j].set(title=rf"{noise} teacher noise, $\alpha$={a}", xlabel="k (teacher draws per input)",
                            ylabel="test MSE (band: ±1 sd)")
             axes[1, j].set(xlabel="k (teacher draws per input)", ylabel="inter-student variance")
@@ -561,6 +594,10 @@ register(
         run_cell=_va_run,
         plot=_va_plot,
         summary=_va_summary,
+        notes=("Variance decomposition (table below, dashed on the figure): OLS students on identical labels are "
+               "identical (a convex fit, no initialisation), so the floor of averaging's floor + b/k fit should be "
+               "zero and b the closed form's single-draw inter-student variance; a floor above zero would be a bug."),
+        tables=floor_fit_tables,
         profiles={
             "quick": {"n_students": 200, "ks": (1, 3, 5, 10, 20, 50)},
             "paper": {"n_students": 1000},

@@ -1,0 +1,51 @@
+"""Tabular claims that can fail (issue 11): F2-mlp on the floor + b/k form, F1 on the whole covariance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from uqkd.report.claims import evaluate_claims
+
+KS = (1, 3, 5, 10, 20, 50)
+
+
+def _by_id(tables):
+    return {r.claim_id: r for r in evaluate_claims(tables)}
+
+
+def _va_mlp(v_of_k, R=1000, rel_noise=0.0, seed=0, se=True):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for a in (0.1, 1.0):
+        for k in KS:
+            true = v_of_k(a, k)
+            v = true * (1 + rel_noise * rng.standard_normal())
+            row = {"noise": "homoscedastic", "alpha": a, "k": k, "method": "averaging", "n_students": R,
+                   "inter_student_var": v}
+            if se:
+                row["inter_student_var_se"] = 0.02 * true
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_f2_mlp_holds_for_floor_plus_b_over_k():
+    df = _va_mlp(lambda a, k: 0.0095 + 0.1 * a / k, rel_noise=0.02)
+    r = _by_id({"variance-aware-mlp": df})["F2-mlp"]
+    assert r.verdict == "holds", r
+    assert "floor 0.0095" in r.interval or "floor 0.009" in r.interval
+
+
+def test_f2_mlp_is_not_fooled_by_a_flat_curve_or_a_wrong_form():
+    flat = _va_mlp(lambda a, k: 0.0095, rel_noise=0.02)  # no teacher-noise part: b = 0
+    assert _by_id({"variance-aware-mlp": flat})["F2-mlp"].verdict in ("inconclusive", "contradicted")
+    rising = _va_mlp(lambda a, k: 0.0095 + 0.001 * k)  # grows with k: b significantly below 0 / form rejected
+    assert _by_id({"variance-aware-mlp": rising})["F2-mlp"].verdict == "contradicted"
+    sqrt_k = _va_mlp(lambda a, k: 0.05 * a / np.sqrt(k))  # O(1/sqrt(k)): b > 0 but not the 1/k form
+    assert _by_id({"variance-aware-mlp": sqrt_k})["F2-mlp"].verdict == "contradicted"
+
+
+def test_f2_mlp_without_se_column_uses_the_conservative_bound():
+    df = _va_mlp(lambda a, k: 0.0095 + 0.1 * a / k, se=False)
+    r = _by_id({"variance-aware-mlp": df})["F2-mlp"]
+    assert r.verdict == "holds" and "bound" in r.statistic
