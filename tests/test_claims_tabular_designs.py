@@ -49,3 +49,52 @@ def test_f2_mlp_without_se_column_uses_the_conservative_bound():
     df = _va_mlp(lambda a, k: 0.0095 + 0.1 * a / k, se=False)
     r = _by_id({"variance-aware-mlp": df})["F2-mlp"]
     assert r.verdict == "holds" and "bound" in r.statistic
+
+
+# ------------------------------------------------------------------------------------------- F1
+
+
+def _teacher_noise_table(monkeypatch=None, mistake=False, n_students=200):
+    import uqkd.experiments.linear as L
+    from uqkd.experiments import get_experiment
+    from uqkd.runner import resolve_config
+
+    exp = get_experiment("teacher-noise-linear")
+    cfg = resolve_config(exp, "quick", {"n_students": n_students})
+    if mistake:  # the noise variance sqrt(sigma) Var(y) instead of sigma Var(y): std sigma^(1/4) sd(y)
+        real = L.teacher_moments
+
+        def wrong(mu, noise_var, *a, **k):
+            var_y = L.linear_setup(cfg.dataset, 0).var_y
+            return real(mu, np.sqrt(noise_var / var_y) * var_y, *a, **k)
+
+        monkeypatch.setattr(L, "teacher_moments", wrong)
+    rows = [r for c in exp.cells(cfg) for r in exp.run_cell(cfg, c, 0)]
+    return pd.DataFrame(rows)
+
+
+def test_f1_holds_for_the_correct_noise_and_fails_for_sqrt_sigma(monkeypatch):
+    good = _teacher_noise_table()
+    r = _by_id({"teacher-noise-linear": good})["F1"]
+    assert r.verdict == "holds", r
+    assert "likelihood-ratio" in r.statistic and "105 df" in r.statistic  # p(p+1)/2 with p = 14
+    bad = _teacher_noise_table(monkeypatch, mistake=True)
+    r = _by_id({"teacher-noise-linear": bad})["F1"]
+    assert r.verdict == "contradicted", r
+
+
+def test_covariance_match_test_is_calibrated_and_sees_shape_errors():
+    from uqkd.metrics import covariance_match_test
+
+    rng = np.random.default_rng(5)
+    p, R = 6, 150
+    A = rng.standard_normal((p, p))
+    S0 = A @ A.T + p * np.eye(p)
+    L = np.linalg.cholesky(S0)
+    pv = [covariance_match_test(rng.standard_normal((R, p)) @ L.T, S0)["p_value"] for _ in range(300)]
+    assert 0.02 < np.mean(np.array(pv) < 0.05) < 0.09  # size ~ 5% (binomial sd 1.3%)
+    # same total variance, wrong shape (diagonal): the mean-diagonal comparison cannot see it, this test does
+    D = np.diag(np.diag(S0))
+    x = rng.standard_normal((R, p)) @ np.sqrt(D)
+    out = covariance_match_test(x, S0)
+    assert out["p_value"] < 1e-6 and abs(out["scale"] - 1) < 0.5

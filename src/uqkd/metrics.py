@@ -16,6 +16,7 @@ __all__ = [
     "student_mse",
     "inter_student_var",
     "inter_student_var_se",
+    "covariance_match_test",
     "intra_student_var",
     "predictive_entropy",
     "expected_calibration_error",
@@ -89,6 +90,53 @@ def inter_student_var_se(y_pred: np.ndarray) -> float:
     loo = ((R - 1) * s2[None] - R / (R - 1) * d2) / (R - 2)  # (R, n, d)
     v = loo.sum(axis=2).mean(axis=1)  # (R,) leave-one-out statistics
     return float(np.sqrt((R - 1) / R * np.sum((v - v.mean()) ** 2)))
+
+
+def covariance_match_test(samples: np.ndarray, cov: np.ndarray) -> dict[str, float]:
+    r"""Likelihood-ratio test that R Gaussian draws (rows of ``samples``) have covariance ``cov``.
+
+    With :math:`S` the sample covariance (ddof=1, :math:`n = R-1`) and the whitened
+    :math:`W = \Sigma_0^{-1/2} S \Sigma_0^{-1/2}`, the statistic (Anderson, *An Introduction to
+    Multivariate Statistical Analysis*, 10.8, with Bartlett's correction)
+
+    .. math:: \lambda = n\,\Big(1 - \frac{2p + 1 - 2/(p+1)}{6n}\Big)\,
+              \big(\operatorname{tr} W - \log\det W - p\big)
+
+    is :math:`\chi^2_{p(p+1)/2}` under :math:`\Sigma = \Sigma_0` (scipy.stats.chi2). It tests every
+    variance and covariance at once, against a tolerance set by the Monte-Carlo error of S.
+
+    Parameters
+    ----------
+    samples : array (R, p), R > p + 1
+    cov : array (p, p), symmetric positive definite
+
+    Returns
+    -------
+    dict with ``stat``, ``df``, ``p_value`` and ``scale`` (:math:`\operatorname{tr} W / p`: the
+    average variance ratio, Monte Carlo over closed form).
+    """
+    from scipy.stats import chi2
+
+    x = check_array(samples, "samples", ndim=2)
+    R, p = x.shape
+    c = check_array(cov, "cov", ndim=2)
+    if c.shape != (p, p):
+        raise ValueError(f"cov: expected shape ({p}, {p}) to match samples, got {c.shape}")
+    if R <= p + 1:
+        raise ValueError(f"samples: expected more than p + 1 = {p + 1} rows, got {R}")
+    evals, evecs = np.linalg.eigh((c + c.T) / 2)
+    if not evals.min() > 0:
+        raise ValueError(f"cov: expected a positive definite matrix, smallest eigenvalue {evals.min():.3g}")
+    isqrt = evecs @ np.diag(evals**-0.5) @ evecs.T  # Sigma0^{-1/2}
+    n = R - 1
+    W = isqrt @ np.cov(x, rowvar=False) @ isqrt  # (p, p)
+    sign, logdet = np.linalg.slogdet(W)
+    if sign <= 0:
+        raise ValueError("samples: the sample covariance is singular")
+    corr = 1 - (2 * p + 1 - 2 / (p + 1)) / (6 * n)
+    stat = float(n * corr * (np.trace(W) - logdet - p))
+    df = p * (p + 1) // 2
+    return {"stat": stat, "df": float(df), "p_value": float(chi2.sf(stat, df)), "scale": float(np.trace(W) / p)}
 
 
 def intra_student_var(samples: np.ndarray) -> float:

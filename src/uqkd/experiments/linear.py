@@ -22,7 +22,7 @@ import numpy as np
 from .. import aggregate, theory
 from .._seeding import student_draws
 from ..data.tabular import TabularSplit, load_tabular
-from ..metrics import inter_student_var_se, student_mse
+from ..metrics import covariance_match_test, inter_student_var_se, student_mse
 from ..students.linear import _add_intercept
 from .base import Experiment, register
 
@@ -314,6 +314,11 @@ def _tn_run(cfg: TeacherNoiseLinearConfig, cell: dict[str, Any], seed: int) -> l
     row["param_var_mc"] = float(np.mean(np.diag(C_mc)))
     row["param_var_theory"] = float(np.mean(np.diag(C)))
     row["param_cov_rel_err"] = float(np.linalg.norm(C_mc - C) / np.linalg.norm(C)) if sigma > 0 else 0.0
+    # the whole Monte-Carlo covariance against sigma^2 (X^T X)^-1: likelihood-ratio (Wishart) statistic
+    lr = covariance_match_test(theta, C) if sigma > 0 else {"stat": np.nan, "df": np.nan, "p_value": np.nan,
+                                                                "scale": np.nan}
+    row.update({"param_cov_lr_stat": lr["stat"], "param_cov_lr_df": lr["df"], "param_cov_lr_p": lr["p_value"],
+                "param_cov_scale": lr["scale"]})
     return [row]
 
 

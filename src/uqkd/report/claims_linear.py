@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .claims import (
+    ALPHA,
     CONTRADICTED,
     HOLDS,
     INCONCLUSIVE,
@@ -54,6 +55,8 @@ def _f1_linear_propagation(t):
     d = df[df["sigma"] > 0]
     if d.empty:
         raise NotComputable("no noise level sigma > 0")
+    if "param_cov_lr_stat" in d:
+        return _f1_full_covariance(d)
     R = _n(d)
     m = len(d)
     ratio = (d["param_var_mc"] / d["param_var_theory"]).to_numpy(dtype=float)
@@ -69,6 +72,30 @@ def _f1_linear_propagation(t):
             f"its {lvl:.2%} interval {fmt_interval(*iv[worst])}; "
             + (f"outside: {', '.join(outside)}" if outside else "every interval contains 1")
             + "; holds if all contain 1, contradicted if a 99.9% interval excludes it", v)
+
+
+def _f1_full_covariance(d):
+    """Every sigma > 0: likelihood-ratio (Wishart) test of the whole Monte-Carlo parameter covariance."""
+    from scipy.stats import chi2
+
+    stat = d["param_cov_lr_stat"].to_numpy(dtype=float)
+    dof = d["param_cov_lr_df"].to_numpy(dtype=float)
+    if not np.all(np.isfinite(stat)):
+        raise NotComputable("a covariance statistic is NaN")
+    p = chi2.sf(stat, dof)
+    m = len(d)
+    hold_p, strict_p = ALPHA / m, STRICT_ALPHA / m
+    v = CONTRADICTED if np.any(p < strict_p) else HOLDS if np.all(p >= hold_p) else INCONCLUSIVE
+    worst = int(np.argmin(p))
+    scale = d["param_cov_scale"].to_numpy(dtype=float) if "param_cov_scale" in d else np.full(m, np.nan)
+    R = _n(d)
+    return ("likelihood-ratio test of the whole Monte-Carlo parameter covariance (R=" + str(R) + " students) "
+            "against sigma_T^2 (X^T X)^-1 per sigma > 0: Bartlett-corrected n(tr W - log det W - p) on the whitened "
+            f"covariance W, chi-square on {int(dof[0])} df; Bonferroni over {m}",
+            f"smallest p {p[worst]:.3g} at sigma={d['sigma'].iloc[worst]:g} (chi2 {stat[worst]:.1f}/{int(dof[worst])}"
+            + (f", mean variance ratio {scale[worst]:.3f}" if np.isfinite(scale[worst]) else "") + ")",
+            f"mean variance ratios {np.nanmin(scale):.3f}..{np.nanmax(scale):.3f}; holds if every p >= "
+            f"{hold_p:.2g} (5%/m), contradicted if one p < {strict_p:.2g} (0.1%/m)", v)
 
 
 register_claim(ClaimSpec(
