@@ -98,3 +98,23 @@ def test_covariance_match_test_is_calibrated_and_sees_shape_errors():
     x = rng.standard_normal((R, p)) @ np.sqrt(D)
     out = covariance_match_test(x, S0)
     assert out["p_value"] < 1e-6 and abs(out["scale"] - 1) < 0.5
+
+
+# ------------------------------------------------------------------------------ S5 bootstrap (linear)
+
+
+def test_bootstrap_claim_is_marked_by_construction_and_rerun_with_teacher_noise():
+    from uqkd.experiments import get_experiment
+    from uqkd.runner import resolve_config
+
+    exp = get_experiment("bootstrap-linear")
+    cfg = resolve_config(exp, "quick", {"n_students": 100, "fractions": (0.3, 1.0), "teacher_noises": (0.0, 0.05, 1.0)})
+    df = pd.DataFrame([r for c in exp.cells(cfg) for r in exp.run_cell(cfg, c, 0)])
+    r = _by_id({"bootstrap-linear": df})
+    assert r["S5-bootstrap-teacher"].verdict == "holds"
+    assert r["S5-bootstrap-teacher"].statistic.startswith("HOLDS BY CONSTRUCTION")
+    # noise 1.0 Var(y) is far above the OLS residual variance: teacher-trained students vary more -> contradicted
+    b = r["B-bootstrap-noisy-teacher"]
+    assert b.verdict == "contradicted" and "noise 0.05: holds" in b.value and "noise 1: contradicted" in b.value
+    low = df[(df["teacher_noise"] < 0.5)]
+    assert _by_id({"bootstrap-linear": low})["B-bootstrap-noisy-teacher"].verdict == "holds"
