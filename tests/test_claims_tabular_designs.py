@@ -118,3 +118,27 @@ def test_bootstrap_claim_is_marked_by_construction_and_rerun_with_teacher_noise(
     assert b.verdict == "contradicted" and "noise 0.05: holds" in b.value and "noise 1: contradicted" in b.value
     low = df[(df["teacher_noise"] < 0.5)]
     assert _by_id({"bootstrap-linear": low})["B-bootstrap-noisy-teacher"].verdict == "holds"
+
+
+# ------------------------------------------------------------------ heteroscedastic strength sweep
+
+
+def test_oracle_free_gain_grows_with_heteroscedastic_strength():
+    from uqkd.experiments import get_experiment
+    from uqkd.experiments.linear import strength_gain_table
+    from uqkd.runner import resolve_config
+
+    exp = get_experiment("variance-aware-linear")
+    cfg = resolve_config(exp, "quick", {"n_students": 150, "alphas": (1.0,), "ks": (3, 10, 30),
+                                        "hetero_strengths": (0.25, 1.5), "methods": ("averaging",
+                                                                                    "variance-weighting-wls")})
+    cells = exp.cells(cfg)
+    assert sorted({(c["noise"], c["hetero_strength"]) for c in cells}) == [
+        ("heteroscedastic", 0.25), ("heteroscedastic", 1.5), ("homoscedastic", 0.0)]
+    df = pd.DataFrame([r for c in cells for r in exp.run_cell(cfg, c, 0)])
+    g = strength_gain_table(df).set_index("hetero_strength")
+    assert list(g.index) == [0.0, 0.25, 1.5]
+    assert g.loc[1.5, "var_ratio_geomean"] < 0.6 < 0.9 < g.loc[0.25, "var_ratio_geomean"]
+    assert g.loc[1.5, "noise_var_max_min"] > 1000 > g.loc[0.25, "noise_var_max_min"] > 1
+    r = _by_id({"variance-aware-linear": df})["F3"]
+    assert "h=0.25" in r.value and "h=1.5" in r.value

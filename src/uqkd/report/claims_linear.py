@@ -168,20 +168,33 @@ def _ratio_cells(a, w, R: int, label: str, unit: str = "students/cell") -> tuple
     return tests, Comparison("pooled", float(np.exp(lr)), float(np.exp(lo)), float(np.exp(hi)), pv, mde, ratio=True)
 
 
+def _strength_keys(d) -> list[str]:
+    """Cell keys of a variance-aware table: (hetero_strength,) alpha, k."""
+    return (["hetero_strength"] if "hetero_strength" in d else []) + ["alpha", "k"]
+
+
 def _f3_ivw(t):
     df = t["variance-aware-linear"]
     d = df[(df["noise"] == "heteroscedastic") & (df["k"] >= 3)]
-    a = d[d["method"] == "averaging"].set_index(["alpha", "k"])["inter_student_var"]
-    w = d[d["method"] == "variance-weighting-wls"].set_index(["alpha", "k"])["inter_student_var"]
+    keys = _strength_keys(d)
+    a = d[d["method"] == "averaging"].set_index(keys)["inter_student_var"]
+    w = d[d["method"] == "variance-weighting-wls"].set_index(keys)["inter_student_var"]
     if a.empty or w.empty:
         raise NotComputable("needs heteroscedastic averaging and variance-weighting-wls rows with k >= 3")
     R = _n(d)
     tests, pooled = _ratio_cells(a, w, R, "averaging and variance-weighting-wls")
     v = pooled_cells(tests, pooled)
     worse = [x.label for x in tests if x.verdict == CONTRADICTED]
-    return ("inter-student variance ratio, oracle-free inverse-variance WLS / averaging (heteroscedastic, k>=3): "
-            "geometric mean over cells with a 95% interval; per-cell exact F intervals (Bonferroni)",
-            f"x{pooled.estimate:.3f} {fmt_interval(pooled.lo, pooled.hi)} over {len(tests)} cells",
+    by_h = ""
+    if "hetero_strength" in d and d["hetero_strength"].nunique() > 1:
+        parts = []
+        for h in sorted(set(d["hetero_strength"])):
+            _, ph = _ratio_cells(a.xs(h, level=0), w.xs(h, level=0), R, f"h={h:g}")
+            parts.append(f"h={h:g}: x{ph.estimate:.3f} {fmt_interval(ph.lo, ph.hi)} {ph.verdict}")
+        by_h = "; by strength: " + ", ".join(parts)
+    return ("inter-student variance ratio, oracle-free inverse-variance WLS / averaging (heteroscedastic, k>=3, every "
+            "strength h swept): geometric mean over cells with a 95% interval; per-cell exact F intervals (Bonferroni)",
+            f"x{pooled.estimate:.3f} {fmt_interval(pooled.lo, pooled.hi)} over {len(tests)} cells" + by_h,
             f"per-cell ratios {min(x.estimate for x in tests):.3f}..{max(x.estimate for x in tests):.3f}; "
             f"{sum(x.verdict == HOLDS for x in tests)}/{len(tests)} cells significantly below 1"
             + (f"; significantly above 1: {', '.join(worse)}" if worse else "")
@@ -394,7 +407,7 @@ def _s7_paper_oracle(t):
     d = df[df["k"] >= 3]
     a = d[d["method"] == "averaging"]
     p = d[d["method"] == "variance-weighting-paper-oracle"]
-    tests, pooled = mse_cells(a, p, ["noise", "alpha", "k"], "averaging and paper-oracle")
+    tests, pooled = mse_cells(a, p, ["noise", *_strength_keys(d)], "averaging and paper-oracle")
     v = pooled_cells(tests, pooled)
     worse = sum(x.verdict == CONTRADICTED for x in tests)
     return ("test-MSE of averaging minus paper-oracle variance weighting (cells with k>=3): mean over cells with a "
@@ -421,7 +434,7 @@ def b_oracle_free(t, experiment="variance-aware-linear"):
         a, w = g[g["method"] == "averaging"], g[g["method"] == "variance-weighting-wls"]
         if len(a) and len(w):
             margin = -NONINFERIORITY_MARGIN if noise == "homoscedastic" else 0.0
-            res[noise] = mse_cells(a, w, ["alpha", "k"], f"{noise} averaging and variance-weighting-wls",
+            res[noise] = mse_cells(a, w, _strength_keys(g), f"{noise} averaging and variance-weighting-wls",
                                    threshold=margin)
     if not res:
         raise NotComputable("needs averaging and variance-weighting-wls rows with k >= 3")
@@ -430,7 +443,15 @@ def b_oracle_free(t, experiment="variance-aware-linear"):
         vs.append(pooled_cells(tests, pooled) if noise == "heteroscedastic" else pooled.verdict)
     v = all_of(vs)
     parts = [f"{n}: {p.estimate:+.4g} {fmt_interval(p.lo, p.hi)}" for n, (_, p) in res.items()]
-    return ("mean test-MSE gain of oracle-free WLS over averaging (k>=3), 95% t intervals over cells",
+    het = d[(d["noise"] == "heteroscedastic")]
+    if "hetero_strength" in het and het["hetero_strength"].nunique() > 1:
+        for h, g in het.groupby("hetero_strength"):
+            a, w = g[g["method"] == "averaging"], g[g["method"] == "variance-weighting-wls"]
+            if len(a) and len(w):
+                _, ph = mse_cells(a, w, ["alpha", "k"], f"h={h:g}")
+                parts.append(f"h={h:g}: {ph.estimate:+.4g} {fmt_interval(ph.lo, ph.hi)}")
+    return ("mean test-MSE gain of oracle-free WLS over averaging (k>=3), 95% t intervals over cells (per "
+            "heteroscedastic strength h beside the pooled one)",
             "; ".join(parts), "holds if it gains under heteroscedastic noise (interval > 0, no cell significantly "
             f"worse) and loses less than {NONINFERIORITY_MARGIN} under homoscedastic noise (interval > "
             f"-{NONINFERIORITY_MARGIN})", Verdict(v, mde=first_mde(p for _, p in res.values())))
