@@ -12,7 +12,7 @@ def _rows(name, cell, seed=0, **over):
 
 
 def test_oracle_free_weighting_beats_averaging_under_heteroscedastic_noise():
-    rows = _rows("variance-aware-linear", {"noise": "heteroscedastic", "alpha": 1.0, "k": 5}, n_students=400)
+    rows = _rows("variance-aware-linear", {"noise": "heteroscedastic", "hetero_strength": 1.5, "alpha": 1.0, "k": 5}, n_students=400)
     avg, wls = rows["averaging"], rows["variance-weighting-wls"]
     se = np.hypot(avg["mse_sem"], wls["mse_sem"])
     assert wls["mse_mean"] < avg["mse_mean"] - 2 * se
@@ -52,8 +52,8 @@ def test_bootstrap_students_on_teacher_outputs_vary_less():
 
 def test_draws_and_exact_paths_agree_in_distribution():
     kw = dict(n_students=600)
-    a = _rows("variance-aware-linear", {"noise": "heteroscedastic", "alpha": 0.5, "k": 6}, teacher_sampling="exact", **kw)
-    b = _rows("variance-aware-linear", {"noise": "heteroscedastic", "alpha": 0.5, "k": 6}, teacher_sampling="draws", **kw)
+    a = _rows("variance-aware-linear", {"noise": "heteroscedastic", "hetero_strength": 1.5, "alpha": 0.5, "k": 6}, teacher_sampling="exact", **kw)
+    b = _rows("variance-aware-linear", {"noise": "heteroscedastic", "hetero_strength": 1.5, "alpha": 0.5, "k": 6}, teacher_sampling="draws", **kw)
     for m in ("averaging", "variance-weighting-wls"):
         rel = abs(np.log(a[m]["inter_student_var"] / b[m]["inter_student_var"]))
         assert rel < 4 * np.sqrt(4 / 599), (m, rel)

@@ -43,6 +43,84 @@ def test_paper_profiles_use_published_settings():
     assert (cfg.n_students, cfg.hidden, cfg.n_epochs, len(cfg.sigma_inits)) == (10_000, (128,), 300, 9)
 
 
+def _layer_shapes(model):
+    return [tuple(W.shape[1:]) for W in model.coefs_]
+
+
+def test_bootstrap_mlp_paper_profile_is_the_published_design(monkeypatch):
+    """Teacher 1x128 and students 1x64, both Adam lr 1e-3 for 300 epochs, one shared student initialisation."""
+    import uqkd.experiments.mlp as M
+
+    exp = get_experiment("bootstrap-mlp")
+    cfg = build_config(exp.config_cls, (exp.profiles["paper"], "paper"))
+    assert (cfg.teacher, cfg.teacher_hidden, cfg.teacher_lr, cfg.teacher_n_epochs) == ("mlp", (128,), 1e-3, 300)
+    assert (cfg.hidden, cfg.lr, cfg.n_epochs, cfg.student_init, cfg.n_students) == ((64,), 1e-3, 300, "shared", 1000)
+    # the networks the cell builds (epochs cut for speed: the builders receive the config's settings)
+    built = []
+    real = M._mlp
+    monkeypatch.setattr(M, "_mlp", lambda **kw: built.append(kw) or real(**kw))
+    M.regression_teacher.cache_clear()
+    small = build_config(exp.config_cls, ({**exp.profiles["paper"], "n_students": 4, "n_epochs": 3,
+                                           "teacher_n_epochs": 2}, "test"))
+    (row,) = exp.run_cell(small, {"fraction": 0.5, "target": "teacher"}, 0)
+    teacher_kw, student_kw = built
+    assert (teacher_kw["hidden"], teacher_kw["lr"], teacher_kw["n_epochs"]) == ((128,), 1e-3, 2)
+    assert (student_kw["hidden"], student_kw["lr"], student_kw["shared_init"]) == ((64,), 1e-3, True)
+    M.regression_teacher.cache_clear()
+    # one shared initialisation: identical students before training, whatever the cell
+    model = real(**{**student_kw, "n_epochs": 0}).fit(np.zeros((5, 13)), np.zeros(5))
+    assert _layer_shapes(model) == [(64, 13), (1, 64)]
+    assert np.ptp(model.init_params_, axis=0).max() == 0.0
+    per = real(**{**student_kw, "n_epochs": 0, "shared_init": False}).fit(np.zeros((5, 13)), np.zeros(5))
+    assert np.ptp(per.init_params_, axis=0).max() > 0.0
+    assert row["student_init"] == "shared"
+
+
+def test_bootstrap_mlp_shared_init_leaves_only_resample_variance():
+    """With one shared init, the full-size bootstrap spreads students less than per-student inits do."""
+    kw = dict(fractions=(1.0,), targets=("teacher",), n_students=8, n_epochs=60, hidden=(8,), lr=0.01,
+              teacher_hidden=(8,), teacher_n_epochs=30)
+    shared, _ = _run("bootstrap-mlp", **kw)
+    per, _ = _run("bootstrap-mlp", student_init="per-student", **kw)
+    assert shared[0]["inter_student_var"] < per[0]["inter_student_var"]
+
+
+def test_init_noise_mlp_default_is_the_published_design(monkeypatch):
+    """Independent Kaiming base per student, ground-truth labels; shared base / teacher targets are settings."""
+    exp = get_experiment("init-noise-mlp")
+    cfg = build_config(exp.config_cls, (exp.profiles["paper"], "paper"))
+    assert (cfg.base_init, cfg.target, cfg.hidden, cfg.lr, cfg.n_epochs) == ("per-student", "ground-truth", (128,),
+                                                                             0.01, 300)
+    rows, _ = _run("init-noise-mlp", sigma_inits=(0.0,), n_students=6, n_epochs=5, hidden=(16,), n_track_students=0)
+    # sigma_init = 0 and still a spread before training: every student drew its own base
+    assert rows[0]["param_var_before"] > 0
+    shared, _ = _run("init-noise-mlp", sigma_inits=(0.0,), n_students=6, n_epochs=5, hidden=(16,),
+                     n_track_students=0, base_init="shared")
+    assert shared[0]["param_var_before"] == 0.0
+    # ground truth: no teacher is fitted, and the students' labels are y_train
+    import uqkd.experiments.mlp as M
+    from uqkd.data.tabular import load_tabular
+
+    def no_teacher(*a, **k):
+        raise AssertionError("a teacher was fitted")
+
+    seen = []
+    real = M._mlp
+
+    def spy(**kw):
+        m = real(**kw)
+        fit = m.fit
+        m.fit = lambda X, y, **f: seen.append(np.asarray(y)) or fit(X, y, **f)
+        return m
+
+    monkeypatch.setattr(M, "regression_teacher", no_teacher)
+    monkeypatch.setattr(M, "_mlp", spy)
+    _run("init-noise-mlp", sigma_inits=(0.1,), n_students=3, n_epochs=2, hidden=(4,), n_track_students=0)
+    np.testing.assert_array_equal(seen[0], load_tabular("boston", seed=0).y_train)
+    with pytest.raises(ConfigError, match="base_init"):
+        build_config(exp.config_cls, ({"base_init": "tied"}, "test"))
+
+
 def test_teacher_noise_mlp_rows_and_monotone_in_sigma():
     rows, _ = _run("teacher-noise-mlp", sigmas=(0.0, 2.0), n_students=8, n_epochs=80, hidden=(8,))
     assert [r["sigma"] for r in rows] == [0.0, 2.0]
@@ -53,7 +131,7 @@ def test_teacher_noise_mlp_rows_and_monotone_in_sigma():
 
 def test_init_noise_mlp_summary_and_trajectory():
     rows, cfg = _run("init-noise-mlp", sigma_inits=(0.0, 0.4), n_students=8, n_epochs=40, hidden=(16,),
-                     n_track_students=2)
+                     n_track_students=2, base_init="shared", target="teacher", teacher_n_epochs=30)
     summ = [r for r in rows if r["record"] == "summary"]
     traj = [r for r in rows if r["record"] == "trajectory"]
     assert len(summ) == 2 and len(traj) == 2 * (cfg.n_epochs + 1)

@@ -47,8 +47,9 @@ def test_results_table_is_tidy(tmp_path):
     df = pd.read_csv(res.results_csv)
     for col in ("noise", "alpha", "k", "method", "oracle", "mse_mean", "mse_std", "inter_student_var", "n_students"):
         assert col in df.columns
-    assert len(df) == 2 * 2 * 3 * 5
-    assert not df.duplicated(["noise", "alpha", "k", "method"]).any()
+    # homoscedastic + heteroscedastic at 4 strengths, x 2 alphas x 3 ks x 5 methods
+    assert len(df) == (1 + 4) * 2 * 3 * 5
+    assert not df.duplicated(["noise", "hetero_strength", "alpha", "k", "method"]).any()
     assert (df["n_students"] == 20).all()
 
 

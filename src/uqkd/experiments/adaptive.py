@@ -446,8 +446,10 @@ class AdaptiveBudgetMLPConfig:
     """Equal-budget uniform vs uncertainty-allocated teacher sampling for batched MLP students (no closed form)."""
 
     dataset: str = option("boston", "tabular dataset")
-    teacher: str = option("mlp", "teacher fitted on ground truth: mlp (16 ReLU units) or ols")
-    teacher_hidden: tuple[int, ...] = option((16,), "teacher MLP hidden widths")
+    teacher: str = option("mlp", "teacher fitted on ground truth: mlp or ols")
+    teacher_hidden: tuple[int, ...] = option((16,), _MLP_FIELDS_HELP["teacher_hidden"])
+    teacher_lr: float = option(0.01, _MLP_FIELDS_HELP["teacher_lr"])
+    teacher_n_epochs: int = option(200, _MLP_FIELDS_HELP["teacher_n_epochs"])
     alpha: float = option(0.5, "mean teacher noise variance per draw as a fraction of Var(y_train)")
     strengths: tuple[float, ...] = option((0.0, 0.75, 1.5), "heteroscedastic strength h (0 = homoscedastic)")
     budgets: tuple[int, ...] = option((3, 5, 10, 20), "total budget per input B / n")

@@ -50,6 +50,11 @@ class Experiment:
         ``None`` leaves threading alone (for experiments of a few long model-bound cells).
     summary : callable(results DataFrame) -> DataFrame, optional
         The key numbers the report shows (default: the first 30 rows).
+    notes : str
+        Report text under the description: the design (published or uqkd's), quirks of the
+        published code that uqkd fixes, how to read the results.
+    tables : callable(results DataFrame) -> dict of str to DataFrame, optional
+        Further labelled tables the report shows after the key numbers (e.g. fits across cells).
     """
 
     name: str
@@ -62,6 +67,8 @@ class Experiment:
     profiles: dict[str, dict[str, Any]] = field(default_factory=lambda: {"quick": {}, "paper": {}})
     cell_threads: int | None = 1
     summary: Callable[[Any], Any] | None = None
+    notes: str = ""
+    tables: Callable[[Any], dict[str, Any]] | None = None
 
 
 EXPERIMENTS: dict[str, Experiment] = {}

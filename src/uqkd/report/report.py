@@ -61,6 +61,17 @@ def _summary(name: str, df: Any) -> Any:
     return df.head(30)
 
 
+def _extra_tables(name: str, df: Any) -> dict[str, Any]:
+    """The experiment's further labelled tables (``Experiment.tables``), e.g. fits across cells."""
+    from ..experiments import EXPERIMENTS, list_experiments
+
+    list_experiments()
+    exp = EXPERIMENTS.get(name)
+    if exp is None or getattr(exp, "tables", None) is None:
+        return {}
+    return exp.tables(df)
+
+
 def _fmt_df(df: Any) -> Any:
     out = df.copy()
     for c in out.columns:
@@ -178,6 +189,10 @@ def build_report_and_claims(root: str | Path, *, expected: list[str] | None = No
             desc = exps[name].description if name in exps else ""
             md += [f"### `{name}`", "", desc, ""]
             h += [f"<h3><code>{html.escape(name)}</code></h3>", f"<p>{html.escape(desc)}</p>"]
+            notes = getattr(exps.get(name), "notes", "") if name in exps else ""
+            if notes:
+                md += [notes, ""]
+                h.append(f"<p>{html.escape(notes)}</p>")
             for png in sorted((root / name).glob("*.png")):
                 md += [f"![{png.stem}]({name}/{png.name})", ""]
                 b64 = base64.b64encode(png.read_bytes()).decode()
@@ -185,6 +200,9 @@ def build_report_and_claims(root: str | Path, *, expected: list[str] | None = No
             summ = _summary(name, tables[name])
             md += ["Key numbers:", "", _md_table(summ), ""]
             h += ["<p>Key numbers:</p>", _html_table(summ)]
+            for label, tbl in _extra_tables(name, tables[name]).items():
+                md += [f"{label}:", "", _md_table(tbl), ""]
+                h += [f"<p>{html.escape(label)}:</p>", _html_table(tbl)]
             cfg = meta.get("config", {})
             vers = meta.get("versions", {})
             settings = (f"profile `{meta.get('profile', '?')}`, seed {meta.get('seed', '?')}, "

@@ -1,0 +1,192 @@
+r"""Inter-student variance as a floor plus a teacher-noise part that averaging divides by k.
+
+Students distilled on the mean of k teacher draws per input vary for two reasons: the labels'
+teacher noise, whose variance averaging divides by k, and everything else that differs between
+students trained on identical labels (initialisation and the optimisation it starts, for an MLP;
+nothing for OLS). Across a k-sweep this is
+
+.. math:: V(k) = \text{floor} + \frac{b}{k},
+
+fitted by weighted least squares of the Monte-Carlo estimates :math:`\hat V_k` on
+:math:`(1, 1/k)` with weights :math:`1/\mathrm{se}_k^2` (their Monte-Carlo standard errors).
+The goodness of fit is :math:`\chi^2 = \sum_k (\hat V_k - \hat V(k))^2/\mathrm{se}_k^2` on
+``len(k) - 2`` degrees of freedom (scipy.stats.chi2). Parameter intervals use the known SEs
+(normal quantiles), widened by :math:`\sqrt{\max(1, \chi^2/\mathrm{df})}` (the Birge ratio) when
+the points scatter more than their errors say.
+
+Pure numpy / scipy; no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FloorFit", "fit_floor_plus_slope", "relative_variance_se", "decomposition_table"]
+
+
+@dataclass(frozen=True)
+class FloorFit:
+    """The fit :math:`V(k) = \\text{floor} + b/k` of one k-sweep.
+
+    Attributes
+    ----------
+    floor, b : float
+        Estimates.
+    floor_se, b_se : float
+        Standard errors (known-SE WLS, times :attr:`scale`).
+    cov : array (2, 2)
+        Covariance of (floor, b), scale included.
+    chi2, df, p_value : float, int, float
+        Goodness of fit of the 1/k form (``p_value`` = P(chi2_df > chi2)).
+    scale : float
+        :math:`\\sqrt{\\max(1, \\chi^2/\\mathrm{df})}` applied to the SEs.
+    n_points : int
+    """
+
+    floor: float
+    b: float
+    floor_se: float
+    b_se: float
+    cov: np.ndarray
+    chi2: float
+    df: int
+    p_value: float
+    scale: float
+    n_points: int
+
+    def interval(self, name: str, level: float = 0.95) -> tuple[float, float]:
+        """Two-sided normal interval of ``"floor"`` or ``"b"``."""
+        from scipy.stats import norm
+
+        if name not in ("floor", "b"):
+            raise ValueError(f"name: expected 'floor' or 'b', got {name!r}")
+        est, se = (self.floor, self.floor_se) if name == "floor" else (self.b, self.b_se)
+        q = float(norm.ppf(1 - (1 - level) / 2))
+        return est - q * se, est + q * se
+
+    def predict(self, k: Any) -> np.ndarray:
+        """Fitted :math:`V(k)`."""
+        return self.floor + self.b / np.asarray(k, dtype=float)
+
+
+def relative_variance_se(n_students: int) -> float:
+    r"""Relative SE of a normal sample variance of R draws, :math:`\sqrt{2/(R-1)}`.
+
+    For a variance averaged over correlated inputs it is an upper bound (conservative); used when
+    a results table has no jackknife SE column.
+    """
+    if n_students < 2:
+        raise ValueError(f"n_students: expected an integer >= 2, got {n_students}")
+    return float(np.sqrt(2.0 / (n_students - 1)))
+
+
+def fit_floor_plus_slope(k: Any, v: Any, se: Any | None = None, *, rel_se: float | None = None,
+                         n_iter: int = 3) -> FloorFit:
+    r"""Weighted least-squares fit of :math:`V(k) = \text{floor} + b/k`.
+
+    Parameters
+    ----------
+    k : array (m,)
+        Teacher draws per input, at least three distinct values.
+    v : array (m,)
+        Monte-Carlo inter-student variances.
+    se : array (m,), optional
+        Their standard errors (e.g. :func:`uqkd.metrics.inter_student_var_se`).
+    rel_se : float, optional
+        Instead of ``se``: a relative SE, applied to the *fitted* values (iteratively reweighted,
+        ``n_iter`` passes) so that a low point does not get a spuriously high weight.
+
+    Returns
+    -------
+    FloorFit
+
+    Examples
+    --------
+    >>> k = np.array([1, 2, 5, 10, 50])
+    >>> f = fit_floor_plus_slope(k, 0.01 + 0.2 / k, np.full(5, 1e-3))
+    >>> round(f.floor, 6), round(f.b, 6)
+    (0.01, 0.2)
+    """
+    from scipy.stats import chi2 as chi2_dist
+
+    k = np.asarray(k, dtype=float)
+    v = np.asarray(v, dtype=float)
+    if k.ndim != 1 or v.shape != k.shape:
+        raise ValueError(f"k, v: expected two 1-d arrays of one length, got shapes {k.shape} and {v.shape}")
+    if not (np.all(np.isfinite(k)) and np.all(k > 0)):
+        raise ValueError(f"k: expected finite values > 0, got {k}")
+    if len(np.unique(k)) < 3:
+        raise ValueError(f"k: a floor + b/k fit with a goodness of fit needs >= 3 distinct k, got {np.unique(k)}")
+    if not np.all(np.isfinite(v)):
+        raise ValueError("v: expected finite variances")
+    if (se is None) == (rel_se is None):
+        raise ValueError("se, rel_se: expected exactly one of them")
+    A = np.c_[np.ones_like(k), 1.0 / k]  # (m, 2)
+
+    def solve(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        w = 1.0 / s**2
+        M = A.T @ (w[:, None] * A)
+        cov = np.linalg.inv(M)
+        return cov @ (A.T @ (w * v)), cov
+
+    if se is not None:
+        s = np.asarray(se, dtype=float)
+        if s.shape != k.shape or not np.all(np.isfinite(s)) or np.any(s <= 0):
+            raise ValueError(f"se: expected finite values > 0 of shape {k.shape}, got {s}")
+        coef, cov = solve(s)
+    else:
+        if not (np.isfinite(rel_se) and rel_se > 0):
+            raise ValueError(f"rel_se: expected a finite number > 0, got {rel_se}")
+        s = rel_se * np.maximum(np.abs(v), 1e-300)
+        coef, cov = solve(s)
+        for _ in range(n_iter):
+            fitted = A @ coef
+            s = rel_se * np.maximum(np.abs(fitted), 1e-3 * np.max(np.abs(v)) + 1e-300)
+            coef, cov = solve(s)
+    resid = (v - A @ coef) / s
+    chi2 = float(np.sum(resid**2))
+    dof = len(k) - 2
+    scale = float(np.sqrt(max(1.0, chi2 / dof)))
+    cov = cov * scale**2
+    return FloorFit(floor=float(coef[0]), b=float(coef[1]), floor_se=float(np.sqrt(cov[0, 0])),
+                    b_se=float(np.sqrt(cov[1, 1])), cov=cov, chi2=chi2, df=dof,
+                    p_value=float(chi2_dist.sf(chi2, dof)), scale=scale, n_points=len(k))
+
+
+def _fit_rows(g: Any) -> FloorFit:
+    g = g.sort_values("k")
+    k = g["k"].to_numpy(dtype=float)
+    v = g["inter_student_var"].to_numpy(dtype=float)
+    if "inter_student_var_se" in g and np.all(np.isfinite(g["inter_student_var_se"].to_numpy(dtype=float))):
+        return fit_floor_plus_slope(k, v, g["inter_student_var_se"].to_numpy(dtype=float))
+    return fit_floor_plus_slope(k, v, rel_se=relative_variance_se(int(g["n_students"].min())))
+
+
+def decomposition_table(df: Any, method: str = "averaging", by: tuple[str, ...] = ("noise", "alpha"),
+                        level: float = 0.95) -> Any:
+    """One row per group of a k-sweep: floor and b with intervals, the floor's share at k = 1, the fit.
+
+    Reads ``k``, ``inter_student_var``, ``n_students`` and, when present, ``inter_student_var_se``
+    (jackknife SEs; otherwise the conservative :func:`relative_variance_se`, labelled in ``se_source``).
+    Groups with fewer than three k values are left out.
+    """
+    import pandas as pd
+
+    d = df[df["method"] == method] if "method" in df else df
+    by = tuple(c for c in by if c in d)
+    rows = []
+    for key, g in (d.groupby(list(by), sort=False) if by else [((), d)]):
+        if g["k"].nunique() < 3:
+            continue
+        f = _fit_rows(g)
+        key = key if isinstance(key, tuple) else (key,)
+        (flo, fhi), (blo, bhi) = f.interval("floor", level), f.interval("b", level)
+        has_se = "inter_student_var_se" in g and bool(np.all(np.isfinite(g["inter_student_var_se"])))
+        rows.append({**dict(zip(by, key)), "method": method, "floor": f.floor, "floor_lo": flo, "floor_hi": fhi,
+                     "b": f.b, "b_lo": blo, "b_hi": bhi, "floor_share_k1": f.floor / (f.floor + f.b),
+                     "chi2": f.chi2, "df": f.df, "p_value": f.p_value, "n_k": f.n_points,
+                     "se_source": "jackknife" if has_se else "sqrt(2/(R-1)) bound"})
+    return pd.DataFrame(rows)
