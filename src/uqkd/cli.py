@@ -1,7 +1,9 @@
 """The ``uqkd`` console script: ``main(argv=None) -> int``.
 
 User errors (unknown experiment, unknown or ill-typed key, bad value, missing file) print
-one line ``uqkd: error: ...`` and return 2, without a traceback.
+one line ``uqkd: error: ...`` and return 2, without a traceback. Failures of the environment
+(a full disk, an unwritable or blocked --out, a killed worker) print one line and return 1.
+Anything else is a bug: one line naming it, exit 1; ``--debug`` (before COMMAND) shows the traceback.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from .config import UserError
+from .config import EnvironmentFailure, UserError
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
@@ -126,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"uqkd {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug); before COMMAND")
     p.add_argument("-q", "--quiet", action="count", default=0, help="only errors; before COMMAND")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks of failures; before COMMAND")
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
     sub.required = True
 
@@ -187,8 +190,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     av = list(argv) if argv is not None else sys.argv[1:]
     verbosity = 0
-    while av and av[0] in ("-v", "-q", "--verbose", "--quiet"):
-        verbosity += 1 if av.pop(0) in ("-v", "--verbose") else -1
+    debug = False
+    while av and av[0] in ("-v", "-q", "--verbose", "--quiet", "--debug"):
+        flag = av.pop(0)
+        if flag == "--debug":
+            debug = True
+        else:
+            verbosity += 1 if flag in ("-v", "--verbose") else -1
     import logging
 
     level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(max(-1, min(verbosity, 2)), logging.DEBUG)
@@ -203,6 +211,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("uqkd: interrupted; finished cells are saved, rerun the same command to resume", file=sys.stderr)
         return 130
+    except EnvironmentFailure as exc:
+        if debug:
+            raise
+        print(f"uqkd: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if debug:
+            raise
+        print(f"uqkd: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
+    except UnicodeDecodeError as exc:
+        if debug:
+            raise
+        print(f"uqkd: error: a file is not UTF-8 text (byte {exc.start}: {exc.reason})", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback with --debug
+        if debug:
+            raise
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"uqkd: internal error: {type(exc).__name__}: {msg} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a file-system failure: what failed, on which path, and what to do for common causes."""
+    import errno
+
+    where = " ".join(repr(str(f)) for f in (exc.filename, exc.filename2) if f is not None)
+    hint = {errno.ENOSPC: "the disk is full; free space and rerun (finished cells are kept)",
+            errno.EDQUOT: "the disk quota is exceeded; free space and rerun",
+            errno.EACCES: "permission denied; choose a writable --out",
+            errno.EROFS: "the file system is read-only; choose a writable --out",
+            errno.ENOTDIR: "a path component is a file, not a folder",
+            errno.EEXIST: "a file is in the way",
+            errno.EISDIR: "a folder is where a file is expected"}.get(exc.errno or -1, "")
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return f"{text}{': ' + where if where else ''}" + (f" ({hint})" if hint else "")
 
 
 if __name__ == "__main__":  # pragma: no cover

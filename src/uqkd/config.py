@@ -19,6 +19,7 @@ from typing import Any
 __all__ = [
     "ConfigError",
     "UserError",
+    "EnvironmentFailure",
     "option",
     "build_config",
     "config_to_dict",
@@ -31,6 +32,11 @@ __all__ = [
 
 class UserError(ValueError):
     """A mistake in what the user asked for; the CLI prints it on one line and exits with 2."""
+
+
+class EnvironmentFailure(RuntimeError):
+    """A failure of the machine, not of the request (a full disk, a killed worker): the CLI prints it on
+    one line and exits with 1."""
 
 
 class ConfigError(UserError):

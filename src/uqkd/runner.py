@@ -6,7 +6,13 @@ Layout of one run::
         results.csv      one row per cell (x method), cell parameters and statistics
         config.json      experiment, profile, seed, every config value, versions
         *.png            figures
-        cells/<id>.json  one file per finished cell (written atomically)
+        cells/<id>.json  one verified record per finished cell (written atomically)
+        .lock            held (flock) by the run writing here; a second run into it exits 2
+
+results.csv, config.json and the figures are published together: staged in a temporary folder
+and renamed into place only when all of them are written, so a failed run leaves the earlier
+results intact. A cell record is used only if its id, experiment, config fingerprint, seed,
+cell parameters, rows and checksum all check out; anything else is recomputed with a warning.
 
 A cell's id hashes (experiment, config, seed, cell parameters). A rerun loads finished
 cells and computes only the missing ones, so an interrupted sweep resumed ends with the
@@ -15,12 +21,21 @@ same ``results.csv`` as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import math
+import os
 import platform
+import shutil
+import signal
 import sys
+import tempfile
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +44,7 @@ from ._io import atomic_write_bytes, atomic_write_text
 from ._validation import check_int
 from .config import (
     ConfigError,
+    EnvironmentFailure,
     UserError,
     build_config,
     config_fingerprint,
@@ -39,7 +55,10 @@ from .config import (
 from .executors import Executor, auto_workers, limit_threads, make_executor
 from .experiments.base import Experiment, get_experiment
 
-__all__ = ["RunResult", "run_experiment", "resolve_config", "atomic_write_text", "atomic_write_bytes", "SweepInterrupted"]
+__all__ = ["RunResult", "run_experiment", "resolve_config", "atomic_write_text", "atomic_write_bytes", "SweepInterrupted",
+           "OutputLock", "load_cell_record", "make_cell_record"]
+
+log = logging.getLogger("uqkd")
 
 
 class SweepInterrupted(RuntimeError):
@@ -171,63 +190,259 @@ def run_experiment(
     if not cells:
         raise ConfigError(f"{name}: the configuration gives an empty grid of cells")
     fp = config_fingerprint(cfg)
+    _check_distinct_cells(name, cells)
     out_dir = Path(out) / name
     cell_dir = out_dir / "cells"
-    cell_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cell_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise EnvironmentFailure(f"--out: cannot create {str(cell_dir)!r}: a file is in the way") from None
     ids = [_cell_id(name, fp, seed, c) for c in cells]
-    done: dict[str, dict[str, Any]] = {}
-    for cid in ids:
-        p = cell_dir / f"{cid}.json"
-        if p.is_file():
+    with OutputLock(out_dir), _terminate_as_interrupt():
+        _remove_stale_temporaries(cell_dir)
+        done: dict[str, dict[str, Any]] = {}
+        rejected: list[str] = []
+        for cid, cell in zip(ids, cells, strict=True):
+            p = cell_dir / f"{cid}.json"
+            if os.path.lexists(p):
+                rec, why = load_cell_record(p, cid=cid, experiment=name, fingerprint=fp, seed=seed, cell=cell)
+                if rec is not None:
+                    done[cid] = rec
+                else:
+                    rejected.append(f"{p.name}: {why}")
+        if rejected:
+            log.warning("%s: %d cell record(s) failed verification and will be recomputed (first: %s)",
+                        name, len(rejected), rejected[0])
+        todo = [i for i, cid in enumerate(ids) if cid not in done]
+        n_computed = 0
+        if todo:
+            if workers == "auto":
+                workers = auto_workers(len(todo))
+            owned = executor is None or isinstance(executor, str)
+            ex = make_executor(workers, executor or "local", ray_address) if owned else executor
+            bar = _progress(len(todo), name, progress)
             try:
-                done[cid] = json.loads(p.read_text())
-            except (OSError, json.JSONDecodeError):
-                pass  # unreadable: recompute
-    todo = [i for i, cid in enumerate(ids) if cid not in done]
-    n_computed = 0
-    if todo:
-        if workers == "auto":
-            workers = auto_workers(len(todo))
-        owned = executor is None or isinstance(executor, str)
-        ex = make_executor(workers, executor or "local", ray_address) if owned else executor
-        bar = _progress(len(todo), name, progress)
-        try:
-            tasks = [(name, cfg, cells[i], seed) for i in todo]
-            for j, (rows, secs) in ex.map_unordered(_run_cell_task, tasks):
-                i = todo[j]
-                rec = {"cell": cells[i], "rows": rows, "seconds": secs}
-                atomic_write_text(cell_dir / f"{ids[i]}.json", json.dumps(rec, default=_json_default))
-                done[ids[i]] = json.loads(json.dumps(rec, default=_json_default))
-                n_computed += 1
+                tasks = [(name, cfg, cells[i], seed) for i in todo]
+                for j, (rows, secs) in ex.map_unordered(_run_cell_task, tasks):
+                    i = todo[j]
+                    rec = make_cell_record(ids[i], name, fp, seed, cells[i], rows, secs)
+                    _check_rows(name, cells[i], rec["rows"])
+                    atomic_write_text(cell_dir / f"{ids[i]}.json", json.dumps(rec))
+                    done[ids[i]] = rec
+                    n_computed += 1
+                    if bar is not None:
+                        bar.update(1)
+                    if stop_after is not None and n_computed >= stop_after:
+                        raise SweepInterrupted(f"stopped after {n_computed} cells (stop_after)")
+            except BrokenProcessPool:
+                raise EnvironmentFailure(
+                    f"{name}: a worker process died (killed by the system, e.g. out of memory); "
+                    f"{len(done)} of {len(ids)} finished cells are saved; rerun the same command to resume"
+                ) from None
+            except MemoryError as exc:
+                raise UserError(f"{name}: not enough memory for these settings ({exc}); "
+                                "reduce n_students, k or the grid") from None
+            finally:
                 if bar is not None:
-                    bar.update(1)
-                if stop_after is not None and n_computed >= stop_after:
-                    raise SweepInterrupted(f"stopped after {n_computed} cells (stop_after)")
-        finally:
-            if bar is not None:
-                bar.close()
-            if owned:
-                ex.close()
-    rows = [row for cid in ids for row in done[cid]["rows"]]
-    df = pd.DataFrame(rows)
-    csv_path = out_dir / "results.csv"
-    atomic_write_text(csv_path, df.to_csv(index=False, float_format=None))
-    meta = {
-        "experiment": name,
-        "section": exp.section,
-        "profile": profile,
-        "seed": seed,
-        "config": config_to_dict(cfg),
-        "config_fingerprint": fp,
-        "n_cells": len(cells),
-        "versions": _versions(),
-        "cell_seconds_total": sum(done[c].get("seconds", 0.0) for c in ids),
-    }
-    atomic_write_text(out_dir / "config.json", json.dumps(meta, indent=2, default=str))
-    figures: list[Path] = []
-    if make_figures and exp.plot is not None:
-        figures = list(exp.plot(df, cfg, out_dir))
+                    bar.close()
+                if owned:
+                    ex.close()
+        rows = [row for cid in ids for row in done[cid]["rows"]]
+        df = pd.DataFrame(rows)
+        meta = {
+            "experiment": name,
+            "section": exp.section,
+            "profile": profile,
+            "seed": seed,
+            "config": config_to_dict(cfg),
+            "config_fingerprint": fp,
+            "n_cells": len(cells),
+            "versions": _versions(),
+            "cell_seconds_total": sum(done[c].get("seconds", 0.0) for c in ids),
+        }
+        csv_path = out_dir / "results.csv"
+        figures = _publish(out_dir, df.to_csv(index=False, float_format=None),
+                           json.dumps(meta, indent=2, default=str),
+                           (lambda d: list(exp.plot(df, cfg, d))) if make_figures and exp.plot is not None else None)
     return RunResult(name, out_dir, csv_path, figures, len(cells), n_computed, time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------------------ cell records
+
+CELL_RECORD_VERSION = 2
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=_json_default, allow_nan=True, separators=(",", ":"))
+
+
+def _checksum(cell: Any, rows: Any) -> str:
+    return hashlib.sha256(_canonical({"cell": cell, "rows": rows}).encode()).hexdigest()
+
+
+def make_cell_record(cid: str, experiment: str, fingerprint: str, seed: int, cell: Mapping[str, Any],
+                     rows: Any, seconds: float) -> dict[str, Any]:
+    """The JSON record of one finished cell: its identity, rows and a checksum over (cell, rows)."""
+    cell_j = json.loads(_canonical(cell))
+    rows_j = json.loads(_canonical(rows))
+    return {"format": CELL_RECORD_VERSION, "id": cid, "experiment": experiment, "config_fingerprint": fingerprint,
+            "seed": seed, "cell": cell_j, "rows": rows_j, "seconds": float(seconds),
+            "checksum": _checksum(cell_j, rows_j)}
+
+
+def load_cell_record(path: Path, *, cid: str, experiment: str, fingerprint: str, seed: int,
+                     cell: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """``(record, "")`` if ``path`` holds this cell's verified record, else ``(None, why)``.
+
+    Checked: UTF-8 JSON object, format, id, experiment, config fingerprint, seed, cell parameters,
+    rows (a non-empty list of flat objects that repeat the cell parameters) and the checksum.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror or exc})"
+    try:
+        rec = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "not UTF-8"
+    except ValueError:
+        return None, "not valid JSON (truncated?)"
+    if not isinstance(rec, dict):
+        return None, f"expected a JSON object, got {type(rec).__name__}"
+    if rec.get("format") != CELL_RECORD_VERSION:
+        return None, f"record format {rec.get('format')!r}, expected {CELL_RECORD_VERSION}"
+    for key, want in (("id", cid), ("experiment", experiment), ("config_fingerprint", fingerprint), ("seed", seed)):
+        if rec.get(key) != want or type(rec.get(key)) is not type(want):
+            return None, f"{key} {rec.get(key)!r} does not match {want!r}"
+    if rec.get("cell") != json.loads(_canonical(cell)):
+        return None, "cell parameters do not match"
+    rows = rec.get("rows")
+    if not isinstance(rows, list) or not rows:
+        return None, "no rows"
+    for r in rows:
+        if not isinstance(r, dict) or any(isinstance(v, (dict, list)) for v in r.values()):
+            return None, "a row is not a flat object"
+        if any(r.get(k) != v for k, v in rec["cell"].items()):
+            return None, "a row belongs to another cell"
+    if not isinstance(rec.get("seconds"), (int, float)) or isinstance(rec.get("seconds"), bool):
+        return None, "seconds is not a number"
+    if rec.get("checksum") != _checksum(rec["cell"], rows):
+        return None, "checksum mismatch (edited or damaged)"
+    return rec, ""
+
+
+def _check_rows(name: str, cell: Mapping[str, Any], rows: list[dict[str, Any]]) -> None:
+    """A cell whose statistics overflowed to +-inf is a settings problem, never a result."""
+    if not rows:
+        raise RuntimeError(f"{name}: cell {dict(cell)} returned no rows")
+    for r in rows:
+        for k, v in r.items():
+            if isinstance(v, float) and math.isinf(v):
+                raise UserError(f"{name}: cell {dict(cell)}: {k} is {v} (numerical overflow); "
+                                "the settings are out of range, use smaller noise scales or sizes")
+
+
+def _check_distinct_cells(name: str, cells: list[dict[str, Any]]) -> None:
+    seen: dict[str, int] = {}
+    for c in cells:
+        key = _canonical(c)
+        if key in seen:
+            raise ConfigError(f"{name}: duplicate grid values give the cell {c} twice; "
+                              "list each value once (e.g. sigmas=0.5,1.0, not 0.5,0.5)")
+        seen[key] = 1
+
+
+def _remove_stale_temporaries(cell_dir: Path) -> None:
+    """``.*.tmp`` files left by a process killed mid-write (we hold the lock: nobody else writes)."""
+    for p in list(cell_dir.glob(".*.tmp")) + list(cell_dir.parent.glob(".*.tmp")):
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+# ------------------------------------------------------------------------------------------ publishing
+
+
+def _publish(out_dir: Path, csv_text: str, meta_text: str, plot: Any) -> list[Path]:
+    """Write results.csv, config.json and the figures as one unit.
+
+    Everything is first written into a staging folder; only when all of it exists are the files
+    renamed into place. A failure (a full disk, a figure that cannot be drawn) leaves the earlier
+    published unit untouched.
+    """
+    stage = Path(tempfile.mkdtemp(dir=out_dir, prefix=".publish-"))
+    try:
+        atomic_write_text(stage / "results.csv", csv_text)
+        atomic_write_text(stage / "config.json", meta_text)
+        staged_figs = [Path(f) for f in plot(stage)] if plot is not None else []
+        for f in staged_figs:
+            if f.parent.resolve() != stage.resolve() or not f.is_file():
+                raise RuntimeError(f"plot returned {str(f)!r}, not a file in the folder it was given")
+        # figures first, config.json last: a reader that sees the new config sees the new unit
+        figures = []
+        for f in staged_figs:
+            os.replace(f, out_dir / f.name)
+            figures.append(out_dir / f.name)
+        os.replace(stage / "results.csv", out_dir / "results.csv")
+        os.replace(stage / "config.json", out_dir / "config.json")
+        return figures
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ lock, signals
+
+
+class OutputLock:
+    """An exclusive lock on one experiment's output folder (``OUT/EXPERIMENT/.lock``).
+
+    Held with ``flock`` for the whole run, so the kernel frees it when the holder dies: a lock file
+    left by a dead process is simply taken over. A second live run gets a :class:`UserError`
+    naming the lock and the holder's pid.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = Path(out_dir) / ".lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> OutputLock:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "?"
+            finally:
+                os.close(fd)
+            raise UserError(f"--out: {str(self.path)!r} is locked by another run (pid {holder}) writing into the "
+                            "same folder; wait for it to finish or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the flock; the file stays (harmless, taken over next time)
+            self._fd = None
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, so workers are shut down and no temporary file stays behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _as_user_int(value: Any, name: str, min_value: int) -> int:
