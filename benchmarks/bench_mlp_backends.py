@@ -142,8 +142,8 @@ def compiled_trainer(X: torch.Tensor, Y: torch.Tensor, init: torch.Tensor, hidde
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=30, help="epochs timed per variant (the paper: 200-300)")
-    ap.add_argument("--reps", type=int, default=3, help="timings per variant; the minimum is printed")
+    ap.add_argument("--epochs", type=int, default=20, help="epochs timed per variant (the paper: 200-300)")
+    ap.add_argument("--reps", type=int, default=2, help="timings per variant; the minimum is printed")
     ap.add_argument("--students", type=int, default=1000)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (compiles for ~1 min)")
     args = ap.parse_args(argv)
