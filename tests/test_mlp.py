@@ -289,3 +289,52 @@ def test_predict_before_fit_says_call_fit(small):
     m = BatchedMLP(n_epochs=1).fit(X, X[:, 0])
     with pytest.raises(ValueError, match="X"):
         m.predict(X[:, :3])
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+@pytest.mark.parametrize("hidden", [(), (8,), (6, 4)])
+def test_autograd_path_equals_fused_kernel_float64(task, hidden):
+    """Stacked autograd + torch.optim.Adam reproduces the fused kernel (every loss it supports)."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(40, 5))
+    if task == "regression":
+        y = rng.normal(size=(5, 40))
+    else:
+        y = rng.dirichlet(np.ones(3), size=(5, 40))  # soft targets (R, n, C)
+    w = rng.integers(0, 3, size=(5, 40)) + 0.25
+    kw = dict(hidden=hidden, task=task, n_epochs=25, dtype="float64", init="torch_default", track=(0, 2),
+              sigma_init=0.1, chunk_size=2)
+    fused = BatchedMLP(**kw, backend="fused").fit(X, y, sample_weight=w)
+    for adam in ("foreach", "fused", "for-loop"):
+        auto = BatchedMLP(**kw, backend="autograd", adam=adam).fit(X, y, sample_weight=w)
+        assert fused.backend_ == "fused" and auto.backend_ == "autograd"
+        np.testing.assert_allclose(auto.params_, fused.params_, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(auto.trajectory_, fused.trajectory_, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(auto.loss_, fused.loss_, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(auto.decision_function(X), fused.decision_function(X), rtol=0, atol=1e-12)
+
+
+def test_autograd_path_other_activations_and_losses():
+    import torch
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(30, 3))
+    y = X[:, 0] - X[:, 1] ** 2
+    base = dict(hidden=(8,), n_epochs=150, n_students=3, dtype="float64")
+    assert BatchedMLP(**base).fit(X, y).backend_ == "fused"
+    m = BatchedMLP(**base, activation="tanh").fit(X, y)
+    assert m.backend_ == "autograd"
+    assert np.all(m.loss_ < 0.5 * np.mean((y - y.mean()) ** 2))  # it learns
+    # a user loss on (R, n, C) outputs: mean absolute error; differs from the squared loss
+    mae = BatchedMLP(**base, loss=lambda z, t: (z - t).abs().sum(dim=-1)).fit(X, y)
+    assert mae.backend_ == "autograd" and not np.allclose(mae.params_, BatchedMLP(**base).fit(X, y).params_)
+    # the explicit squared loss on the autograd path gives the fused kernel's students
+    np.testing.assert_allclose(BatchedMLP(**base, loss="mse", backend="autograd").fit(X, y).params_,
+                               BatchedMLP(**base).fit(X, y).params_, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="backend: 'fused' supports only"):
+        BatchedMLP(**base, activation="gelu", backend="fused").fit(X, y)
+    with pytest.raises(ValueError, match="activation"):
+        BatchedMLP(**base, activation="swish").fit(X, y)
+    with pytest.raises(ValueError, match="loss: expected per-example losses"):
+        BatchedMLP(**base, loss=lambda z, t: (z - t).sum()).fit(X, y)
+    assert torch.get_num_threads() >= 1

@@ -77,3 +77,36 @@ def test_config_file_and_overrides_precedence(tmp_path):
     bad.write_text("bogus = 1\n")
     with pytest.raises(ConfigError, match="unknown config key 'bogus' in --config"):
         run_experiment("variance-aware-linear", out=tmp_path, config_file=bad)
+
+
+def _square(x):
+    return x * x
+
+
+def test_auto_executor_stays_in_process_on_a_short_sweep_and_splits_a_long_one():
+    from uqkd.executors import AutoExecutor
+
+    tasks = [(i,) for i in range(12)]
+    short = AutoExecutor(max_workers=1, min_parallel_s=60.0)
+    try:
+        got = dict(short.map_unordered(_square, tasks))
+    finally:
+        short.close()
+    assert not short.spawned and got == {i: i * i for i in range(12)}
+    long_ = AutoExecutor(max_workers=1, min_parallel_s=0.0)  # any remaining cost pays: spawn after cell 1
+    try:
+        pairs = list(long_.map_unordered(_square, tasks))
+    finally:
+        long_.close()
+    assert long_.spawned
+    assert sorted(i for i, _ in pairs) == list(range(12)) and dict(pairs) == {i: i * i for i in range(12)}
+
+
+@pytest.mark.parametrize("startup_s", [1.0, 0.0])  # 0: the pool starts after the first cell
+def test_workers_auto_gives_the_in_process_results(tmp_path, monkeypatch, startup_s):
+    import uqkd.executors
+
+    monkeypatch.setattr(uqkd.executors, "WORKER_STARTUP_S", startup_s)
+    one = _run(tmp_path / "one", workers=1)
+    auto = _run(tmp_path / "auto", workers="auto")
+    assert one.results_csv.read_bytes() == auto.results_csv.read_bytes()

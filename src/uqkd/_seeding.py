@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["key_to_int", "seed_sequence", "make_rng", "STUDENT_BLOCK", "student_draws", "student_normals", "student_uniforms"]
+__all__ = ["key_to_int", "seed_sequence", "make_rng", "STUDENT_BLOCK", "student_draws", "student_fill", "student_normals",
+           "student_uniforms"]
 
 STUDENT_BLOCK = 64
 
@@ -85,6 +86,49 @@ def student_draws(
     if out is None:
         raise ValueError("student_ids: expected at least one student id")
     return out
+
+
+def student_fill(
+    seed: int,
+    identity: Sequence[Any],
+    student_ids: Any,
+    outs: Sequence[np.ndarray],
+    fill: Callable[[np.random.Generator, Sequence[np.ndarray]], None],
+) -> None:
+    """Like :func:`student_draws`, but the block generator writes straight into ``outs``.
+
+    ``fill(rng, views)`` must fill each view, of shape ``(STUDENT_BLOCK, *out.shape[1:])``, in
+    place (``Generator.standard_normal(out=...)``, ``standard_gamma(..., out=...)``), drawing
+    exactly what :func:`student_draws` would draw for a block. A block whose students are
+    requested whole and in order is filled in place (no temporary, no scatter); any other
+    block is filled into a temporary and sliced, so student ``r``'s numbers are the same
+    either way.
+
+    Parameters
+    ----------
+    outs : sequence of C-contiguous arrays of shape (len(student_ids), ...)
+    """
+    ids = np.asarray(student_ids, dtype=np.int64).reshape(-1)
+    if ids.size == 0:
+        raise ValueError("student_ids: expected at least one student id")
+    if ids.min() < 0:
+        raise ValueError(f"student_ids: expected non-negative ids, got minimum {ids.min()}")
+    for o in outs:
+        if o.shape[0] != ids.size or not o.flags.c_contiguous:
+            raise ValueError(f"outs: expected C-contiguous arrays with {ids.size} rows, got shape {o.shape}")
+    blocks = ids // STUDENT_BLOCK
+    for b in np.unique(blocks).tolist():
+        rng = make_rng(seed, *identity, "student-block", int(b))
+        sel = np.nonzero(blocks == b)[0]
+        lo = int(sel[0])
+        whole = sel.size == STUDENT_BLOCK and sel[-1] - lo == STUDENT_BLOCK - 1 and ids[lo] == b * STUDENT_BLOCK
+        if whole and np.all(np.diff(ids[lo:lo + STUDENT_BLOCK]) == 1):
+            fill(rng, [o[lo:lo + STUDENT_BLOCK] for o in outs])
+        else:
+            tmp = [np.empty((STUDENT_BLOCK, *o.shape[1:]), dtype=o.dtype) for o in outs]
+            fill(rng, tmp)
+            for o, t in zip(outs, tmp):
+                o[sel] = t[ids[sel] - b * STUDENT_BLOCK]
 
 
 def student_normals(

@@ -11,12 +11,15 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import multiprocessing as mp
+import os
+import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from ._validation import check_int
 
-__all__ = ["Executor", "InProcessExecutor", "ProcessPoolExecutor", "make_executor", "auto_workers", "limit_threads", "EXECUTORS"]
+__all__ = ["Executor", "InProcessExecutor", "ProcessPoolExecutor", "AutoExecutor", "make_executor", "auto_workers", "limit_threads", "EXECUTORS"]
 
 
 class Executor(Protocol):
@@ -29,28 +32,39 @@ class Executor(Protocol):
         ...
 
 
+#: BLAS thread limit already in force in this process (worker initialiser or an enclosing
+#: :func:`limit_threads`): entering ``limit_threads`` again with the same ``n`` is free.
+#: (``threadpool_limits`` inspects every loaded library: ~2 ms, paid per cell before.)
+_CURRENT_LIMIT: int | None = None
+
+
 @contextlib.contextmanager
 def limit_threads(n: int | None) -> Iterator[None]:
     """Run a block with ``n`` BLAS and torch intra-op threads (``None``: unchanged), then restore."""
+    global _CURRENT_LIMIT
     if n is None:
         yield
         return
-    import sys
-
     torch = sys.modules.get("torch")
     old = torch.get_num_threads() if torch is not None else None
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        threadpool_limits = None
-    ctx = threadpool_limits(n) if threadpool_limits is not None else contextlib.nullcontext()
+    ctx: Any = contextlib.nullcontext()
+    if _CURRENT_LIMIT != n:
+        try:
+            from threadpoolctl import threadpool_limits
+
+            ctx = threadpool_limits(n)
+        except ImportError:  # pragma: no cover
+            pass
+    prev = _CURRENT_LIMIT
     with ctx:
-        if torch is not None:
+        _CURRENT_LIMIT = n
+        if torch is not None and old != n:
             torch.set_num_threads(n)
         try:
             yield
         finally:
-            if torch is not None and old is not None:
+            _CURRENT_LIMIT = prev
+            if torch is not None and old is not None and old != n:
                 torch.set_num_threads(old)
 
 
@@ -66,19 +80,25 @@ class InProcessExecutor:
 
 
 def _init_worker() -> None:
-    # One BLAS thread per worker process: workers x threads stays at the core count.
+    """One BLAS / OpenMP thread per worker process: workers x threads stays at the core count.
+
+    torch is *not* imported here (it costs ~1.5 s per process, more than a whole numpy-only
+    sweep); ``OMP_NUM_THREADS=1`` makes torch start with one intra-op thread if a cell
+    imports it, and MLP cells set their own thread count (``num_threads``) anyway.
+    """
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    global _CURRENT_LIMIT
     try:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(1)
+        _CURRENT_LIMIT = 1
     except Exception:  # pragma: no cover - threadpoolctl is a scikit-learn dependency
         pass
-    try:
-        import torch
-
+    torch = sys.modules.get("torch")
+    if torch is not None:  # pragma: no cover - only if something imported it on the way in
         torch.set_num_threads(1)
-    except Exception:
-        pass
 
 
 class ProcessPoolExecutor:
@@ -106,24 +126,100 @@ class ProcessPoolExecutor:
 EXECUTORS = ("local", "ray")
 
 
-def auto_workers(n_tasks: int) -> int:
-    """``--workers auto``: one process per core for sweeps of 16+ cells, else in-process.
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
-    Process start-up (~1 s) only pays off when there are enough cells to share.
+
+#: Seconds a spawned worker needs before its first result (interpreter, numpy, uqkd, the
+#: cell's data set-up), measured on the 2-core development machine under load: 0.5-1.0 s.
+WORKER_STARTUP_S = 1.0
+
+
+class AutoExecutor:
+    """``--workers auto``: start in-process; add worker processes only when they pay.
+
+    The first cells run in this process and are timed. Once the measured cost of the
+    remaining cells exceeds ``min_parallel_s`` (twice the start-up cost of a worker), a pool
+    of ``cores - 1`` workers is spawned and the remaining cells are submitted to it from the
+    back of the list, while this process keeps taking cells from the front (cancelling their
+    pool futures, which have not started). Worker start-up thus overlaps useful work here,
+    and a short sweep never spawns at all: ``auto`` never loses more than a worker's
+    start-up to in-process, and on a short sweep loses nothing. Results do not depend on
+    where a cell ran (every cell seeds itself from its identity and runs with the same
+    thread count).
     """
-    import os
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    def __init__(self, max_workers: int | None = None, min_parallel_s: float | None = None) -> None:
+        cores = _cores()
+        self.max_workers = max(0, min(cores, 8) - 1) if max_workers is None else check_int(max_workers, "max_workers",
+                                                                                           min_value=0)
+        self.min_parallel_s = 2 * WORKER_STARTUP_S if min_parallel_s is None else float(min_parallel_s)
+        self._pool: cf.ProcessPoolExecutor | None = None
+        self.spawned = False
+
+    def map_unordered(self, fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]]) -> Iterator[tuple[int, Any]]:
+        n = len(tasks)
+        queued: dict[int, cf.Future[Any]] = {}  # task index -> pool future (submitted, not yet collected)
+        front = 0  # next task index this process takes; the pool works from the back
+        t0 = time.perf_counter()
+        try:
+            while front < n:
+                fut = queued.get(front)
+                if fut is not None:
+                    if not fut.cancel():
+                        break  # a worker already started it: the pool has reached the front
+                    del queued[front]
+                i = front
+                front += 1
+                yield i, fn(*tasks[i])
+                for j in [j for j, f in queued.items() if f.done()]:
+                    yield j, queued.pop(j).result()
+                if self._pool is None and self.max_workers > 0 and front < n:
+                    per_cell = (time.perf_counter() - t0) / front
+                    if per_cell * (n - front) > self.min_parallel_s:
+                        pool = self._start_pool()
+                        for j in range(n - 1, front - 1, -1):
+                            queued[j] = pool.submit(fn, *tasks[j])
+            index = {f: j for j, f in queued.items()}
+            for fut in cf.as_completed(list(index)):
+                j = index[fut]
+                del queued[j]
+                yield j, fut.result()
+        finally:
+            for fut in queued.values():
+                fut.cancel()
+
+    def _start_pool(self) -> cf.ProcessPoolExecutor:
+        self._pool = cf.ProcessPoolExecutor(
+            max_workers=self.max_workers, mp_context=mp.get_context("spawn"), initializer=_init_worker
+        )
+        self.spawned = True
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def auto_workers(n_tasks: int) -> int:
+    """Worker processes for a sweep of ``n_tasks`` cells when nothing is known of their cost.
+
+    One per core (at most 8) for 16+ cells, else 1. ``--workers auto`` in the runner uses
+    :class:`AutoExecutor` instead, which decides from the measured cost of the first cells.
+    """
+    cores = _cores()
     return max(1, min(cores, 8)) if n_tasks >= 16 else 1
 
 
-def make_executor(workers: int = 1, kind: str = "local", ray_address: str | None = None) -> Executor:
+def make_executor(workers: int | str = 1, kind: str = "local", ray_address: str | None = None) -> Executor:
     """Build an executor.
 
     Parameters
     ----------
     workers : int
-        ``local``: 1 runs in-process, more starts a process pool. ``ray``: ignored (Ray
+        ``local``: 1 runs in-process, more starts a process pool, ``"auto"`` an
+        :class:`AutoExecutor` (in-process first, a pool when the measured cost says so). ``ray``: ignored (Ray
         schedules by the cluster's resources).
     kind : {"local", "ray"}
     ray_address : str, optional
@@ -140,5 +236,7 @@ def make_executor(workers: int = 1, kind: str = "local", ray_address: str | None
         return RayExecutor(address=ray_address)
     if kind != "local":
         raise UserError(f"--executor: expected one of {', '.join(EXECUTORS)}; got {kind!r}")
+    if workers == "auto":
+        return AutoExecutor()
     workers = check_int(workers, "workers", min_value=1)
     return InProcessExecutor() if workers == 1 else ProcessPoolExecutor(workers)

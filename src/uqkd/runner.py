@@ -162,8 +162,9 @@ def run_experiment(
     config_file : path, optional
         TOML or JSON file of config fields.
     workers : int or "auto"
-        Local worker processes (1 = in-process; "auto" = one per core for sweeps of 16+
-        cells). Results do not depend on it.
+        Local worker processes (1 = in-process; "auto" = in-process first, then workers
+        when the measured cost of the remaining cells pays for their start-up, see
+        :class:`uqkd.executors.AutoExecutor`). Results do not depend on it.
     seed : int
         Root seed; every random number derives from (seed, identity of the work).
     executor : Executor or {"local", "ray"}, optional
@@ -216,24 +217,26 @@ def run_experiment(
         todo = [i for i, cid in enumerate(ids) if cid not in done]
         n_computed = 0
         if todo:
-            if workers == "auto":
-                workers = auto_workers(len(todo))
+            if workers == "auto" and exp.cell_threads is None:
+                workers = auto_workers(len(todo))  # cells that use every core: no measuring in-process
             owned = executor is None or isinstance(executor, str)
             ex = make_executor(workers, executor or "local", ray_address) if owned else executor
             bar = _progress(len(todo), name, progress)
             try:
                 tasks = [(name, cfg, cells[i], seed) for i in todo]
-                for j, (rows, secs) in ex.map_unordered(_run_cell_task, tasks):
-                    i = todo[j]
-                    rec = make_cell_record(ids[i], name, fp, seed, cells[i], rows, secs)
-                    _check_rows(name, cells[i], rec["rows"])
-                    atomic_write_text(cell_dir / f"{ids[i]}.json", json.dumps(rec))
-                    done[ids[i]] = rec
-                    n_computed += 1
-                    if bar is not None:
-                        bar.update(1)
-                    if stop_after is not None and n_computed >= stop_after:
-                        raise SweepInterrupted(f"stopped after {n_computed} cells (stop_after)")
+                # in-process cells run under one thread limit for the whole sweep (not one per cell)
+                with limit_threads(exp.cell_threads):
+                    for j, (rows, secs) in ex.map_unordered(_run_cell_task, tasks):
+                        i = todo[j]
+                        rec = make_cell_record(ids[i], name, fp, seed, cells[i], rows, secs)
+                        _check_rows(name, cells[i], rec["rows"])
+                        atomic_write_text(cell_dir / f"{ids[i]}.json", json.dumps(rec))
+                        done[ids[i]] = rec
+                        n_computed += 1
+                        if bar is not None:
+                            bar.update(1)
+                        if stop_after is not None and n_computed >= stop_after:
+                            raise SweepInterrupted(f"stopped after {n_computed} cells (stop_after)")
             except BrokenProcessPool:
                 raise EnvironmentFailure(
                     f"{name}: a worker process died (killed by the system, e.g. out of memory); "

@@ -69,13 +69,19 @@ def plot_sweep(
     return ax
 
 
-def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
-    """Save ``fig`` as PNG atomically and close it."""
+def save_figure(fig: plt.Figure, path: Path, dpi: int = 110, *, tight: bool = True) -> Path:
+    """Save ``fig`` as PNG atomically and close it.
+
+    ``tight=False`` keeps the figure's own ``subplots_adjust`` margins: ``tight_layout`` measures
+    every tick label of every axes (about 1.4 s for a 2 x 4 grid of log axes here, more than
+    the rest of drawing and saving together).
+    """
     from .._io import atomic_write_bytes
 
     buf = io.BytesIO()
     legends = fig.legends
-    fig.tight_layout(rect=(0, 0.07, 1, 1) if legends else None)
+    if tight:
+        fig.tight_layout(rect=(0, 0.07, 1, 1) if legends else None)
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     atomic_write_bytes(Path(path), buf.getvalue())
