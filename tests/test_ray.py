@@ -43,7 +43,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="th
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 EXP = "variance-aware-linear"
-SMALL = {"n_students": 50, "alphas": (0.1, 1.0), "ks": (1, 3, 10)}  # 12 cells
+SMALL = {"n_students": 50, "alphas": (0.1, 1.0), "ks": (1, 3, 10), "hetero_strengths": (1.5,)}  # 2 x 3 x 2 noise models = 12 cells
 # 30 cells of a few tenths of a second each: long enough to kill a node while one runs.
 SLOW = {"n_students": 2000, "alphas": (0.1, 0.5, 1.0), "ks": (1, 3, 10, 20, 30)}
 N_METHODS = 5
@@ -223,7 +223,7 @@ def test_sweep_survives_killing_a_worker_node(cluster, tmp_path, tmp_path_factor
     assert not victim.alive()
     df = pd.read_csv(res.results_csv)
     assert len(df) == res.n_cells * N_METHODS
-    assert not df.duplicated(["noise", "alpha", "k", "method"]).any()
+    assert not df.duplicated(["noise", "hetero_strength", "alpha", "k", "method"]).any()
     assert res.n_computed == res.n_cells == len(list(cells.glob("*.json")))
     assert res.results_csv.read_bytes() == expected
 
