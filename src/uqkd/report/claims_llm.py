@@ -275,14 +275,20 @@ register_claim(ClaimSpec(
     _b_hallucination, beyond=True))
 
 
-def _f4_split(d) -> SplitResult:
-    rows = _by_method(d)
-    if "teacher" not in rows or "single" not in rows:
-        raise NotComputable("needs teacher and single rows")
-    te, st = rows["teacher"], rows["single"]
+def _single_and(rows, ref: str, missing: str):
+    """``(rows[ref], rows["single"], n_students)``; not computable without both rows or with < 2 students."""
+    if ref not in rows or "single" not in rows:
+        raise NotComputable(missing)
+    st = rows["single"]
     n = int(st["n_students"])
     if n < 2:
         raise NotComputable(f"needs at least two students (got {n})")
+    return rows[ref], st, n
+
+
+def _f4_split(d) -> SplitResult:
+    rows = _by_method(d)
+    te, st, n = _single_and(rows, "teacher", "needs teacher and single rows")
     se_st = float(st["intra_var_std"]) / np.sqrt(n)
     te_se = te.get("intra_var_se", float("nan"))
     te_known = te_se is not None and np.isfinite(te_se)
@@ -344,12 +350,8 @@ register_claim(ClaimSpec(
 
 def _learn_split(d) -> SplitResult:
     rows = _by_method(d)
-    if "untrained-student" not in rows or "single" not in rows:
-        raise NotComputable("needs single and untrained-student rows (rerun the experiment with this uqkd version)")
-    st, u = rows["single"], rows["untrained-student"]
-    n = int(st["n_students"])
-    if n < 2:
-        raise NotComputable(f"needs at least two students (got {n})")
+    u, st, n = _single_and(rows, "untrained-student",
+                           "needs single and untrained-student rows (rerun the experiment with this uqkd version)")
     # the untrained student is one deterministic model on the same questions: a fixed reference
     x = _guard(lambda: difference_test("alignment gain", float(st["alignment_mean"]) - float(u["alignment_mean"]),
                                        float(st["alignment_std"]) / np.sqrt(n), n - 1, ">", n=n, unit="students"),
