@@ -110,3 +110,17 @@ def test_workers_auto_gives_the_in_process_results(tmp_path, monkeypatch, startu
     one = _run(tmp_path / "one", workers=1)
     auto = _run(tmp_path / "auto", workers="auto")
     assert one.results_csv.read_bytes() == auto.results_csv.read_bytes()
+
+
+def test_rerun_with_the_same_seed_is_byte_identical_and_timings_go_apart(tmp_path):
+    a = _run(tmp_path / "a")
+    b = _run(tmp_path / "b")
+    for f in ("results.csv", "config.json"):
+        assert (a.out_dir / f).read_bytes() == (b.out_dir / f).read_bytes(), f
+    assert "seconds" not in (a.out_dir / "config.json").read_text()
+    t = json.loads((a.out_dir / "timings.json").read_text())
+    assert t["experiment"] == "variance-aware-linear"
+    assert len(t["cell_seconds"]) == a.n_cells and t["cells_computed_this_run"] == a.n_cells
+    assert t["cell_seconds_total"] == pytest.approx(sum(t["cell_seconds"].values()))
+    resumed = _run(tmp_path / "a")  # a resumed run keeps the cells' recorded seconds
+    assert json.loads((resumed.out_dir / "timings.json").read_text())["cell_seconds"] == t["cell_seconds"]

@@ -261,12 +261,21 @@ def run_experiment(
             "config_fingerprint": fp,
             "n_cells": len(cells),
             "versions": _versions(),
-            "cell_seconds_total": sum(done[c].get("seconds", 0.0) for c in ids),
+        }
+        # wall-clock figures live apart from results.csv and config.json, which a rerun with the same
+        # seed reproduces byte for byte
+        timings = {
+            "experiment": name,
+            "cell_seconds": {c: float(done[c].get("seconds", 0.0)) for c in ids},
+            "cell_seconds_total": sum(float(done[c].get("seconds", 0.0)) for c in ids),
+            "cells_computed_this_run": n_computed,
+            "sweep_seconds_this_run": time.perf_counter() - t0,
         }
         csv_path = out_dir / "results.csv"
         figures = _publish(out_dir, df.to_csv(index=False, float_format=None),
                            json.dumps(meta, indent=2, default=str),
-                           (lambda d: list(exp.plot(df, cfg, d))) if make_figures and exp.plot is not None else None)
+                           (lambda d: list(exp.plot(df, cfg, d))) if make_figures and exp.plot is not None else None,
+                           timings_text=json.dumps(timings, indent=2))
     return RunResult(name, out_dir, csv_path, figures, len(cells), n_computed, time.perf_counter() - t0)
 
 
@@ -365,8 +374,8 @@ def _remove_stale_temporaries(cell_dir: Path) -> None:
 # ------------------------------------------------------------------------------------------ publishing
 
 
-def _publish(out_dir: Path, csv_text: str, meta_text: str, plot: Any) -> list[Path]:
-    """Write results.csv, config.json and the figures as one unit.
+def _publish(out_dir: Path, csv_text: str, meta_text: str, plot: Any, timings_text: str | None = None) -> list[Path]:
+    """Write results.csv, config.json, timings.json and the figures as one unit.
 
     Everything is first written into a staging folder; only when all of it exists are the files
     renamed into place. A failure (a full disk, a figure that cannot be drawn) leaves the earlier
@@ -376,6 +385,8 @@ def _publish(out_dir: Path, csv_text: str, meta_text: str, plot: Any) -> list[Pa
     try:
         atomic_write_text(stage / "results.csv", csv_text)
         atomic_write_text(stage / "config.json", meta_text)
+        if timings_text is not None:
+            atomic_write_text(stage / "timings.json", timings_text)
         staged_figs = [Path(f) for f in plot(stage)] if plot is not None else []
         for f in staged_figs:
             if f.parent.resolve() != stage.resolve() or not f.is_file():
@@ -385,6 +396,8 @@ def _publish(out_dir: Path, csv_text: str, meta_text: str, plot: Any) -> list[Pa
         for f in staged_figs:
             os.replace(f, out_dir / f.name)
             figures.append(out_dir / f.name)
+        if timings_text is not None:
+            os.replace(stage / "timings.json", out_dir / "timings.json")
         os.replace(stage / "results.csv", out_dir / "results.csv")
         os.replace(stage / "config.json", out_dir / "config.json")
         return figures
