@@ -28,6 +28,7 @@ def test_registered_with_profiles(name):
         ({"k_values": "0,3"}, "k_values"),
         ({"temperature": 0}, "temperature"),
         ({"k_eval": 1}, "k_eval"),
+        ({"output_designs": "published,bogus"}, "output_designs: expected one or more of published"),
     ],
 )
 def test_config_checks(override, match):
@@ -108,7 +109,11 @@ def test_published_designs_hold_the_other_sources_fixed(tmp_path):
     df = pd.read_csv(run_experiment("llm-output", profile="quick", out=tmp_path / "o", overrides=over,
                                     progress=False, make_figures=False).results_csv)
     st = df[df["method"] == "single"]
-    assert (st["inter_var"] == 0).all() and st["design"].str.contains("shared-greedy").all()
+    assert set(st["output_design"]) == {"published", "per-student-order"}  # the quick profile runs both
+    pub = st[st["output_design"] == "published"]
+    assert (pub["inter_var"] == 0).all() and pub["design"].str.contains("shared-greedy, data_order=fixed").all()
+    own = st[st["output_design"] == "per-student-order"]
+    assert own["design"].str.contains("shared-greedy, data_order=per-student").all()
     res = run_experiment("llm-init-noise", profile="quick", out=tmp_path / "o", overrides=over, progress=False)
     df = pd.read_csv(res.results_csv)
     summ = df[df["record"] == "summary"]

@@ -29,6 +29,9 @@ from .base import Experiment, register
 __all__ = ["LLMConfig", "LLM_METHODS"]
 
 LLM_METHODS = ("single", "multi-response", "averaging", "variance-weighting", "inverse-variance-loss")
+#: llm-output designs -> (teacher_answers, data_order); "published" is the published §6 LLM script's
+OUTPUT_DESIGNS = {"published": ("shared-greedy", "fixed"), "per-student-order": ("shared-greedy", "per-student"),
+                  "own-draws": ("draws", "fixed")}
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,11 @@ class LLMConfig:
     teacher_answers: str = option("", "what students see of the teacher: draws (own k draws each), shared-greedy, "
                                       "shared-draws; empty: the experiment's published design")
     data_order: str = option("fixed", "fixed (one data order for every student) or per-student")
+    output_designs: tuple[str, ...] = option(
+        ("published", "per-student-order"),
+        "llm-output designs, one cell each: published (shared greedy teacher set, one data order: students come "
+        "out identical), per-student-order (uqkd: shared greedy set, each student its own data order), own-draws "
+        "(uqkd: each student its own teacher draws, one data order)")
     track_params: int = option(2000, "llm-init-noise: probe parameters for variance before/after and a trajectory")
     batch_size: int = option(10, "fine-tuning batch size")
     lora: bool = option(False, "fine-tune LoRA adapters (merged after training) instead of all weights")
@@ -105,6 +113,10 @@ class LLMConfig:
                              f"got {self.teacher_answers!r}")
         if self.data_order not in ("fixed", "per-student"):
             raise ValueError(f"data_order: expected fixed or per-student; got {self.data_order!r}")
+        bad = [d for d in self.output_designs if d not in OUTPUT_DESIGNS]
+        if bad or not self.output_designs:
+            raise ValueError(f"output_designs: expected one or more of {', '.join(OUTPUT_DESIGNS)}; "
+                             f"got {', '.join(map(repr, self.output_designs)) or 'none'}")
         if self.track_params < 0:
             raise ValueError(f"track_params: expected an integer >= 0, got {self.track_params}")
         import math
@@ -188,7 +200,7 @@ def _untrained_rows(res: Any, train: Any, test: Any, cfg: LLMConfig, eval_dec: A
 
 def _run_methods(cfg: LLMConfig, seed: int, methods: tuple[str, ...], k: int, temperature: float | None = None,
                  init_noise: float = 0.0, with_teacher: bool = True, teacher_answers: str = "draws",
-                 track: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                 track: dict[str, Any] | None = None, data_order: str | None = None) -> list[dict[str, Any]]:
     from dataclasses import replace
 
     from ..llm.pipeline import method_rows, run_method, teacher_row
@@ -211,7 +223,8 @@ def _run_methods(cfg: LLMConfig, seed: int, methods: tuple[str, ...], k: int, te
                         k_eval=cfg.k_eval, sft=sft, seed=seed, teacher_eval_emb=tev.sample_emb,
                         teacher_transfer_emb=ttr.sample_emb, init_noise=init_noise,
                         multi_response_epochs_scale=cfg.multi_response_epochs_scale,
-                        teacher_answers=cfg.teacher_answers or teacher_answers, data_order=cfg.data_order,
+                        teacher_answers=cfg.teacher_answers or teacher_answers,
+                        data_order=data_order or cfg.data_order,
                         track_params=cfg.track_params if track is not None else 0)
         rows.extend(method_rows(mr))
         if track is not None:
@@ -269,7 +282,7 @@ def _va_summary(df: Any) -> Any:
 
 
 
-_SUMMARY_COLS = ("split", "temperature", "init_noise", "k", "method", "n_students", "mse_mean", "mse_std", "cosine_mean",
+_SUMMARY_COLS = ("output_design", "split", "temperature", "init_noise", "k", "method", "n_students", "mse_mean", "mse_std", "cosine_mean",
                  "alignment_mean", "accuracy_mean", "hallucination_mean", "hallucination_std", "intra_var_mean",
                  "inter_var", "inter_var_se", "empty_rate_mean", "param_var_before", "param_var_after")
 
@@ -397,17 +410,24 @@ register(
 
 # ------------------------------------------------------------------ llm-output
 def _out_cells(cfg: LLMConfig) -> list[dict[str, Any]]:
-    return [{"method": "single"}]
+    return [{"method": "single", "output_design": d} for d in cfg.output_designs]
 
 
 def _out_run(cfg: LLMConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
-    # published §6 LLM design: every student on one shared greedy teacher set, one data order
-    rows = _run_methods(cfg, seed, ("single",), cfg.k, teacher_answers="shared-greedy")
-    return [{"cell_method": cell["method"], **r} for r in rows]
+    """One design per cell. ``published`` (§6 LLM script): every student on one shared greedy teacher
+    set in one data order, so with deterministic training the students come out identical and the
+    inter-student variance is 0 by construction; the uqkd designs each add one named source."""
+    design = cell.get("output_design", "published")
+    answers, order = OUTPUT_DESIGNS[design]
+    rows = _run_methods(cfg, seed, ("single",), cfg.k, teacher_answers=answers,
+                        data_order=order if design != "published" else None)
+    return [{"cell_method": cell["method"], "output_design": design, **r} for r in rows]
 
 
 def _out_plot(df: Any, cfg: LLMConfig, out_dir: Path) -> list[Path]:
-    return [_bar_plot(df, out_dir / "llm_output.png", "method", "Intra- vs inter-student variance (LLM)",
+    d = df.sort_values(["output_design", "split", "method"]) if "output_design" in df else df
+    group = "output_design,method,split" if "output_design" in df else "method"
+    return [_bar_plot(d, out_dir / "llm_output.png", group, "Intra- vs inter-student variance (LLM)",
                       ("intra_var", "inter_var", "accuracy"))]
 
 
