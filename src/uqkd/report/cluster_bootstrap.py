@@ -14,9 +14,10 @@ both crossed factors (the pigeonhole / two-way bootstrap of McCullagh 2000, Owen
 A resample's mean of a (students x questions) table with student counts :math:`c_s` and question
 counts :math:`c_q` is :math:`c_s^\top Y c_q / (S Q)`, so ``n_boot`` resamples cost two count
 matrices and one ``einsum``. Statistics are functions of such means (differences, ratios, slopes).
-Intervals are percentile intervals of the resampled statistic (ratios on the log scale); with few
-students the bootstrap slightly understates the between-student spread (by about
-:math:`(S-1)/S`), which the MDE text inherits.
+Intervals are percentile intervals of the resampled statistic (ratios on the log scale). The crossed
+bootstrap is conservative for the residual (student x question) noise, which it picks up from both
+factors (up to about three times its variance; McCullagh 2000), and with few students it slightly
+understates the between-student spread (by about :math:`(S-1)/S`); the MDE text inherits both.
 
 Seeds come from the claim's identity (:func:`uqkd._seeding.make_rng`), so a table gives the same
 interval, byte for byte, every time.
