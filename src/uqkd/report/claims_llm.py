@@ -276,9 +276,11 @@ def spearman(x, y) -> float:
     return float(spearmanr(x, y).statistic)
 
 
-def _stat_text(df, text: str, bootstrap: str, welch_text: str) -> str:
-    """``text`` with how its intervals were formed: the bootstrap (per-question rows) or the Welch fallback."""
-    how = f"{bootstrap}; {BOOTSTRAP_TEXT}" if has_question_rows(df) else f"{welch_text} {WELCH_FALLBACK}"
+def _stat_text(df, text: str, bootstrap: str, welch_text: str, crossed: bool = True) -> str:
+    """``text`` with how its intervals were formed: the bootstrap (per-question rows; ``crossed``: followed
+    by :data:`BOOTSTRAP_TEXT`) or the Welch fallback."""
+    boot = f"{bootstrap}; {BOOTSTRAP_TEXT}" if crossed else bootstrap
+    how = boot if has_question_rows(df) else f"{welch_text} {WELCH_FALLBACK}"
     return text.replace("{how}", how)
 
 
@@ -571,10 +573,11 @@ def _f1_llm(t):
     return by_split(df, _f1_split,
                     _stat_text(df, "slope of the single-response students' inter-student variance on teacher "
                                "temperature ({how}); holds if above 0",
-                               "least-squares slope of the mean per-question inter-student variance, 95% interval; "
-                               "questions resampled jointly across the temperatures (students not resampled: the "
-                               "table holds no embeddings)",
-                               "weighted by the SE across questions, 95% t interval"))
+                               f"least-squares slope of the mean per-question inter-student variance; cluster "
+                               f"bootstrap over questions, {N_BOOT} resamples, 95% percentile interval: questions "
+                               "resampled jointly across the temperatures (paired by question; students not "
+                               "resampled: a per-question inter-student variance needs the embeddings)",
+                               "weighted by the SE across questions, 95% t interval", crossed=False))
 
 
 register_claim(ClaimSpec(
