@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from uqkd.report.claims import evaluate_claims
+from uqkd.report.claims import NotComputable, evaluate_claims
 from uqkd.report.claims_llm import BOOTSTRAP_TEXT, IDENTICAL_STUDENTS, WELCH_FALLBACK, boot_difference
 from uqkd.report.cluster_bootstrap import crossed_means, difference, pooled_mean_interval, resample_counts
 
@@ -256,3 +256,18 @@ def test_claim_text_is_deterministic():
     b = [(r.statistic, r.value, r.interval, r.verdict_text)
          for r in evaluate_claims({"llm-variance-aware": df.sample(frac=1.0, random_state=1)})]
     assert repr(a).encode() == repr(b).encode()
+
+
+def test_rounding_error_is_not_an_effect():
+    """Two methods whose answers differ only in the last bits (identical students, e.g. in a tiny run) must
+    not 'hold' by a 1e-15 difference: not computable (no spread), never holds."""
+    df = _va({"single": {"mse": 1.0}, "averaging": {"mse": 1.0}}, n_students=4, n_q=10, student_sd=0.0, noise_sd=0.0,
+             question_sd=0.3)
+    q = df["record"] == "question"
+    single = q & (df["method"] == "single")
+    avg = q & (df["method"] == "averaging")
+    df.loc[avg, "mse"] = df.loc[single, "mse"].to_numpy() - 1e-15
+    with pytest.raises(NotComputable, match="no spread"):
+        boot_difference(df, "single", "averaging", "mse", "MSE", ">", 0.95, ("rounding",))
+    r = _by_id({"llm-variance-aware": df})["F5-llm"]
+    assert r.verdict == "not computable" and "no spread" in r.value

@@ -295,7 +295,8 @@ def boot_difference(d, a: str, b: str, metric: str, label: str, direction: str, 
     est, boot = crossed_means(ys, identity)
     e, bt = difference(est, boot)
     n = min(y.shape[0] for y in ys if y.shape[0] >= 2) if any(y.shape[0] >= 2 for y in ys) else 1
-    return bootstrap_comparison(label, e, bt, direction, level=level, n=n, unit=_unit(n, ys[0].shape[1]))
+    return bootstrap_comparison(label, e, bt, direction, level=level, n=n, unit=_unit(n, ys[0].shape[1]),
+                                scale=float(max(np.abs(y).max() for y in ys)))
 
 
 def boot_inter_ratio(d, single: str, m: str, label: str, level: float, identity: tuple) -> Comparison:

@@ -90,16 +90,27 @@ def crossed_means(tables: Sequence[np.ndarray], identity: Sequence[Any], n_boot:
     return np.array(est), np.stack(boot, axis=1)
 
 
+#: relative size below which a resampled statistic's deviation from the threshold is rounding error
+REL_TOL = 1e-10
+
+
 def bootstrap_comparison(label: str, estimate: float, resamples: np.ndarray, direction: str, *, level: float = 0.95,
-                         ratio: bool = False, n: Any = "", unit: str = "") -> Comparison:
+                         ratio: bool = False, n: Any = "", unit: str = "", scale: float | None = None) -> Comparison:
     """A percentile interval of ``resamples`` and its verdict (a ratio against 1 on the log scale, else 0).
 
+    ``scale`` is the size of the values the statistic is formed from (default: the largest
+    ``|resample|``; ratios: 1): deviations from the threshold below ``REL_TOL * scale`` are rounding
+    error and count as 0, so identical groups never "hold" by a last-bit difference.
     Raises :class:`NotComputable` when the statistic or a resample is not finite (a ratio whose
     reference is 0) or when the resamples have no spread (nothing varies: no interval).
     """
     b = np.asarray(resamples, dtype=float)
     if not np.isfinite(estimate):
         raise NotComputable(f"{label}: the statistic is {estimate}")
+    if ratio:
+        scale = 1.0
+    elif scale is None:
+        scale = float(np.nanmax(np.abs(b))) if b.size and np.isfinite(b).any() else 0.0
     if ratio:
         if not estimate > 0:
             raise NotComputable(f"{label}: a ratio of non-positive values ({estimate:.3g})")
@@ -109,6 +120,8 @@ def bootstrap_comparison(label: str, estimate: float, resamples: np.ndarray, dir
     if bad:
         raise NotComputable(f"{label}: {bad} of {len(b)} resamples have a zero or undefined reference "
                             "(too few questions with a non-zero value)")
+    tol = REL_TOL * max(float(scale), np.finfo(float).tiny)
+    b = np.where(np.abs(b) <= tol, 0.0, b)
     se = float(b.std(ddof=1))
     if not se > 0:
         raise NotComputable(f"{label}: no spread across students or questions (every resample gives the same "
