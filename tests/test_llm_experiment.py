@@ -47,7 +47,9 @@ def test_variance_aware_tiny_end_to_end(tmp_path):
     res = run_experiment("llm-variance-aware", profile="quick", out=tmp_path / "out", overrides=over, progress=False)
     import pandas as pd
 
-    df = pd.read_csv(res.results_csv)
+    full = pd.read_csv(res.results_csv)
+    assert set(full["record"]) == {"summary", "question", "question-inter"}
+    df = full[full["record"] == "summary"]
     assert set(df["method"]) == {"teacher", "untrained-student", "single", "multi-response", "averaging",
                                  "variance-weighting", "inverse-variance-loss"}
     # the student before distillation, evaluated like the others on both splits (the learning baseline)
@@ -69,6 +71,41 @@ def test_variance_aware_tiny_end_to_end(tmp_path):
                           make_figures=False)
     assert res2.n_computed == 1
     assert res2.results_csv.read_bytes() == res.results_csv.read_bytes()  # byte-identical rerun
+    _check_question_rows(full, n_students=2, n_q={"transfer": 4, "heldout": 3})
+    # the claims run on the per-question rows (crossed bootstrap), deterministically
+    from uqkd.report.claims import CLAIM_VERDICTS, evaluate_claims
+
+    r1 = {r.claim_id: r for r in evaluate_claims({"llm-variance-aware": full})}
+    r2 = {r.claim_id: r for r in evaluate_claims({"llm-variance-aware": pd.read_csv(res2.results_csv)})}
+    for cid in ("F5-llm", "B-llm-uqkd-methods", "B-llm-hallucination"):
+        assert r1[cid].verdict in CLAIM_VERDICTS, (cid, r1[cid])
+        assert "crossed cluster bootstrap" in r1[cid].statistic and "Welch across students" not in r1[cid].statistic
+        assert r1[cid] == r2[cid]
+
+
+def _check_question_rows(full, n_students, n_q, methods=None):
+    """Per-(student, question) rows for every model and split, consistent with the summary rows."""
+    import numpy as np
+
+    summ = full[full["record"] == "summary"]
+    q = full[full["record"] == "question"]
+    inter = full[full["record"] == "question-inter"]
+    for (m, split), row in summ.set_index(["method", "split"]).iterrows():
+        if methods is not None and m not in methods:
+            continue
+        rq = q[(q["method"] == m) & (q["split"] == split)]
+        n = 1 if m in ("teacher", "untrained-student") else n_students
+        assert len(rq) == n * n_q[split], (m, split)
+        assert set(rq["student"]) == set(range(n)) and set(rq["question"]) == set(range(n_q[split]))
+        per_student = rq.groupby("student")[["mse", "hallucination", "accuracy", "intra_var"]].mean()
+        for metric in per_student.columns:
+            assert per_student[metric].mean() == pytest.approx(row[f"{metric}_mean"], abs=1e-9), (m, split, metric)
+        assert rq["hallucination"].isin([0.0, 1.0]).all() and rq["accuracy"].isin([0.0, 1.0]).all()
+        if n >= 2:
+            assert per_student["mse"].std(ddof=1) == pytest.approx(row["mse_std"], abs=1e-9)
+            ri = inter[(inter["method"] == m) & (inter["split"] == split)]
+            assert len(ri) == n_q[split] and ri["inter_var"].mean() == pytest.approx(row["inter_var"], abs=1e-9)
+            assert np.all(ri["inter_var"] >= 0)
 
 
 def test_other_llm_experiments_tiny(tmp_path):
@@ -86,10 +123,10 @@ def test_other_llm_experiments_tiny(tmp_path):
     for name, (col, values) in expect.items():
         res = run_experiment(name, profile="quick", out=tmp_path / "out", overrides=over, progress=False,
                              make_figures=False)
-        df = pd.read_csv(res.results_csv)
-        if "record" in df:
-            df = df[df["record"] == "summary"]
+        full = pd.read_csv(res.results_csv)
+        df = full[full["record"] == "summary"]
         assert set(df[col]) == values
+        assert (full["record"] == "question").any() and (full["record"] == "question-inter").any()
         st = df[~df["method"].isin(["teacher", "untrained-student"])]
         assert (st["n_students"] == 2).all() and st["inter_var"].notna().all() and st["intra_var_mean"].notna().all()
 
@@ -106,17 +143,32 @@ def test_published_designs_hold_the_other_sources_fixed(tmp_path):
     over = {"teacher": str(tmp_path / "teacher"), "student_every": 2, "embedder": "hash", "n_train": 3, "n_eval": 2,
             "k": 2, "n_students": 2, "max_new_tokens": 3, "k_eval": 2, "epochs": 1, "batch_size": 4, "lr": 1e-3,
             "cache_dir": str(tmp_path / "cache"), "threads": 0, "init_noises": "0,0.05", "track_params": 50}
-    df = pd.read_csv(run_experiment("llm-output", profile="quick", out=tmp_path / "o", overrides=over,
-                                    progress=False, make_figures=False).results_csv)
+    full = pd.read_csv(run_experiment("llm-output", profile="quick", out=tmp_path / "o", overrides=over,
+                                      progress=False, make_figures=False).results_csv)
+    df = full[full["record"] == "summary"]
     st = df[df["method"] == "single"]
     assert set(st["output_design"]) == {"published", "per-student-order"}  # the quick profile runs both
     pub = st[st["output_design"] == "published"]
     assert (pub["inter_var"] == 0).all() and pub["design"].str.contains("shared-greedy, data_order=fixed").all()
     own = st[st["output_design"] == "per-student-order"]
     assert own["design"].str.contains("shared-greedy, data_order=per-student").all()
+    _check_question_rows(full[full["output_design"] == "published"], n_students=2, n_q={"transfer": 3, "heldout": 2})
+    # identical students: "inter-student variance remains" is not computable, with the design as the reason
+    from uqkd.report.claims import evaluate_claims
+    from uqkd.report.claims_llm import IDENTICAL_STUDENTS
+
+    r = {x.claim_id: x for x in evaluate_claims({"llm-output": full[full["output_design"] == "published"]})}
+    assert r["F4-llm"].verdict == "not computable" and IDENTICAL_STUDENTS in r["F4-llm"].value
+    assert "nan" not in r["F4-llm"].value.lower()
+    assert r["B-llm-students-learn"].verdict != "error"
+    # both designs: the published one's identical students hand the verdict to the labelled uqkd design
+    both = {x.claim_id: x for x in evaluate_claims({"llm-output": full})}["F4-llm"]
+    assert both.verdict != "error" and "output_design=per-student-order" in both.statistic
+    assert "published design: could not be computed" in both.value or "uqkd design per-student-order" in both.interval
     res = run_experiment("llm-init-noise", profile="quick", out=tmp_path / "o", overrides=over, progress=False)
     df = pd.read_csv(res.results_csv)
     summ = df[df["record"] == "summary"]
+    assert (df["record"] == "question").any()
     z, p = summ[summ["init_noise"] == 0], summ[summ["init_noise"] == 0.05]
     assert (z["inter_var"] == 0).all() and (z["param_var_before"] == 0).all() and (z["param_var_after"] == 0).all()
     assert (p["param_var_before"] > 0).all() and (p["param_var_after"] > 0).all()

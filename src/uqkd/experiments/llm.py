@@ -6,6 +6,12 @@
 - ``llm-init-noise``: relative Gaussian weight noise on the student before distillation.
 - ``llm-output``: intra-student (own samples) vs inter-student variance, students vs teacher.
 
+Rows: ``record = "summary"`` rows (one per method and split: every metric's mean and spread across
+students) and, after them, compact per-question rows (``record = "question"``: one per model,
+student and question, with ``mse``, ``alignment``, ``hallucination``, ``accuracy``, ``intra_var``;
+``record = "question-inter"``: per method and question, the inter-student variance ``inter_var``)
+from which the claims resample students and questions. Plots and key numbers read the summary rows.
+
 transformers/torch are imported lazily inside the cell functions, so ``uqkd list`` works
 without the ``llm`` extra.
 
@@ -185,17 +191,19 @@ def _teacher_eval(res: Any, items: Any, cfg: LLMConfig, eval_dec: Any, seed: int
 
 
 def _untrained_rows(res: Any, train: Any, test: Any, cfg: LLMConfig, eval_dec: Any, seed: int, t_train_emb: Any,
-                    t_test_emb: Any) -> list[dict[str, Any]]:
-    """``method = "untrained-student"`` rows: the base student evaluated like the trained ones (one model)."""
-    from ..llm.evaluate import evaluate_model
+                    t_test_emb: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``method = "untrained-student"`` summary rows and per-question rows: the base student evaluated like
+    the trained ones (one model)."""
+    from ..llm.evaluate import evaluate_model, question_rows
     from ..llm.pipeline import derived_seed, teacher_row
 
-    out = []
+    out, pq = [], []
     for split, items, emb in (("transfer", train, t_train_emb), ("heldout", test, t_test_emb)):
         ev = evaluate_model(res.student, items, res.embedder, k=cfg.k_eval, decoding=eval_dec,
                             seed=derived_seed(seed, "untrained-eval", split), cache=res.cache, teacher_sample_emb=emb)
         out.append({**teacher_row(ev, split), "method": "untrained-student"})
-    return out
+        pq += question_rows([ev], "untrained-student", split)
+    return out, pq
 
 
 def _run_methods(cfg: LLMConfig, seed: int, methods: tuple[str, ...], k: int, temperature: float | None = None,
@@ -203,7 +211,8 @@ def _run_methods(cfg: LLMConfig, seed: int, methods: tuple[str, ...], k: int, te
                  track: dict[str, Any] | None = None, data_order: str | None = None) -> list[dict[str, Any]]:
     from dataclasses import replace
 
-    from ..llm.pipeline import method_rows, run_method, teacher_row
+    from ..llm.evaluate import question_rows
+    from ..llm.pipeline import method_question_rows, method_rows, run_method, teacher_row
 
     res, train, test, dec, sft = _setup(cfg, seed)
     if temperature is not None:
@@ -215,9 +224,13 @@ def _run_methods(cfg: LLMConfig, seed: int, methods: tuple[str, ...], k: int, te
     tev = _teacher_eval(res, test, cfg, dec, seed)
     ttr = _teacher_eval(res, train, cfg, dec, seed, "teacher-eval-transfer")
     rows = [teacher_row(ttr, "transfer"), teacher_row(tev, "heldout")] if with_teacher else []
+    qrows = (question_rows([ttr], "teacher", "transfer") + question_rows([tev], "teacher", "heldout")
+             if with_teacher else [])
     if with_teacher:
         # the student before distillation: how much of the transfer-set agreement the training put there
-        rows += _untrained_rows(res, train, test, cfg, eval_dec, seed, ttr.sample_emb, tev.sample_emb)
+        un, unq = _untrained_rows(res, train, test, cfg, eval_dec, seed, ttr.sample_emb, tev.sample_emb)
+        rows += un
+        qrows += unq
     for m in methods:
         mr = run_method(res, m, train, test, k=k, n_students=cfg.n_students, dec=dec, eval_dec=eval_dec,
                         k_eval=cfg.k_eval, sft=sft, seed=seed, teacher_eval_emb=tev.sample_emb,
@@ -227,11 +240,12 @@ def _run_methods(cfg: LLMConfig, seed: int, methods: tuple[str, ...], k: int, te
                         data_order=data_order or cfg.data_order,
                         track_params=cfg.track_params if track is not None else 0)
         rows.extend(method_rows(mr))
+        qrows.extend(method_question_rows(mr))
         if track is not None:
             track.update({k2: mr.info[k2] for k2 in ("params_before", "params_after", "trajectory")})
     for r in rows:
-        r.update({"n_train": len(train), "n_eval": len(test), "epochs": sft.epochs})
-    return rows
+        r.update({"n_train": len(train), "n_eval": len(test), "epochs": sft.epochs, "record": "summary"})
+    return rows + qrows
 
 
 # ------------------------------------------------------------------ llm-variance-aware
@@ -244,11 +258,17 @@ def _va_run(cfg: LLMConfig, cell: dict[str, Any], seed: int) -> list[dict[str, A
     return [{**cell, **r} for r in rows]
 
 
+def summary_rows(df: Any) -> Any:
+    """The ``record = "summary"`` rows (a table without a ``record`` column is all summary rows)."""
+    return df[df["record"] == "summary"] if "record" in df.columns else df
+
+
 def _bar_plot(df: Any, out: Path, group: str, title: str, metrics: tuple[str, ...]) -> Path:
     import matplotlib.pyplot as plt
 
     from ..report.plots import save_figure
 
+    df = summary_rows(df)
     ncol = min(len(metrics), 4)
     nrow = -(-len(metrics) // ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 3.3 * nrow), squeeze=False)
@@ -258,7 +278,7 @@ def _bar_plot(df: Any, out: Path, group: str, title: str, metrics: tuple[str, ..
               for i in range(len(d))]
     for ax, m in zip(axes.flat, metrics):
         err = d[f"{m}_std"] if f"{m}_std" in d else None
-        ax.bar(range(len(d)), d[m if m in d else f"{m}_mean"], yerr=err, capsize=3, color=colors, alpha=0.85)
+        ax.bar(range(len(d)), d[f"{m}_mean" if f"{m}_mean" in d else m], yerr=err, capsize=3, color=colors, alpha=0.85)
         ax.set_xticks(range(len(d)), labels, rotation=60, ha="right", fontsize=7)
         ax.set_title(m, fontsize=9)
         ax.grid(alpha=0.3, axis="y")
@@ -269,6 +289,7 @@ def _bar_plot(df: Any, out: Path, group: str, title: str, metrics: tuple[str, ..
 
 
 def _va_plot(df: Any, cfg: LLMConfig, out_dir: Path) -> list[Path]:
+    df = summary_rows(df)
     d = df.sort_values(["split", "k", "method"]) if "split" in df else df.sort_values(["k", "method"])
     return [_bar_plot(d, out_dir / "llm_variance_aware.png", "method,k,split" if "split" in df else "method,k",
                       "LLM variance-aware distillation: mean ± std across students",
@@ -278,6 +299,7 @@ def _va_plot(df: Any, cfg: LLMConfig, out_dir: Path) -> list[Path]:
 def _va_summary(df: Any) -> Any:
     cols = ["split", "k", "method", "n_students", "mse_mean", "mse_std", "cosine_mean", "alignment_mean", "accuracy_mean",
             "hallucination_mean", "intra_var_mean", "inter_var"]
+    df = summary_rows(df)
     return df[[c for c in cols if c in df]]
 
 
@@ -289,6 +311,7 @@ _SUMMARY_COLS = ("output_design", "split", "temperature", "init_noise", "k", "me
 
 def _summary(df: Any) -> Any:
     """Key numbers for the report: grid columns, then each metric's mean (and spread for MSE)."""
+    df = summary_rows(df)
     return df[[c for c in _SUMMARY_COLS if c in df.columns]]
 
 
@@ -318,7 +341,7 @@ def _tn_run(cfg: LLMConfig, cell: dict[str, Any], seed: int) -> list[dict[str, A
 
 
 def _tn_plot(df: Any, cfg: LLMConfig, out_dir: Path) -> list[Path]:
-    d = df.sort_values(["split", "temperature", "method"])
+    d = summary_rows(df).sort_values(["split", "temperature", "method"])
     return [_bar_plot(d, out_dir / "llm_teacher_noise.png", "method,temperature,split",
                       "Teacher temperature vs single-response students",
                       ("mse", "accuracy", "hallucination", "inter_var"))]
@@ -358,11 +381,12 @@ def _in_run(cfg: LLMConfig, cell: dict[str, Any], seed: int) -> list[dict[str, A
         extra = {"param_var_before": float(before.var(axis=0, ddof=1).mean()),
                  "param_var_after": float(after.var(axis=0, ddof=1).mean()),
                  "n_probe_params": int(before.shape[1])}
-    out = [{**cell, **r, **extra, "record": "summary"} for r in rows]
+    summ = [r for r in rows if r.get("record") == "summary"]
+    out = [{**cell, **{k2: v for k2, v in r.items() if k2 != "record"}, **extra, "record": "summary"} for r in summ]
     for r_i, traj in enumerate(track.get("trajectory") or []):
         out.extend({**cell, "record": "trajectory", "student": r_i, "epoch": e, "param_value": v}
                    for e, v in enumerate(traj))
-    return out
+    return out + [{**cell, **r} for r in rows if r.get("record") != "summary"]
 
 
 def _in_plot(df: Any, cfg: LLMConfig, out_dir: Path) -> list[Path]:
@@ -425,6 +449,7 @@ def _out_run(cfg: LLMConfig, cell: dict[str, Any], seed: int) -> list[dict[str, 
 
 
 def _out_plot(df: Any, cfg: LLMConfig, out_dir: Path) -> list[Path]:
+    df = summary_rows(df)
     d = df.sort_values(["output_design", "split", "method"]) if "output_design" in df else df
     group = "output_design,method,split" if "output_design" in df else "method"
     return [_bar_plot(d, out_dir / "llm_output.png", group, "Intra- vs inter-student variance (LLM)",

@@ -14,12 +14,19 @@ answers :math:`a_{i1..ik}` (embeddings :math:`e(\cdot)` unit-norm SBERT):
 Across students: ``inter_var`` (per question variance across the students' greedy-answer
 embeddings, summed over dimensions, averaged over questions) and, for every per-model metric,
 its mean and standard deviation across students.
+
+Per question (:data:`QUESTION_METRICS`, in ``ModelEval.per_question``): the same quantities before
+averaging over questions (``mse`` the squared distance of the greedy answer to the reference,
+``alignment``, ``hallucination`` / ``accuracy`` as 0/1, ``intra_var`` the model's own sample
+variance on that question). :func:`question_rows` writes them as ``record = "question"`` rows (one
+per student and question) and the per-question inter-student variance as ``record =
+"question-inter"`` rows, so the claims can resample students and questions (the right unit).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -30,9 +37,12 @@ from .embed import Embedder
 from .generate import DecodingConfig, SampleCache, generate_samples
 from .models import LoadedLM
 
-__all__ = ["ModelEval", "evaluate_model", "summarize_students", "PER_MODEL_METRICS"]
+__all__ = ["ModelEval", "evaluate_model", "summarize_students", "question_rows", "inter_var_per_question",
+           "PER_MODEL_METRICS", "QUESTION_METRICS"]
 
 PER_MODEL_METRICS = ("mse", "cosine", "alignment", "intra_var", "exact_match", "accuracy", "hallucination", "empty_rate")
+#: per-(model, question) values written as ``record = "question"`` rows
+QUESTION_METRICS = ("mse", "alignment", "hallucination", "accuracy", "intra_var")
 
 
 @dataclass
@@ -46,6 +56,7 @@ class ModelEval:
     greedy_emb : array (n, d)
     sample_emb : array (n, k, d)
     metrics : dict of float, keys :data:`PER_MODEL_METRICS`
+    per_question : dict of array (n,), keys :data:`QUESTION_METRICS` (empty when not computed)
     """
 
     greedy: list[str]
@@ -53,6 +64,7 @@ class ModelEval:
     greedy_emb: np.ndarray
     sample_emb: np.ndarray
     metrics: dict[str, float]
+    per_question: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def evaluate_model(
@@ -91,20 +103,33 @@ def evaluate_model(
     ge = embedder.encode(greedy)  # (n, d)
     se = embedder.encode([t for row in s.texts for t in row]).reshape(n, k, -1)  # (n, k, d)
     if teacher_sample_emb is not None:
-        align = float(np.einsum("nd,nkd->nk", ge, np.asarray(teacher_sample_emb)).mean())
+        align_q = np.einsum("nd,nkd->nk", ge, np.asarray(teacher_sample_emb)).mean(axis=1)
+    elif self_alignment:
+        align_q = np.einsum("nd,nkd->nk", ge, se).mean(axis=1)
     else:
-        align = float(np.einsum("nd,nkd->nk", ge, se).mean()) if self_alignment else float("nan")
+        align_q = np.full(n, np.nan)
+    # per question (the unit the claims resample), then the per-model means as before
+    pq = {
+        "mse": ((ge - ref) ** 2).sum(1),
+        "alignment": align_q,
+        "hallucination": np.array([bool(a) and not contains_alias(a, it.aliases) for a, it in zip(greedy, items)],
+                                  dtype=float),
+        "accuracy": np.array([contains_alias(a, it.aliases) for a, it in zip(greedy, items)], dtype=float),
+        "intra_var": se.var(axis=1, ddof=1).sum(-1) if k >= 2 else np.zeros(n),
+    }
     m = {
-        "mse": float(((ge - ref) ** 2).sum(1).mean()),
+        "mse": float(pq["mse"].mean()),
         "cosine": float((ge * ref).sum(1).mean()),
-        "alignment": align,
+        "alignment": float(np.einsum("nd,nkd->nk", ge, np.asarray(teacher_sample_emb)).mean())
+        if teacher_sample_emb is not None
+        else float(np.einsum("nd,nkd->nk", ge, se).mean()) if self_alignment else float("nan"),
         "intra_var": float(intra_student_var(se[None])) if k >= 2 else 0.0,
         "exact_match": float(np.mean([exact_match(a, it.aliases) for a, it in zip(greedy, items)])),
         "accuracy": float(np.mean([contains_alias(a, it.aliases) for a, it in zip(greedy, items)])),
         "hallucination": float(np.mean([bool(a) and not contains_alias(a, it.aliases) for a, it in zip(greedy, items)])),
         "empty_rate": float(np.mean([not a for a in greedy])),
     }
-    return ModelEval(greedy, s.texts, ge, se, m)
+    return ModelEval(greedy, s.texts, ge, se, m, pq)
 
 
 def summarize_students(evals: Sequence[ModelEval]) -> dict[str, Any]:
@@ -128,4 +153,34 @@ def summarize_students(evals: Sequence[ModelEval]) -> dict[str, Any]:
         out["inter_var_se"] = float(per_q.std(ddof=1) / np.sqrt(len(per_q))) if len(per_q) >= 2 else float("nan")
     else:
         out["inter_var"], out["inter_var_se"] = 0.0, float("nan")
+    return out
+
+
+def inter_var_per_question(evals: Sequence[ModelEval]) -> np.ndarray:
+    """Per question, the variance (ddof=1) across the students' greedy-answer embeddings, summed over
+    dimensions: shape (n,); its mean is ``inter_var``. Needs at least two students."""
+    emb = np.stack([e.greedy_emb for e in evals])  # (R, n, d)
+    return emb.var(axis=0, ddof=1).sum(axis=-1)
+
+
+def question_rows(evals: Sequence[ModelEval], method: str, split: str) -> list[dict[str, Any]]:
+    """Compact per-question rows of ``evals`` (the students of one method, or one model).
+
+    ``record = "question"``: one row per (student, question) with ``student``, ``question`` (the
+    index in the evaluation list, the same across methods) and the :data:`QUESTION_METRICS`;
+    with two or more students, ``record = "question-inter"``: one row per question with that
+    question's ``inter_var`` across the students. Models without per-question values give none.
+    """
+    out: list[dict[str, Any]] = []
+    for r, e in enumerate(evals):
+        if not e.per_question:
+            return []
+        cols = [np.asarray(e.per_question[k], dtype=float) for k in QUESTION_METRICS]
+        for q in range(len(cols[0])):
+            out.append({"record": "question", "method": method, "split": split, "student": r, "question": q,
+                        **{k: float(c[q]) for k, c in zip(QUESTION_METRICS, cols)}})
+    if len(evals) >= 2:
+        iv = inter_var_per_question(evals)
+        out += [{"record": "question-inter", "method": method, "split": split, "question": q, "inter_var": float(v)}
+                for q, v in enumerate(iv)]
     return out

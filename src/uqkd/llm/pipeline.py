@@ -22,13 +22,14 @@ import numpy as np
 from .._seeding import seed_sequence
 from ..data.qa import QAItem, countryinfo_qa, load_qa, split_qa
 from .embed import Embedder, load_embedder
-from .evaluate import ModelEval, evaluate_model, summarize_students
+from .evaluate import ModelEval, evaluate_model, question_rows, summarize_students
 from .generate import DecodingConfig, SampleCache, generate_samples
 from .models import LoadedLM, default_cache_dir, derive_student, load_causal_lm, perturb_weights
 from .select import build_training_set, embedding_dispersion
 from .train import SFTConfig, train_student
 
-__all__ = ["Resources", "get_resources", "derived_seed", "teacher_records", "run_method", "load_items"]
+__all__ = ["Resources", "get_resources", "derived_seed", "teacher_records", "run_method", "load_items", "method_rows",
+           "method_question_rows", "teacher_row"]
 
 
 def derived_seed(seed: int, *identity: Any) -> int:
@@ -255,6 +256,16 @@ def method_rows(mr: MethodResult) -> list[dict[str, Any]]:
     for split, evs in (("transfer", mr.info.get("transfer") or []), ("heldout", mr.evals)):
         if evs:
             out.append({"method": mr.method, "split": split, **summarize_students(evs), **common})
+    return out
+
+
+def method_question_rows(mr: MethodResult) -> list[dict[str, Any]]:
+    """Per-question rows of both splits (:func:`uqkd.llm.evaluate.question_rows`): ``record = "question"``
+    (one per student and question) and ``record = "question-inter"`` (per question, across students)."""
+    out: list[dict[str, Any]] = []
+    for split, evs in (("transfer", mr.info.get("transfer") or []), ("heldout", mr.evals)):
+        if evs:
+            out += question_rows(evs, mr.method, split)
     return out
 
 

@@ -1,11 +1,36 @@
 """Claims tested by the LLM experiments (sections 4-7).
 
-The student is the unit of replication. Result rows carry, per method, ``{metric}_mean`` and
-``{metric}_std`` across ``n_students`` students, and ``inter_var`` (per-question variance across
-the students' answers, averaged over ``n_eval`` questions) with ``inter_var_se``, its standard error
-across questions. Differences of per-student metrics get Welch t intervals; ratios of variances
-get delta-method intervals on the log scale (Welch-Satterthwaite degrees of freedom). A ratio that
-needs ``inter_var_se`` where the table has none is ``not computable``.
+Unit of replication. The student is the unit: a rate or an error is a per-student figure, and
+students of one method answer the same questions as the students of another. Result tables carry
+``record = "summary"`` rows (per method: ``{metric}_mean`` / ``_std`` across ``n_students``,
+``inter_var`` with ``inter_var_se``) and per-question rows (``record = "question"``: one per student
+and question with ``mse``, ``alignment``, ``hallucination``, ``accuracy``, ``intra_var``; ``record =
+"question-inter"``: per method and question, the inter-student variance ``inter_var``).
+
+With per-question rows every LLM effect gets a crossed cluster bootstrap
+(:mod:`uqkd.report.cluster_bootstrap`, :data:`~uqkd.report.cluster_bootstrap.N_BOOT` resamples,
+percentile intervals, seeded by the claim's identity so the text is deterministic): students are
+resampled with replacement independently within each method, questions with replacement jointly
+across the methods (or temperatures, or models) compared, which pairs the comparison by question.
+The statistics are functions of resampled grand means:
+
+- differences of mean per-student MSE, hallucination rate, alignment (students x questions);
+- ratios of inter-student variances (F5-llm, B-llm-uqkd-methods): the per-question inter-student
+  variance needs the students' embeddings, which the table does not hold, so these ratios resample
+  questions only (paired across methods), from the ``question-inter`` rows;
+- F4-llm: the students' intra-student variance (students x questions) over the teacher's own sample
+  variance (one model: questions only), and over the inter-student variance (questions only), both
+  sharing the question resample;
+- F1-llm: least-squares slope of the mean inter-student variance on the teacher temperature, questions
+  resampled jointly across the temperatures.
+
+Tables without per-question rows (results written before uqkd had them) fall back to Welch t intervals
+across students from the summary rows and delta-method log-ratio intervals from ``inter_var_se``
+(standard error across questions); the statistic text then says ``(no per-question rows: Welch across
+students)``. A ratio that needs ``inter_var_se`` where the table has none is ``not computable``. When
+the inter-student variance is exactly 0 on every question (the published llm-output design trains
+bit-identical students: shared greedy teacher set, fixed data order, no init noise), the parts that
+need it are ``not computable`` with that reason, never NaN.
 
 Methods. The paper's claims (F5-llm, the hallucination claim) compare single-response KD with the
 paper's methods only (:data:`PAPER_METHODS`: multi-response, averaging, variance weighting),
@@ -18,11 +43,12 @@ and shows both; the verdict is the transfer split's (the held-out verdict is sho
 held-out one's where there is no transfer split.
 
 With the few students of the quick profile a real effect is usually ``inconclusive``; the
-report then prints the minimum detectable effect at that number of students.
+report then prints the minimum detectable effect at that number of students and questions.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,15 +73,74 @@ from .claims import (
     weighted_slope,
     welch,
 )
+from .cluster_bootstrap import N_BOOT, bootstrap_comparison, crossed_means, difference, ratio, slope
 
 __all__ = ["PAPER_METHODS", "TRANSFER", "HELDOUT", "splits", "hallucination_test", "inter_var_ratio_test",
-           "mse_gain_llm"]
+           "mse_gain_llm", "summary_rows", "has_question_rows", "question_table", "inter_table", "BOOTSTRAP_TEXT",
+           "WELCH_FALLBACK"]
 
 #: the paper's variance-aware methods (section 7)
 PAPER_METHODS = ("multi-response", "averaging", "variance-weighting")
 NOT_STUDENT_METHODS = ("single", "teacher", "untrained-student")
 TRANSFER, HELDOUT = "transfer", "heldout"
 _RANK = {HOLDS: 0, INCONCLUSIVE: 1, NOT_COMPUTABLE: 2, CONTRADICTED: 3}
+
+
+#: how the statistic text names the resampling
+BOOTSTRAP_TEXT = (f"crossed cluster bootstrap, {N_BOOT} resamples, percentile intervals: students resampled within "
+                  "each method, questions resampled jointly across the groups compared (paired by question)")
+WELCH_FALLBACK = "(no per-question rows: Welch across students)"
+
+
+def summary_rows(df):
+    """The ``record = "summary"`` rows (a table without a ``record`` column is all summary rows)."""
+    return df[df["record"] == "summary"] if "record" in df.columns else df
+
+
+def has_question_rows(df) -> bool:
+    """Whether ``df`` holds per-(student, question) rows (``record = "question"``)."""
+    return "record" in df.columns and bool((df["record"] == "question").any())
+
+
+def _method_rows(d, record: str, method: str):
+    if "record" not in d.columns:
+        return d.iloc[0:0]
+    return d[(d["record"] == record) & (d["method"] == method)]
+
+
+def question_table(d, method: str, metric: str) -> tuple[np.ndarray, tuple[int, ...]]:
+    """``(values (n_students, n_questions), question ids)`` of ``method`` from its ``question`` rows.
+
+    Raises :class:`NotComputable` without such rows or when a student lacks a question.
+    """
+    q = _method_rows(d, "question", method)
+    if not len(q):
+        raise NotComputable(f"no per-question rows for {method}")
+    if metric not in q.columns:
+        raise NotComputable(f"no per-question {metric} for {method}")
+    tab = q.pivot_table(index="student", columns="question", values=metric, aggfunc="first", dropna=False)
+    if tab.isna().to_numpy().any():
+        raise NotComputable(f"{method}: per-question {metric} missing for some student and question")
+    return tab.to_numpy(dtype=float), tuple(int(c) for c in tab.columns)
+
+
+def inter_table(d, method: str) -> tuple[np.ndarray, tuple[int, ...]]:
+    """``(per-question inter-student variance (1, n_questions), question ids)`` of ``method``."""
+    q = _method_rows(d, "question-inter", method).sort_values("question")
+    if not len(q) or q["inter_var"].isna().any():
+        raise NotComputable(f"no per-question inter-student variance for {method}")
+    return q["inter_var"].to_numpy(dtype=float)[None, :], tuple(int(c) for c in q["question"])
+
+
+def _paired(*tables: tuple[np.ndarray, tuple[int, ...]]) -> list[np.ndarray]:
+    ids = {t[1] for t in tables}
+    if len(ids) != 1:
+        raise NotComputable("the groups compared do not answer the same questions")
+    return [t[0] for t in tables]
+
+
+def _unit(s: int, nq: int) -> str:
+    return f"students/method x {nq} questions"
 
 
 def splits(df) -> dict:
@@ -83,8 +168,8 @@ def _safe(fn: Callable, d) -> SplitResult:
 
 
 def by_split(df, fn: Callable, statistic: str):
-    """Run ``fn(rows) -> SplitResult`` on each split; verdict from the transfer split (else the first)."""
-    res = {s: _safe(fn, d) for s, d in splits(df).items()}
+    """Run ``fn(rows, split) -> SplitResult`` on each split; verdict from the transfer split (else the first)."""
+    res = {s: _safe(lambda x, s=s: fn(x, s), d) for s, d in splits(df).items()}
     primary = TRANSFER if TRANSFER in res else next(iter(res))
     p = res[primary]
     name = {TRANSFER: "transfer", HELDOUT: "held-out"}
@@ -103,11 +188,17 @@ def by_split(df, fn: Callable, statistic: str):
 
 
 def _by_method(df, k=None):
-    d = df if k is None else df[df["k"] == k]
+    d = summary_rows(df)
+    d = d if k is None else d[d["k"] == k]
     return {m: g.iloc[0] for m, g in d.groupby("method")}
 
 
+def _at_k(df, k):
+    return df[df["k"] == k]
+
+
 def _largest_k(df):
+    df = summary_rows(df)
     ks = [k for k in df["k"].dropna().unique() if (df[df["k"] == k]["method"] == "single").any()]
     if not ks:
         raise NotComputable("no single-response rows")
@@ -185,18 +276,61 @@ def spearman(x, y) -> float:
     return float(spearmanr(x, y).statistic)
 
 
-def _va_split(methods_of: Callable[[dict], list[str]], what: str) -> Callable:
-    def run(d) -> SplitResult:
+def _stat_text(df, text: str, bootstrap: str, welch_text: str, crossed: bool = True) -> str:
+    """``text`` with how its intervals were formed: the bootstrap (per-question rows; ``crossed``: followed
+    by :data:`BOOTSTRAP_TEXT`) or the Welch fallback."""
+    boot = f"{bootstrap}; {BOOTSTRAP_TEXT}" if crossed else bootstrap
+    how = boot if has_question_rows(df) else f"{welch_text} {WELCH_FALLBACK}"
+    return text.replace("{how}", how)
+
+
+# ----------------------------------------------------------------------- crossed-bootstrap comparisons
+
+
+def boot_difference(d, a: str, b: str, metric: str, label: str, direction: str, level: float,
+                    identity: tuple) -> Comparison:
+    """Crossed bootstrap of ``mean(a) - mean(b)`` of a per-(student, question) ``metric``: students resampled
+    within each method, questions jointly (paired). A one-model group (teacher, untrained) keeps its row."""
+    ys = _paired(question_table(d, a, metric), question_table(d, b, metric))
+    est, boot = crossed_means(ys, identity)
+    e, bt = difference(est, boot)
+    n = min(y.shape[0] for y in ys if y.shape[0] >= 2) if any(y.shape[0] >= 2 for y in ys) else 1
+    return bootstrap_comparison(label, e, bt, direction, level=level, n=n, unit=_unit(n, ys[0].shape[1]),
+                                scale=float(max(np.abs(y).max() for y in ys)))
+
+
+def boot_inter_ratio(d, single: str, m: str, label: str, level: float, identity: tuple) -> Comparison:
+    """``inter_var(m) / inter_var(single)`` with questions resampled jointly (paired) and students not:
+    a per-question inter-student variance needs the students' embeddings, which the table does not hold."""
+    ys = _paired(inter_table(d, single), inter_table(d, m))
+    if not np.any(ys[0] > 0):
+        raise NotComputable(f"{label}: the single-response students' inter-student variance is 0 on every question")
+    est, boot = crossed_means(ys, identity)
+    e, bt = ratio(est, boot, 1, 0)
+    return bootstrap_comparison(label, e, bt, "<", level=level, ratio=True, n=ys[0].shape[1],
+                                unit="questions (paired across methods; students not resampled)")
+
+
+def _va_split(methods_of: Callable[[dict], list[str]], what: str, claim_id: str) -> Callable:
+    def run(d, split) -> SplitResult:
         k = _largest_k(d)
         rows = _by_method(d, k)
         s = rows["single"]
         ms = _methods_present(rows, methods_of(rows), what)
         lvl = bonferroni_level(len(ms))
+        dk = _at_k(d, k)
+        boot = has_question_rows(dk)
         per = []
         for m in ms:
             r = rows[m]
-            g = _guard(lambda r=r: mse_gain_llm(s, r, "MSE", lvl), "MSE")
-            v = _guard(lambda r=r: inter_var_ratio_test(s, r, "inter-var", lvl), "inter-var")
+            if boot:
+                g = _guard(lambda m=m: boot_difference(dk, "single", m, "mse", "MSE", ">", lvl,
+                                                       (claim_id, split, k, m, "mse")), "MSE")
+                v = _guard(lambda m=m: boot_inter_ratio(dk, "single", m, "inter-var", lvl,
+                                                        (claim_id, split, k, m, "inter-var")), "inter-var")
+            else:
+                g = _guard(lambda r=r: mse_gain_llm(s, r, "MSE", lvl), "MSE")
+                v = _guard(lambda r=r: inter_var_ratio_test(s, r, "inter-var", lvl), "inter-var")
             per.append((m, g, v, all_of([g.verdict, v.verdict])))
         best = min(per, key=lambda p: (_RANK[p[3]], -(p[1].estimate if np.isfinite(p[1].estimate) else -np.inf)))
         verdict = any_of(p[3] for p in per)
@@ -217,12 +351,21 @@ def _uqkd_methods(rows) -> list[str]:
     return [m for m in rows if m not in PAPER_METHODS and m not in NOT_STUDENT_METHODS]
 
 
+_VA_BOOT = ("MSE difference by the crossed bootstrap; inter-student variance ratio from the per-question "
+            "inter-student variances, questions resampled jointly across the two methods (students not "
+            "resampled: the table holds no embeddings)")
+_VA_WELCH = ("MSE difference by a Welch t interval across students, inter-student variance ratio by the delta "
+             "method (SE across questions)")
+
+
 def _f5_llm(t):
-    return by_split(t["llm-variance-aware"], _va_split(_paper_methods, "the paper's methods (" + ", ".join(PAPER_METHODS) + ")"),
-                    "single-response KD minus each paper method (multi-response, averaging, variance-weighting) at "
-                    "the largest k: embedding-space MSE (Welch t across students) and inter-student variance ratio "
-                    "(delta method, SE across questions); holds if some method has MSE gain > 0 and ratio < 1, "
-                    "intervals Bonferroni over the methods")
+    df = t["llm-variance-aware"]
+    return by_split(df, _va_split(_paper_methods, "the paper's methods (" + ", ".join(PAPER_METHODS) + ")", "F5-llm"),
+                    _stat_text(df, "single-response KD minus each paper method (multi-response, averaging, "
+                               "variance-weighting) at the largest k: embedding-space MSE (the unit: per-student "
+                               "means over questions) and inter-student variance ratio ({how}); holds if some "
+                               "method has MSE gain > 0 and ratio < 1, intervals Bonferroni over the methods",
+                               _VA_BOOT, _VA_WELCH))
 
 
 register_claim(ClaimSpec(
@@ -231,10 +374,13 @@ register_claim(ClaimSpec(
 
 
 def _b_uqkd_llm(t):
-    return by_split(t["llm-variance-aware"], _va_split(_uqkd_methods, "uqkd's own methods (inverse-variance-loss, ...)"),
-                    "single-response KD minus each of uqkd's own methods (inverse-variance-loss, ...) at the largest "
-                    "k: embedding-space MSE (Welch t across students) and inter-student variance ratio (delta method); "
-                    "holds if some method has MSE gain > 0 and ratio < 1, Bonferroni over the methods")
+    df = t["llm-variance-aware"]
+    return by_split(df, _va_split(_uqkd_methods, "uqkd's own methods (inverse-variance-loss, ...)",
+                                  "B-llm-uqkd-methods"),
+                    _stat_text(df, "single-response KD minus each of uqkd's own methods (inverse-variance-loss, "
+                               "...) at the largest k: embedding-space MSE and inter-student variance ratio ({how}); "
+                               "holds if some method has MSE gain > 0 and ratio < 1, Bonferroni over the methods",
+                               _VA_BOOT, _VA_WELCH))
 
 
 register_claim(ClaimSpec(
@@ -243,13 +389,18 @@ register_claim(ClaimSpec(
     beyond=True))
 
 
-def _hallu_split(d) -> SplitResult:
+def _hallu_split(d, split) -> SplitResult:
     k = _largest_k(d)
     rows = _by_method(d, k)
     s = rows["single"]
     ms = _methods_present(rows, PAPER_METHODS, "the paper's methods (" + ", ".join(PAPER_METHODS) + ")")
     lvl = bonferroni_level(len(ms))
-    tests = [_guard(lambda m=m: hallucination_test(s, rows[m], m, lvl), m) for m in ms]
+    dk = _at_k(d, k)
+    if has_question_rows(dk):
+        tests = [_guard(lambda m=m: boot_difference(dk, "single", m, "hallucination", m, ">", lvl,
+                                                    ("B-llm-hallucination", split, k, m)), m) for m in ms]
+    else:
+        tests = [_guard(lambda m=m: hallucination_test(s, rows[m], m, lvl), m) for m in ms]
     best = min(tests, key=lambda x: (_RANK[x.verdict], -(x.estimate if np.isfinite(x.estimate) else -np.inf)))
     verdict = any_of(x.verdict for x in tests)
     if verdict == NOT_COMPUTABLE:
@@ -263,10 +414,13 @@ def _hallu_split(d) -> SplitResult:
 
 
 def _b_hallucination(t):
-    return by_split(t["llm-variance-aware"], _hallu_split,
-                    "hallucination rate (answer lacks every accepted alias), single-response KD minus each paper "
-                    "method at the largest k: Welch t interval across per-student rates (students are the "
-                    "replicates), Bonferroni over the methods; holds if some method's reduction > 0")
+    df = t["llm-variance-aware"]
+    return by_split(df, _hallu_split,
+                    _stat_text(df, "hallucination rate (answer lacks every accepted alias), single-response KD minus "
+                               "each paper method at the largest k: {how}, Bonferroni over the methods; holds if "
+                               "some method's reduction > 0",
+                               "difference of per-student rates (students x questions of 0/1 answers)",
+                               "Welch t interval across per-student rates (students are the replicates)"))
 
 
 register_claim(ClaimSpec(
@@ -286,35 +440,137 @@ def _single_and(rows, ref: str, missing: str):
     return rows[ref], st, n
 
 
-def _f4_split(d) -> SplitResult:
+IDENTICAL_STUDENTS = ("students are identical under this design (no between-student source of randomness: shared "
+                      "greedy teacher set, fixed data order, no init noise); run with data_order=per-student")
+
+
+def zero_inter_reason(row) -> str:
+    """Why an inter-student variance of exactly 0 on every question leaves a ratio undefined, from ``design``."""
+    design = row.get("design") if hasattr(row, "get") else None
+    design = design if isinstance(design, str) else ""
+    ta = re.search(r"teacher_answers=([\w-]+)", design)
+    do = re.search(r"data_order=([\w-]+)", design)
+    noise = re.search(r"init_noise=([-+\d.eE]+)", design)
+    if ta and do and noise:
+        if ta.group(1) == "shared-greedy" and do.group(1) == "fixed" and float(noise.group(1)) == 0:
+            return IDENTICAL_STUDENTS
+        if ta.group(1) == "shared-draws" and do.group(1) == "fixed" and float(noise.group(1)) == 0:
+            return IDENTICAL_STUDENTS.replace("shared greedy teacher set", "shared teacher draws")
+        return f"the inter-student variance is exactly 0 on every question: the students' answers are identical ({design})"
+    return ("the inter-student variance is exactly 0 on every question: the students' answers are identical (with no "
+            "between-student source of randomness, e.g. a shared greedy teacher set, fixed data order and no init "
+            "noise, run with data_order=per-student)")
+
+
+_REMAINS = "inter-student variance remains (intra/inter)"
+
+#: llm-output's published design (the §6 LLM script); the other ``output_design`` values are uqkd's
+PUBLISHED_DESIGN = "published"
+
+
+def by_design(df, run: Callable):
+    """``run(rows)`` on llm-output's published design, the labelled uqkd designs shown beside.
+
+    ``run`` returns ``(statistic, value, interval, Verdict)``. The verdict is the published design's,
+    except where that design leaves the statistic undefined because its students are identical
+    (:data:`IDENTICAL_STUDENTS`): then the verdict comes from the first uqkd design, and the text
+    says so. A table without ``output_design`` is one design.
+    """
+    if "output_design" not in df.columns or df["output_design"].nunique() < 2:
+        return run(df)
+    designs = list(dict.fromkeys(str(x) for x in df["output_design"]))
+    designs.sort(key=lambda x: x != PUBLISHED_DESIGN)
+    res = {x: run(df[df["output_design"] == x]) for x in designs}
+    first = designs[0]
+    stat, value, interval, verdict = res[first]
+    others = designs[1:]
+    if first == PUBLISHED_DESIGN and verdict.verdict == NOT_COMPUTABLE and IDENTICAL_STUDENTS in verdict.why:
+        alt = others[0]
+        a_stat, a_value, a_interval, a_verdict = res[alt]
+        return (a_stat + f"; verdict from the labelled uqkd design output_design={alt} (the published design's "
+                         "students are identical)",
+                f"published design: could not be computed ({verdict.why}) | uqkd design {alt}: {a_value}",
+                a_interval, a_verdict)
+    beside = "; ".join(f"[uqkd design {x}: {res[x][3].verdict}: {res[x][1]}]" for x in others)
+    return (stat + f"; verdict from output_design={first}", value, " ".join(t for t in (interval, beside) if t),
+            verdict)
+
+
+def _f4_split(d, split) -> SplitResult:
     rows = _by_method(d)
     te, st, n = _single_and(rows, "teacher", "needs teacher and single rows")
-    se_st = float(st["intra_var_std"]) / np.sqrt(n)
-    te_se = te.get("intra_var_se", float("nan"))
-    te_known = te_se is not None and np.isfinite(te_se)
     lvl = bonferroni_level(2)
-    a = _guard(lambda: log_ratio_test("student/teacher intra", float(st["intra_var_mean"]), se_st, n - 1,
-                                      float(te["intra_var_mean"]), float(te_se) if te_known else 0.0,
-                                      _n_eval_df(te) or np.inf, "<", level=lvl, n=n, unit="students"),
-               "student/teacher intra")
-    b = _guard(lambda: log_ratio_test("intra/inter", float(st["intra_var_mean"]), se_st, n - 1,
-                                      float(st["inter_var"]), _inter_var_se(st), _n_eval_df(st) or np.inf, "<",
-                                      level=lvl, n=n, unit="students"), "intra/inter")
+    if has_question_rows(d):
+        a = _guard(lambda: _f4_boot_intra(d, lvl, split), "student/teacher intra")
+        b = _guard(lambda: _f4_boot_remains(d, st, lvl, split), _REMAINS)
+        te_note = ""
+    else:
+        se_st = float(st["intra_var_std"]) / np.sqrt(n)
+        te_se = te.get("intra_var_se", float("nan"))
+        te_known = te_se is not None and np.isfinite(te_se)
+        a = _guard(lambda: log_ratio_test("student/teacher intra", float(st["intra_var_mean"]), se_st, n - 1,
+                                          float(te["intra_var_mean"]), float(te_se) if te_known else 0.0,
+                                          _n_eval_df(te) or np.inf, "<", level=lvl, n=n, unit="students"),
+                   "student/teacher intra")
+
+        def remains() -> Comparison:
+            if float(st["inter_var"]) == 0:
+                raise NotComputable(zero_inter_reason(st))
+            return log_ratio_test(_REMAINS, float(st["intra_var_mean"]), se_st, n - 1, float(st["inter_var"]),
+                                  _inter_var_se(st), _n_eval_df(st) or np.inf, "<", level=lvl, n=n, unit="students")
+
+        b = _guard(remains, _REMAINS)
+        te_note = "" if te_known else " (no SE in the table: treated as fixed)"
     verdict = all_of([a.verdict, b.verdict])
     if verdict == NOT_COMPUTABLE:
-        raise NotComputable(_why((a, b)))
+        nc = [x for x in (a, b) if x.verdict == NOT_COMPUTABLE]
+        ok = [x for x in (a, b) if x.verdict != NOT_COMPUTABLE]
+        raise NotComputable("; ".join(f"{x.label}: {x.why}" for x in nc)
+                            + "".join(f" (other part: {_t(x)} -> {x.verdict})" for x in ok))
     return SplitResult(f"{_t(a)}; {_t(b)}",
                        f"student intra {st['intra_var_mean']:.3g} (sd {st['intra_var_std']:.2g}, {n} students), teacher "
-                       f"{te['intra_var_mean']:.3g}" + ("" if te_known else " (no SE in the table: treated as fixed)")
-                       + f", inter-student {st['inter_var']:.3g}", verdict, first_mde([a, b]))
+                       f"{te['intra_var_mean']:.3g}{te_note}, inter-student {st['inter_var']:.3g}", verdict,
+                       first_mde([a, b]))
+
+
+def _f4_boot_intra(d, lvl: float, split) -> Comparison:
+    """Students' intra-student variance (students x questions) over the teacher's own (one model)."""
+    ys = _paired(question_table(d, "single", "intra_var"), question_table(d, "teacher", "intra_var"))
+    if not np.any(ys[1] > 0):
+        raise NotComputable("the teacher's own sample variance is 0 on every question")
+    est, boot = crossed_means(ys, ("F4-llm", split, "student/teacher intra"))
+    e, bt = ratio(est, boot, 0, 1)
+    return bootstrap_comparison("student/teacher intra", e, bt, "<", level=lvl, ratio=True, n=ys[0].shape[0],
+                                unit=_unit(ys[0].shape[0], ys[0].shape[1]))
+
+
+def _f4_boot_remains(d, st, lvl: float, split) -> Comparison:
+    """Students' intra-student variance (students x questions) over the per-question inter-student variance
+    (questions only: it needs the embeddings), one question resample for both."""
+    inter = inter_table(d, "single")
+    if not np.any(inter[0] > 0):
+        raise NotComputable(zero_inter_reason(st))
+    ys = _paired(question_table(d, "single", "intra_var"), inter)
+    est, boot = crossed_means(ys, ("F4-llm", split, "intra/inter"))
+    e, bt = ratio(est, boot, 0, 1)
+    return bootstrap_comparison(_REMAINS, e, bt, "<", level=lvl, ratio=True, n=ys[0].shape[0],
+                                unit=_unit(ys[0].shape[0], ys[0].shape[1]))
 
 
 def _f4_llm(t):
-    return by_split(t["llm-output"], _f4_split,
-                    "single-response students: intra-student variance / the teacher's own sample variance, and "
-                    "intra-student / inter-student variance (delta method on the log scale, Bonferroni over the two); "
-                    "holds if both are below 1 (own spread suppressed below the teacher's and below the spread "
-                    "across students)")
+    return by_design(t["llm-output"], _f4_design)
+
+
+def _f4_design(df):
+    return by_split(df, _f4_split,
+                    _stat_text(df, "single-response students: intra-student variance / the teacher's own sample "
+                               "variance, and intra-student / inter-student variance ({how}, Bonferroni over the "
+                               "two); holds if both are below 1 (own spread suppressed below the teacher's and "
+                               "below the spread across students)",
+                               "ratios of grand means; the students' intra-student variance resampled over students "
+                               "and questions, the teacher's and the inter-student variance over questions (the same "
+                               "question resample)",
+                               "delta method on the log scale"))
 
 
 register_claim(ClaimSpec(
@@ -322,25 +578,41 @@ register_claim(ClaimSpec(
                    "inter-student variance remains", ("llm-output",), _f4_llm))
 
 
-def _f1_split(d) -> SplitResult:
-    s = d[d["method"] == "single"].sort_values("temperature")
+def _f1_split(d, split) -> SplitResult:
+    s = summary_rows(d)
+    s = s[s["method"] == "single"].sort_values("temperature")
     if s["temperature"].nunique() < 2:
         raise NotComputable("needs at least two temperatures")
-    se = np.array([_inter_var_se(r) for _, r in s.iterrows()])
-    b, b_se = weighted_slope(s["temperature"].to_numpy(dtype=float), s["inter_var"].to_numpy(dtype=float), se)
-    dfs = [x for x in (_n_eval_df(r) for _, r in s.iterrows()) if x is not None]
-    x = difference_test("slope", b, b_se, min(dfs) if dfs else None, ">",
-                        n=_count(s["n_eval"].min()) if "n_eval" in s else "?", unit="questions/temperature")
-    tch = d[d["method"] == "teacher"].sort_values("temperature")
+    if has_question_rows(d):
+        temps = [float(x) for x in s["temperature"]]
+        ys = _paired(*(inter_table(d[d["temperature"] == tt], "single") for tt in temps))
+        est, boot = crossed_means(ys, ("F1-llm", split, "slope"))
+        b, bt = slope(np.array(temps), est, boot)
+        x = bootstrap_comparison("slope", b, bt, ">", n=ys[0].shape[1],
+                                 unit="questions (paired across temperatures)/temperature")
+    else:
+        se = np.array([_inter_var_se(r) for _, r in s.iterrows()])
+        b, b_se = weighted_slope(s["temperature"].to_numpy(dtype=float), s["inter_var"].to_numpy(dtype=float), se)
+        dfs = [x for x in (_n_eval_df(r) for _, r in s.iterrows()) if x is not None]
+        x = difference_test("slope", b, b_se, min(dfs) if dfs else None, ">",
+                            n=_count(s["n_eval"].min()) if "n_eval" in s else "?", unit="questions/temperature")
+    tch = summary_rows(d)
+    tch = tch[tch["method"] == "teacher"].sort_values("temperature")
     rho_t = spearman(tch["temperature"], tch["intra_var_mean"]) if len(tch) >= 3 else float("nan")
     extra = f"; teacher sample-variance Spearman {rho_t:.2f}" if np.isfinite(rho_t) else ""
     return SplitResult(x.text(), f"{len(s)} temperatures{extra}", x.verdict, x.mde)
 
 
 def _f1_llm(t):
-    return by_split(t["llm-teacher-noise"], _f1_split,
-                    "slope of the single-response students' inter-student variance on teacher temperature "
-                    "(weighted by the SE across questions), 95% t interval; holds if above 0")
+    df = t["llm-teacher-noise"]
+    return by_split(df, _f1_split,
+                    _stat_text(df, "slope of the single-response students' inter-student variance on teacher "
+                               "temperature ({how}); holds if above 0",
+                               f"least-squares slope of the mean per-question inter-student variance; cluster "
+                               f"bootstrap over questions, {N_BOOT} resamples, 95% percentile interval: questions "
+                               "resampled jointly across the temperatures (paired by question; students not "
+                               "resampled: a per-question inter-student variance needs the embeddings)",
+                               "weighted by the SE across questions, 95% t interval", crossed=False))
 
 
 register_claim(ClaimSpec(
@@ -348,14 +620,18 @@ register_claim(ClaimSpec(
     ("llm-teacher-noise",), _f1_llm))
 
 
-def _learn_split(d) -> SplitResult:
+def _learn_split(d, split) -> SplitResult:
     rows = _by_method(d)
     u, st, n = _single_and(rows, "untrained-student",
                            "needs single and untrained-student rows (rerun the experiment with this uqkd version)")
-    # the untrained student is one deterministic model on the same questions: a fixed reference
-    x = _guard(lambda: difference_test("alignment gain", float(st["alignment_mean"]) - float(u["alignment_mean"]),
-                                       float(st["alignment_std"]) / np.sqrt(n), n - 1, ">", n=n, unit="students"),
-               "alignment gain")
+    if has_question_rows(d):
+        x = _guard(lambda: boot_difference(d, "single", "untrained-student", "alignment", "alignment gain", ">", 0.95,
+                                           ("B-llm-students-learn", split)), "alignment gain")
+    else:
+        # the untrained student is one deterministic model on the same questions: a fixed reference
+        x = _guard(lambda: difference_test("alignment gain", float(st["alignment_mean"]) - float(u["alignment_mean"]),
+                                           float(st["alignment_std"]) / np.sqrt(n), n - 1, ">", n=n, unit="students"),
+                   "alignment gain")
     if x.verdict == NOT_COMPUTABLE:
         raise NotComputable(x.why)
     te = rows.get("teacher")
@@ -367,11 +643,17 @@ def _learn_split(d) -> SplitResult:
 
 
 def _b_learn(t):
-    return by_split(t["llm-output"], _learn_split,
-                    "single-response students' alignment with the teacher's answers (mean SBERT cosine) minus the "
-                    "untrained student's, on the same questions: one-sample t interval across students; holds if "
-                    "above 0 (the students learned what they were distilled on; a precondition for reading the "
-                    "other LLM rows)")
+    return by_design(t["llm-output"], _learn_design)
+
+
+def _learn_design(df):
+    return by_split(df, _learn_split,
+                    _stat_text(df, "single-response students' alignment with the teacher's answers (mean SBERT "
+                               "cosine) minus the untrained student's, on the same questions: {how}; holds if above "
+                               "0 (the students learned what they were distilled on; a precondition for reading the "
+                               "other LLM rows)",
+                               "students x questions against the one untrained model, paired by question",
+                               "one-sample t interval across students"))
 
 
 register_claim(ClaimSpec(
