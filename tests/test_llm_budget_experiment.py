@@ -129,6 +129,8 @@ def test_equal_budget_and_rows(spiky):
     ka = al[al["method"] == "adaptive"]["k"]
     assert (ad["k_min"], ad["k_max"]) == (ka.min(), ka.max()) and ad["k_mean"] == 6.0
     assert ad["k_min"] >= 3 and ad["k_min"] < ad["k_max"]  # the pilot floor; a non-uniform allocation
+    assert ad["pilot_dispersion_mean"] > 0 and ad["pilot_dispersion_cv"] > 0
+    assert st[st["method"] == "uniform"]["pilot_dispersion_mean"].isna().all()
     assert spiky["res"].figures and all(p.is_file() for p in spiky["res"].figures)
     assert "seconds" not in df.columns
 
@@ -201,7 +203,7 @@ def test_uniform_allocation_is_reported_not_judged(work):
 
 
 def _table(iv_u=0.10, iv_a=0.05, se=0.004, mse_u=0.50, mse_a=0.49, sd=0.02, n=40, kmin=2, kmax=9, n_eval=200,
-           used_a=None, bpq=3, pilot=2):
+           used_a=None, bpq=3, pilot=2, disp=0.05):
     rows = []
     for split in ("transfer", "heldout"):
         for m, iv, mse in (("uniform", iv_u, mse_u), ("adaptive", iv_a, mse_a)):
@@ -212,7 +214,9 @@ def _table(iv_u=0.10, iv_a=0.05, se=0.004, mse_u=0.50, mse_a=0.49, sd=0.02, n=40
                          "budget_used": (used_a if used_a is not None and a else 72),
                          "k_min": kmin if a else bpq, "k_max": kmax if a else bpq, "k_mean": 3.0,
                          "k_sd": 1.2 if a and kmin < kmax else 0.0,
-                         "n_uniform_allocations": (0 if kmin < kmax else n) if a else n})
+                         "n_uniform_allocations": (0 if kmin < kmax else n) if a else n,
+                         "pilot_dispersion_mean": disp if a else float("nan"),
+                         "pilot_dispersion_cv": 1.8 if a else float("nan")})
         rows.append({"scheme": "reference", "record": "summary", "method": "teacher", "split": split,
                      "n_students": 1, "mse_mean": 0.3, "mse_std": 0.0, "inter_var": 0.0, "inter_var_se": 0.0})
     rows.append({"scheme": "adaptive", "record": "allocation", "method": "adaptive", "student": 0, "k": 5})
@@ -244,6 +248,8 @@ def test_claim_uniform_allocation_message():
     assert "allocation was uniform: shrinkage pooled the pilot dispersions" in c.value
     c = _claim(_table(kmin=2, kmax=2, bpq=2, pilot=2))
     assert c.verdict == "not computable" and "budget per question equals the pilot" in c.value
+    c = _claim(_table(kmin=3, kmax=3, disp=0.0))
+    assert c.verdict == "not computable" and "no pilot showed any dispersion" in c.value
 
 
 def test_claim_not_computable_on_nan_and_unequal_budgets():

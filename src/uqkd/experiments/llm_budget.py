@@ -29,8 +29,10 @@ scheme (``uniform``, ``adaptive``) or ``teacher`` / ``untrained-student`` (the `
 cell), with the budget (``budget``, ``budget_per_question``, ``pilot``), what every student
 spent (``budget_used``; the schemes spend exactly ``budget``), the k_i statistics over students
 and questions (``k_min``, ``k_mean``, ``k_max``, ``k_sd`` the mean within-student SD) and
-``n_uniform_allocations`` (students whose allocation came out with every k_i equal: a small
-pilot and strong shrinkage pool the dispersions); and ``allocation`` rows, one per (scheme,
+``n_uniform_allocations`` (students whose allocation came out with every k_i equal),
+``pilot_dispersion_mean`` and ``pilot_dispersion_cv`` (mean within-student coefficient of
+variation across questions: the automatic shrinkage pools the pilot dispersions completely, and
+the allocation is uniform, unless it exceeds sqrt(2/(k0-1))); and ``allocation`` rows, one per (scheme,
 student, question), with ``k`` and (adaptive) the pilot dispersion and its shrunk value.
 """
 
@@ -129,6 +131,18 @@ def _k_stats(ks_by_student: list[list[int]], budget: int) -> dict[str, Any]:
             "n_uniform_allocations": int(np.sum(ks.min(axis=1) == ks.max(axis=1)))}
 
 
+def _pilot_stats(alloc: list[dict[str, Any]], n_students: int) -> dict[str, float]:
+    """Mean pilot dispersion and the mean within-student coefficient of variation (NaN for ``uniform``)."""
+    import numpy as np
+
+    d = np.array([a["pilot_dispersion"] for a in alloc], dtype=float).reshape(n_students, -1)
+    if not np.isfinite(d).all():
+        return {"pilot_dispersion_mean": float("nan"), "pilot_dispersion_cv": float("nan")}
+    m = d.mean(axis=1)
+    cv = np.where(m > 0, d.std(axis=1, ddof=1) / np.where(m > 0, m, 1.0), 0.0) if d.shape[1] > 1 else np.zeros_like(m)
+    return {"pilot_dispersion_mean": float(m.mean()), "pilot_dispersion_cv": float(cv.mean())}
+
+
 def _run(cfg: LLMBudgetConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
     from ..llm.pipeline import method_rows, run_method, teacher_row
     from ..llm.select import embedding_dispersion
@@ -168,7 +182,7 @@ def _run(cfg: LLMBudgetConfig, cell: dict[str, Any], seed: int) -> list[dict[str
                     eval_dec=eval_dec, k_eval=cfg.k_eval, sft=sft, seed=seed, teacher_eval_emb=tev.sample_emb,
                     teacher_transfer_emb=ttr.sample_emb, multi_response_epochs_scale=cfg.multi_response_epochs_scale,
                     teacher_answers="draws", data_order=cfg.data_order, records_fn=records)
-    kst = _k_stats(ks_by_student, budget)
+    kst = {**_k_stats(ks_by_student, budget), **_pilot_stats(alloc, cfg.n_students)}
     design = (f"{scheme} allocation of B={budget} teacher answers ({cfg.budget_per_question}/question"
               + (f", pilot {cfg.pilot}" if scheme == "adaptive" else "") + f"), own draws per student, "
               f"{cfg.method} training set, data_order={cfg.data_order}")
@@ -186,7 +200,7 @@ def _summary_rows(df: Any) -> Any:
 
 
 _SUMMARY_COLS = ("split", "method", "n_students", "budget", "budget_used", "pilot", "k_min", "k_mean", "k_max",
-                 "k_sd", "n_uniform_allocations", "mse_mean", "mse_std", "cosine_mean", "alignment_mean",
+                 "k_sd", "n_uniform_allocations", "pilot_dispersion_cv", "mse_mean", "mse_std", "cosine_mean", "alignment_mean",
                  "accuracy_mean", "hallucination_mean", "intra_var_mean", "inter_var", "inter_var_se")
 
 

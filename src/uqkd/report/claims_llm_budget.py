@@ -66,10 +66,12 @@ def _allocation_text(a: Any) -> str:
     kmin, kmax, kmean, ksd = (_num(a, c) for c in ("k_min", "k_max", "k_mean", "k_sd"))
     nu, n = _num(a, "n_uniform_allocations"), _num(a, "n_students")
     b, bpq, pilot = _num(a, "budget"), _num(a, "budget_per_question"), _num(a, "pilot")
+    cv = _num(a, "pilot_dispersion_cv")
     parts = [f"B={b:.0f} ({bpq:g}/question, pilot {pilot:g})" if np.isfinite(b) else "",
              f"adaptive k_i {kmin:.0f}..{kmax:.0f} (mean {kmean:.3g}, within-student sd {ksd:.2g})"
              if np.isfinite(kmin) and np.isfinite(kmax) else "",
-             f"{nu:.0f} of {n:.0f} allocations uniform" if np.isfinite(nu) and np.isfinite(n) else ""]
+             f"{nu:.0f} of {n:.0f} allocations uniform" if np.isfinite(nu) and np.isfinite(n) else "",
+             f"pilot dispersion CV {cv:.2g}" if np.isfinite(cv) else ""]
     return ", ".join(p for p in parts if p)
 
 
@@ -91,6 +93,8 @@ def _check_run(df: Any) -> None:
         bpq, pilot = _num(a, "budget_per_question"), _num(a, "pilot")
         if np.isfinite(bpq) and bpq == pilot:
             why = "allocation was uniform: the budget per question equals the pilot (nothing left to allocate)"
+        elif _num(a, "pilot_dispersion_mean") == 0:
+            why = "allocation was uniform: no pilot showed any dispersion (nothing to allocate by)"
         else:
             why = UNIFORM_ALLOCATION
         raise NotComputable(f"{why} (every adaptive student gave each question k_i = {kmin:.0f}; "
