@@ -258,7 +258,7 @@ register(
         profiles={
             "quick": _budget_profile(QUICK, budget_per_question=3, pilot=2, n_students=3),
             "demo": _budget_profile(DEMO, budget_per_question=3, pilot=2, n_students=2, n_train=6, n_eval=3),
-            "paper": _budget_profile(PAPER, budget_per_question=5, pilot=2, n_students=10),
+            "paper": _budget_profile(PAPER, budget_per_question=5, pilot=3, n_students=10),  # 2 pilot df: less pooling
         },
     )
 )
