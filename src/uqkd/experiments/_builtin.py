@@ -3,4 +3,4 @@
 ``llm`` imports transformers/torch lazily inside its cells, so listing works without the llm extra.
 """
 
-from . import adaptive, linear, llm, mlp  # noqa: F401
+from . import adaptive, linear, llm, llm_budget, mlp  # noqa: F401

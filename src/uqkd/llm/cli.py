@@ -341,48 +341,11 @@ def _cmd_sample(a: argparse.Namespace) -> int:
 
 def _budget_samples(teacher: Any, qs: list[str], ids: list[str], pilot: int, budget: int, dec: Any, seed: int,
                     cache: Any, emb: Any, a: argparse.Namespace) -> tuple[Any, list[int], list[Any], Any]:
-    """Two-stage sampling: ``pilot`` answers per question, then ``budget`` allocated by shrunk dispersion.
+    """Two-stage sampling (:func:`uqkd.llm.budget.budget_samples`, shared with the ``llm-budget`` experiment)."""
+    from .budget import budget_samples
 
-    Sample j of a question is drawn from the stream named by (seed, question, j), so the pilot
-    answers are the first ``pilot`` answers of every question whatever the allocation.
-    """
-    from ..aggregate import allocate_budget_two_stage
-    from .generate import generate_samples
-    from .select import embedding_dispersion
-
-    g0 = generate_samples(teacher, qs, pilot, dec, seed=seed, cache=cache, batch_size=a.batch_size,
-                          ids=ids, truncate=a.truncate, progress=True)
-    e0 = emb.encode([t for row in g0.texts for t in row]).reshape(len(qs), pilot, -1)
-    d0 = np.array([embedding_dispersion(x) for x in e0])
-    if np.all(d0 == 0):  # no dispersion anywhere: nothing to allocate by; spread the budget evenly
-        v = d0.copy()
-        ks = np.full(len(qs), budget // len(qs))
-        ks[: budget - int(ks.sum())] += 1
-    else:
-        ks, v = allocate_budget_two_stage(d0, pilot, budget)
-    ks = [int(x) for x in ks]
-    texts = [list(r) for r in g0.texts]
-    stats = {"seconds": g0.seconds, "tokens": g0.generated_tokens, "hits": g0.cache_hits, "misses": g0.cache_misses,
-             "empty": 0, "ident": 0}
-    for kk in sorted(set(ks) - {pilot}):
-        idx = [i for i, x in enumerate(ks) if x == kk]
-        gi = generate_samples(teacher, [qs[i] for i in idx], kk, dec, seed=seed, cache=cache,
-                              batch_size=a.batch_size, ids=[ids[i] for i in idx], truncate=a.truncate, progress=True)
-        for i, row in zip(idx, gi.texts):
-            if row[:pilot] != texts[i]:  # per-sequence seeding guarantees this; a broken backend does not
-                raise RuntimeError(f"question {ids[i]}: the top-up redrew different pilot answers")
-            texts[i] = list(row)
-        stats["seconds"] += gi.seconds
-        stats["tokens"] += gi.generated_tokens
-        stats["hits"] += gi.cache_hits
-        stats["misses"] += gi.cache_misses
-    e = [emb.encode(t) for t in texts]
-    g0.texts = texts
-    g0.seconds, g0.generated_tokens = stats["seconds"], stats["tokens"]
-    g0.cache_hits, g0.cache_misses = stats["hits"], stats["misses"]
-    g0.n_empty = sum(1 for row in texts for t in row if not t)
-    g0.extra["identical_questions"] = sum(1 for row in texts if len(row) >= 2 and len(set(row)) == 1)
-    return g0, ks, e, ([float(x) for x in d0], [float(x) for x in v])
+    return budget_samples(teacher, qs, ids, pilot, budget, dec, seed, cache, emb, batch_size=a.batch_size,
+                          truncate=a.truncate, progress=True)
 
 
 def _check_samples_match(recs: list[dict[str, Any]], items: list[Any], data: str) -> None:

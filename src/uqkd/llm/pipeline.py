@@ -169,6 +169,7 @@ def run_method(
     data_order: str = "fixed",
     teacher_transfer_emb: np.ndarray | None = None,
     track_params: int = 0,
+    records_fn: Any = None,
 ) -> MethodResult:
     """Distil ``n_students`` students with one method and evaluate them on held-out and transfer questions.
 
@@ -184,6 +185,8 @@ def run_method(
     ``track_params`` > 0 records that many probe parameters before and after training and the
     first probe's value after every epoch (``info["params_before"]``, ``["params_after"]``,
     ``["trajectory"]``).
+    ``records_fn(r, base)``, when given, returns student r's ``(sample records, info)`` in place of
+    :func:`teacher_records` (e.g. a variable number of teacher draws per question: ``llm-budget``).
     """
     if teacher_answers not in TEACHER_ANSWERS:
         raise ValueError(f"teacher_answers: expected one of {', '.join(TEACHER_ANSWERS)}; got {teacher_answers!r}")
@@ -202,7 +205,10 @@ def run_method(
         draw_index = r if teacher_answers == "draws" else 0
         tdec = replace(dec, do_sample=False) if teacher_answers == "shared-greedy" else dec
         sk = k if method == "variance-weighting" else 0
-        recs, tinfo = teacher_records(res, train_items, k, tdec, seed, draw_index, student_k=sk, student_lm=base)
+        if records_fn is not None:
+            recs, tinfo = records_fn(r, base)
+        else:
+            recs, tinfo = teacher_records(res, train_items, k, tdec, seed, draw_index, student_k=sk, student_lm=base)
         rows, binfo = build_training_set(recs, method, res.embedder, seed=seed, student_index=draw_index,
                                          format="conversational" if base.chat else "standard")
         cfg = sft

@@ -509,4 +509,4 @@ def bonferroni_level(m: int, alpha: float = ALPHA) -> float:
 
 
 # Built-in claims live next to the experiments they read.
-from . import claims_budget, claims_linear, claims_llm, claims_mlp  # noqa: E402,F401
+from . import claims_budget, claims_linear, claims_llm, claims_llm_budget, claims_mlp  # noqa: E402,F401
