@@ -144,7 +144,8 @@ def _pilot_stats(alloc: list[dict[str, Any]], n_students: int) -> dict[str, floa
 
 
 def _run(cfg: LLMBudgetConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
-    from ..llm.pipeline import method_rows, run_method, teacher_row
+    from ..llm.evaluate import question_rows
+    from ..llm.pipeline import method_question_rows, method_rows, run_method, teacher_row
     from ..llm.select import embedding_dispersion
 
     scheme = str(cell["scheme"])
@@ -160,8 +161,10 @@ def _run(cfg: LLMBudgetConfig, cell: dict[str, Any], seed: int) -> list[dict[str
     ttr = _teacher_eval(res, train, cfg, dec, seed, "teacher-eval-transfer")
     if scheme == REFERENCE:
         rows = [teacher_row(ttr, "transfer"), teacher_row(tev, "heldout")]
-        rows += _untrained_rows(res, train, test, cfg, eval_dec, seed, ttr.sample_emb, tev.sample_emb)
-        return [{**cell, **r, **common, "record": "summary"} for r in rows]
+        un, unq = _untrained_rows(res, train, test, cfg, eval_dec, seed, ttr.sample_emb, tev.sample_emb)
+        qrows = question_rows([ttr], "teacher", "transfer") + question_rows([tev], "teacher", "heldout") + unq
+        return ([{**cell, **r, **common, "record": "summary"} for r in rows + un]
+                + [{**cell, **q, **common} for q in qrows])
 
     ks_by_student: list[list[int]] = []
     alloc: list[dict[str, Any]] = []
@@ -190,6 +193,7 @@ def _run(cfg: LLMBudgetConfig, cell: dict[str, Any], seed: int) -> list[dict[str
     for r in method_rows(mr):
         r.setdefault("record", "summary")
         out.append({**cell, **r, "method": scheme, **common, **kst, "design": design})
+    out += [{**cell, **q, "method": scheme, **common} for q in method_question_rows(mr)]
     out += [{**cell, "record": "allocation", "method": scheme, **a, "budget": budget,
              "budget_per_question": cfg.budget_per_question, "pilot": cfg.pilot} for a in alloc]
     return out

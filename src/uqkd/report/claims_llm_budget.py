@@ -117,7 +117,7 @@ def _mse_test(u: Any, a: Any, level: float = 0.95) -> Comparison:
                            n=min(n_u, n_a))
 
 
-def _split(d: Any) -> SplitResult:
+def _split(d: Any, split: str = "") -> SplitResult:
     rows = {m: g.iloc[0] for m, g in _students(d).groupby("method")}
     if "uniform" not in rows or "adaptive" not in rows:
         raise NotComputable("needs uniform and adaptive rows")
