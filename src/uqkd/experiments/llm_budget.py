@@ -260,7 +260,7 @@ register(
                "n_uniform_allocations counts students whose allocation came out uniform (shrinkage pooled the "
                "pilot dispersions), in which case the comparison says nothing about allocation."),
         profiles={
-            "quick": _budget_profile(QUICK, budget_per_question=3, pilot=2, n_students=3),
+            "quick": _budget_profile(QUICK, budget_per_question=8, pilot=4, n_students=3),
             "demo": _budget_profile(DEMO, budget_per_question=3, pilot=2, n_students=2, n_train=6, n_eval=3),
             "paper": _budget_profile(PAPER, budget_per_question=5, pilot=3, n_students=10),  # 2 pilot df: less pooling
         },
