@@ -50,6 +50,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .. import aggregate, theory
+from .. import methods as _registry
 from .._seeding import student_draws, student_normals, student_uniforms
 from ..config import option
 from ..metrics import student_mse
@@ -72,6 +73,8 @@ ADAPTIVE_RULES: dict[str, str] = {
     "averaging": "OLS on the mean of the k_i draws",
     "wls": "oracle-free WLS on the mean, weights k_i / shrunk sample variance of the k_i draws",
 }
+#: label rule -> its method in the registry of :mod:`uqkd.methods` (which computes the labels and weights)
+RULE_METHODS: dict[str, str] = {"averaging": "averaging", "wls": "variance-weighting-wls"}
 PAPER_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 BUDGETS = (2, 3, 5, 10, 20)
 
@@ -190,22 +193,19 @@ def _labels_and_variances(
     return ybar, s2
 
 
-def _wls_weights(s2: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Oracle-free precisions k_i / shrunk sample variance of the k_i draws, (R, n)."""
-    kk = np.broadcast_to(k, s2.shape)
-    v = aggregate.shrunk_variance_unequal_k(s2, kk, axis=-1)  # (R, n)
-    floor = 1e-12 * np.maximum(v.mean(axis=-1, keepdims=True), 1e-300)
-    return kk / np.maximum(v, floor)
+def _targets(rule: str, ybar: np.ndarray, s2: np.ndarray | None, k: np.ndarray) -> _registry.MethodTargets:
+    """Labels (R, n) and loss weights (R, n) or None of one label rule, from the method registry."""
+    return _registry.method_targets(RULE_METHODS[rule], mean_k=ybar, var_k=s2, k=k)
 
 
 def _fit(setup: LinearSetup, rule: str, ybar: np.ndarray, s2: np.ndarray | None, k: np.ndarray) -> np.ndarray:
     """Parameters (R, p) of R OLS / WLS students under one label rule."""
-    if rule == "averaging":
-        return ybar @ setup.pinv.T
+    labels, W = _targets(rule, ybar, s2, k)
+    if W is None:
+        return labels @ setup.pinv.T
     from ..students.linear import fit_wls_batched
 
-    W = _wls_weights(s2, k)  # (R, n)
-    return fit_wls_batched(setup.split.X_train, ybar.T, W.T).T
+    return fit_wls_batched(setup.split.X_train, labels.T, W.T).T
 
 
 def _per_student(pred: np.ndarray, y_test: np.ndarray, theta: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -509,8 +509,9 @@ def _mlp_run(cfg: AdaptiveBudgetMLPConfig, cell: dict[str, Any], seed: int) -> l
         ybar, s2 = _labels_and_variances(tch.mu_train, nv, k, chi0, cfg.pilot_k, z, ids, seed, ident, need_var)
         kk = np.broadcast_to(k, (cfg.n_students, n))
         for rule in cfg.rules:
-            kw = {} if rule == "averaging" else {"sample_weight": _wls_weights(s2, k)}
-            model = _students(cfg, seed, student_ident).fit(sp.X_train, ybar, **kw)
+            labels, w = _targets(rule, ybar, s2, k)
+            kw = {} if w is None else {"sample_weight": w}
+            model = _students(cfg, seed, student_ident).fit(sp.X_train, labels, **kw)
             ps = _per_student(model.predict(sp.X_test), sp.y_test)
             per[(scheme, rule)] = ps
             if scheme not in cfg.schemes:

@@ -19,9 +19,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .. import aggregate, theory
+from .. import methods as _registry
+from .. import theory
 from .._seeding import student_draws, student_fill
 from ..data.tabular import TabularSplit, load_tabular
+from ..methods import check_methods, method_table
 from ..metrics import covariance_match_test, inter_student_var_se, student_mse
 from ..students.linear import _add_intercept
 from .base import Experiment, register
@@ -43,29 +45,13 @@ PAPER_ALPHAS = (0.01, 0.1, 0.5, 1.0)
 PAPER_KS = (1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 20, 30, 40, 50)
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
-#: name -> (uses oracle information?, one-line description)
-LINEAR_METHODS: dict[str, tuple[bool, str]] = {
-    "single": (False, "standard KD: one teacher draw per input"),
-    "averaging": (False, "mean of the k teacher draws per input"),
-    "variance-weighting-paper-oracle": (
-        True,
-        "published rule: mean_k weighted against the noise-free teacher mean with the true noise variance",
-    ),
-    "variance-weighting-wls": (
-        False,
-        "oracle-free: weighted least squares on mean_k, weights k / shrunk per-input variance of the draws",
-    ),
-    "variance-weighting-shrinkage": (
-        False,
-        "oracle-free: mean_k shrunk towards a leave-one-out student prediction by inverse variances",
-    ),
-}
+#: name -> (uses oracle information?, one-line description): the method registry of :mod:`uqkd.methods`,
+#: shared with the MLP and adaptive-budget experiments
+LINEAR_METHODS: dict[str, tuple[bool, str]] = method_table()
 
 
 def _check_methods(methods: tuple[str, ...]) -> None:
-    for m in methods:
-        if m not in LINEAR_METHODS:
-            raise ValueError(f"methods: unknown method {m!r}; valid methods: {', '.join(LINEAR_METHODS)}")
+    check_methods(methods, "methods")
 
 
 def _check_positive_tuple(name: str, values: tuple[Any, ...], *, integer: bool = False, allow_zero: bool = True) -> None:
@@ -233,29 +219,14 @@ def fit_method(
         One teacher draw per input (method ``single``).
     """
     P = setup.pinv
-    if method == "single":
-        return single @ P.T
-    if method == "averaging":
-        return mean_k @ P.T
-    if method == "variance-weighting-paper-oracle":
-        var0 = var_k * (k - 1) / k  # ddof=0 variance of the draws
-        labels = aggregate.paper_oracle_labels(mean_k, var0, setup.mu_train[None, :], noise_var[None, :])
-        return labels @ P.T
-    if method == "variance-weighting-wls":
-        if k == 1:
-            return mean_k @ P.T
-        W = aggregate.inverse_variance_sample_weights(var_k, k, axis=1)  # (R, n)
-        return _wls(setup.D, mean_k, W)
-    if method == "variance-weighting-shrinkage":
-        if k == 1:
-            return mean_k @ P.T  # no per-input variance information
-        v = aggregate.shrunk_variance_from_moments(var_k, k, axis=1) / k  # Var(mean_k) estimate (R, n)
-        resid = mean_k - (mean_k @ P.T) @ setup.D.T  # (R, n)
-        loo = mean_k - resid / (1.0 - setup.leverage)[None, :]  # leave-one-out predictions
-        tau2 = aggregate.crossfit_variance(mean_k, loo, v, axis=1)  # (R, 1)
-        labels = aggregate.shrinkage_labels(mean_k, v, loo, tau2)
-        return labels @ P.T
-    raise ValueError(f"method: unknown method {method!r}; valid methods: {', '.join(LINEAR_METHODS)}")
+
+    def loo(labels: np.ndarray) -> np.ndarray:  # leave-one-out OLS predictions of every input, (R, n)
+        resid = labels - (labels @ P.T) @ setup.D.T
+        return labels - resid / (1.0 - setup.leverage)[None, :]
+
+    labels, w = _registry.method_targets(method, mean_k=mean_k, var_k=var_k, k=k, single=single,
+                                         noise_var=noise_var, teacher_mean=setup.mu_train, reference=loo)
+    return labels @ P.T if w is None else _wls(setup.D, labels, w)
 
 
 def _stats(setup: LinearSetup, theta: np.ndarray, train: bool = True) -> dict[str, float]:

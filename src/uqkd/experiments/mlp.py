@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import aggregate
+from .. import methods as _registry
 from .._seeding import make_rng, student_draws
 from ..config import option
 from ..data.tabular import load_tabular
@@ -55,14 +55,9 @@ __all__ = [
 ]
 
 PAPER_SIGMA_INITS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
-#: name -> (uses oracle information?, one-line description); the names and oracle flags of the linear experiment
-MLP_METHODS: dict[str, tuple[bool, str]] = {
-    **LINEAR_METHODS,
-    "variance-weighting-shrinkage": (
-        False,
-        "oracle-free: mean_k shrunk towards a two-fold cross-fitted student prediction by inverse variances",
-    ),
-}
+#: name -> (uses oracle information?, one-line description): the method registry of :mod:`uqkd.methods`,
+#: shared with the linear experiments
+MLP_METHODS: dict[str, tuple[bool, str]] = LINEAR_METHODS
 TABULAR = ("boston", "boston11", "diabetes", "synthetic")
 CLASSIFICATION = ("digits", "wine", "breast_cancer", "mnist", "covertype")
 TARGET_MODES = ("argmax", "soft", "sampled")
@@ -678,9 +673,7 @@ class VarianceAwareMLPConfig:
         _check_common(self)
         _check_values("alphas", self.alphas, allow_lo=False)
         _check_values("ks", self.ks, integer=True)
-        for m in self.methods:
-            if m not in MLP_METHODS:
-                raise ValueError(f"methods: unknown method {m!r}; valid methods: {', '.join(MLP_METHODS)}")
+        _registry.check_methods(self.methods, "methods")
         for nm in self.noise_models:
             if nm not in ("homoscedastic", "heteroscedastic"):
                 raise ValueError(f"noise_models: expected homoscedastic or heteroscedastic, got {nm!r}")
@@ -706,7 +699,8 @@ def _va_single(cfg: VarianceAwareMLPConfig, seed: int, noise: str, alpha: float)
     ids = np.arange(cfg.n_students)
     single, _ = teacher_moments(tch.mu_train, nv, 1, ids, seed, ("variance-aware-mlp", cfg.dataset, noise, alpha,
                                                                   "single"))
-    stats = _fit_predict(_students(cfg, seed, ("variance-aware-mlp", cfg.dataset, "students")), tch, single)
+    labels, _ = _registry.method_targets("single", mean_k=single, var_k=None, k=1, single=single)
+    stats = _fit_predict(_students(cfg, seed, ("variance-aware-mlp", cfg.dataset, "students")), tch, labels)
     return tuple(stats.items())
 
 
@@ -736,28 +730,19 @@ def _va_run(cfg: VarianceAwareMLPConfig, cell: dict[str, Any], seed: int) -> lis
     done: dict[str, dict[str, Any]] = {}
     rows = []
     for method in cfg.methods:
-        if method == "single":
+        if method == "single":  # does not depend on k: trained once per (noise, alpha)
             stats = dict(_va_single(cfg, seed, noise, alpha))
-        elif method == "averaging" or k == 1:
-            # k = 1: every variance-weighting rule reduces to the single draw (= averaging)
-            if "averaging" not in done:
-                done["averaging"] = _fit_predict(_students(cfg, seed, student_ident), tch, mean_k)
-            stats = done["averaging"]
-        elif method == "variance-weighting-paper-oracle":
-            var0 = var_k * (k - 1) / k  # ddof=0 variance of the draws, as the published script
-            labels = aggregate.paper_oracle_labels(mean_k, var0, tch.mu_train[None, :], nv[None, :])
-            stats = _fit_predict(_students(cfg, seed, student_ident), tch, labels)
-        elif method == "variance-weighting-wls":
-            w = aggregate.inverse_variance_sample_weights(var_k, k, axis=1)  # (R, n)
-            stats = _fit_predict(_students(cfg, seed, student_ident), tch, mean_k, sample_weight=w)
-        elif method == "variance-weighting-shrinkage":
-            v = aggregate.shrunk_variance_from_moments(var_k, k, axis=1) / k  # Var(mean_k) estimate (R, n)
-            cv = _crossfit_predictions(cfg, seed, tch, mean_k)  # (R, n)
-            tau2 = aggregate.crossfit_variance(mean_k, cv, v, axis=1)  # (R, 1)
-            labels = aggregate.shrinkage_labels(mean_k, v, cv, tau2)
-            stats = _fit_predict(_students(cfg, seed, student_ident), tch, labels)
-        else:  # pragma: no cover - the config rejects unknown methods
-            raise ValueError(f"method: unknown method {method!r}; valid methods: {', '.join(MLP_METHODS)}")
+        else:
+            labels, w = _registry.method_targets(
+                method, mean_k=mean_k, var_k=var_k, k=k, noise_var=nv, teacher_mean=tch.mu_train,
+                reference=lambda y: _crossfit_predictions(cfg, seed, tch, y))
+            if labels is mean_k and w is None:  # averaging, and every method at k = 1: trained once
+                if "averaging" not in done:
+                    done["averaging"] = _fit_predict(_students(cfg, seed, student_ident), tch, mean_k)
+                stats = done["averaging"]
+            else:
+                kw = {} if w is None else {"sample_weight": w}
+                stats = _fit_predict(_students(cfg, seed, student_ident), tch, labels, **kw)
         row: dict[str, Any] = {"noise": noise, "alpha": alpha, "k": k, "method": method,
                                "oracle": MLP_METHODS[method][0]}
         row.update(stats)
