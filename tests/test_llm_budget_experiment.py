@@ -28,7 +28,7 @@ def test_registered_with_profiles():
     exp = get_experiment("llm-budget")
     assert exp.section == "7"
     quick, demo, paper = (resolve_config(exp, p) for p in ("quick", "demo", "paper"))
-    assert (quick.budget_per_question, quick.pilot, quick.n_students, quick.n_train) == (3, 2, 3, 24)
+    assert (quick.budget_per_question, quick.pilot, quick.n_students, quick.n_train) == (8, 4, 3, 24)
     assert quick.qa_kinds == ("capital", "continent") and quick.method == "averaging"
     assert demo.n_train <= 8 and demo.n_eval <= 4 and demo.n_students == 2 and demo.epochs <= 2  # `make demo` runs it
     assert paper.n_students > quick.n_students and paper.budget_per_question > quick.budget_per_question

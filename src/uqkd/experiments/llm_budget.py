@@ -63,16 +63,16 @@ REFERENCE = "reference"
 class LLMBudgetConfig(LLMConfig):
     """LLM settings plus the budget of ``llm-budget``."""
 
-    budget_per_question: int = option(3, "teacher answers per question on average: total budget B = this x n_train")
-    pilot: int = option(2, "adaptive scheme: pilot answers per question k0 (>= 2, <= budget_per_question), kept")
+    budget_per_question: int = option(3, "teacher answers per question on average: total budget B = this x n_train",
+                                      min=2, max=100_000)
+    pilot: int = option(2, "adaptive scheme: pilot answers per question k0 (>= 2, <= budget_per_question), kept",
+                       min=2, max=100_000)
     schemes: tuple[str, ...] = option(tuple(LLM_BUDGET_SCHEMES), "allocation schemes: " + ", ".join(LLM_BUDGET_SCHEMES))
     method: str = option("averaging", "training-set method built from each question's k_i answers: "
                                       + ", ".join(LLM_BUDGET_METHODS))
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.pilot < 2:
-            raise ValueError(f"pilot: expected an integer >= 2, got {self.pilot}")
         if self.budget_per_question < self.pilot:
             raise ValueError(f"budget_per_question: expected an integer >= pilot ({self.pilot}), "
                              f"got {self.budget_per_question}")
@@ -262,7 +262,7 @@ register(
         profiles={
             "quick": _budget_profile(QUICK, budget_per_question=8, pilot=4, n_students=3),
             "demo": _budget_profile(DEMO, budget_per_question=3, pilot=2, n_students=2, n_train=6, n_eval=3),
-            "paper": _budget_profile(PAPER, budget_per_question=5, pilot=3, n_students=10),  # 2 pilot df: less pooling
+            "paper": _budget_profile(PAPER, budget_per_question=10, pilot=4, n_students=10),  # 3 pilot df: less pooling
         },
     )
 )
