@@ -4,7 +4,7 @@ Layout of one run::
 
     OUT/EXPERIMENT/
         results.csv      one row per cell (x method), cell parameters and statistics
-        config.json      experiment, profile, seed, every config value, versions
+        config.json      experiment, profile, seed, every config value, versions, results_sha256
         *.png            figures
         cells/<id>.json  one verified record per finished cell (written atomically)
         .lock            held (flock) by the run writing here; a second run into it exits 2
@@ -264,8 +264,10 @@ def run_experiment(
             "cell_seconds_total": sum(done[c].get("seconds", 0.0) for c in ids),
         }
         csv_path = out_dir / "results.csv"
-        figures = _publish(out_dir, df.to_csv(index=False, float_format=None),
-                           json.dumps(meta, indent=2, default=str),
+        csv_text = df.to_csv(index=False, float_format=None)
+        # the report checks it: a results.csv edited, cut short or swapped after publishing is damage
+        meta["results_sha256"] = hashlib.sha256(csv_text.encode("utf-8")).hexdigest()
+        figures = _publish(out_dir, csv_text, json.dumps(meta, indent=2, default=str),
                            (lambda d: list(exp.plot(df, cfg, d))) if make_figures and exp.plot is not None else None)
     return RunResult(name, out_dir, csv_path, figures, len(cells), n_computed, time.perf_counter() - t0)
 
