@@ -196,8 +196,10 @@ def run_experiment(
     cell_dir = out_dir / "cells"
     try:
         cell_dir.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise EnvironmentFailure(f"--out: cannot create {str(cell_dir)!r}: a file is in the way") from None
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (cell_dir, *cell_dir.parents) if p.exists() and not p.is_dir()), cell_dir)
+        raise EnvironmentFailure(f"--out: cannot create {str(cell_dir)!r}: {str(blocker)!r} is a file in the way"
+                                 ) from None
     ids = [_cell_id(name, fp, seed, c) for c in cells]
     with OutputLock(out_dir), _terminate_as_interrupt():
         _remove_stale_temporaries(cell_dir)
