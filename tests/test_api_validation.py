@@ -208,7 +208,8 @@ def test_batched_regression_valid_weights():
 
 # ------------------------------------------------------------------------------------------ student ids
 
-DRAW = (lambda g, b: g.standard_normal((b, 2)))
+def DRAW(g, b):
+    return g.standard_normal((b, 2))
 
 
 @pytest.mark.parametrize("ids, exc, message", [

@@ -312,3 +312,25 @@ def test_missing_experiment_is_still_not_run(pristine):
     verdicts = {c.claim_id: c.verdict for c in evaluate_claims(tables)}
     ids = [c.claim_id for c in evaluate_claims({}) if EXP in c.experiments]
     assert ids and all(verdicts[i] == NOT_RUN for i in ids)
+
+
+def test_legacy_table_missing_a_column_gives_not_computable_and_a_report(results, caplog):
+    import pandas as pd
+
+    meta = json.loads(_cfg(results).read_text())
+    del meta["results_sha256"]
+    _cfg(results).write_text(json.dumps(meta))
+    df = pd.read_csv(_csv(results)).drop(columns=["mse_mean"])
+    _csv(results).write_text(df.to_csv(index=False))
+    with caplog.at_level(logging.WARNING, logger="uqkd"):
+        md, _, claims = build_report_and_claims(results)
+    mine = [c for c in claims if EXP in c.experiments]
+    assert mine and all(c.verdict in (NOT_COMPUTABLE, "holds", "contradicted", "inconclusive") for c in mine)
+    missing = [c for c in mine if "no column 'mse_mean'" in c.value]
+    assert missing and all(c.verdict == NOT_COMPUTABLE for c in missing)
+    assert all(c.value == f"could not be computed: no column 'mse_mean' in {EXP} (a table of another uqkd "
+                          "version?) (KeyError: 'mse_mean')" for c in missing)
+    text = md.read_text()
+    assert f"### `{EXP}`" in text and f"### `{OTHER}`" in text
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert all(m.startswith(f"report: {_csv(results)}: Key numbers could not be built") for m in warned)

@@ -315,12 +315,20 @@ def build_report_and_claims(root: str | Path, *, expected: list[str] | None = No
                 md += [f"![{png.stem}]({name}/{png.name})", ""]
                 b64 = base64.b64encode(png.read_bytes()).decode()
                 h.append(f"<p><img alt='{html.escape(png.stem)}' src='data:image/png;base64,{b64}'></p>")
-            summ = _summary(name, tables[name])
-            md += ["Key numbers:", "", _md_table(summ), ""]
-            h += ["<p>Key numbers:</p>", _html_table(summ)]
-            for label, tbl in _extra_tables(name, tables[name]).items():
-                md += [f"{label}:", "", _md_table(tbl), ""]
-                h += [f"<p>{html.escape(label)}:</p>", _html_table(tbl)]
+            try:
+                summ = _summary(name, tables[name])
+                extra = _extra_tables(name, tables[name])
+            except Exception as exc:  # noqa: BLE001 - a table the summary cannot read: say so, build the rest
+                msg = f"Key numbers could not be built from this table ({type(exc).__name__}: {exc})."
+                log.warning("report: %s: %s", root / name / "results.csv", msg)
+                md += [msg, ""]
+                h.append(f"<p>{html.escape(msg)}</p>")
+            else:
+                md += ["Key numbers:", "", _md_table(summ), ""]
+                h += ["<p>Key numbers:</p>", _html_table(summ)]
+                for label, tbl in extra.items():
+                    md += [f"{label}:", "", _md_table(tbl), ""]
+                    h += [f"<p>{html.escape(label)}:</p>", _html_table(tbl)]
             cfg = meta.get("config", {})
             vers = meta.get("versions", {})
             settings = (f"profile `{meta.get('profile', '?')}`, seed {meta.get('seed', '?')}, "
