@@ -241,13 +241,8 @@ def _nan_columns(tables: Tables, experiments: Iterable[str], only: Iterable[str]
 
 
 def _nan_cause(exc: Exception, c: ClaimSpec, tables: Tables) -> str:
-    """Why a claim's exception comes from its tables, not its code (``""`` if it does not): a column
-    none of them has, or a NaN converted to an int or used as a key."""
-    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
-        col = exc.args[0]
-        frames = [tables[e] for e in c.experiments if hasattr(tables.get(e), "columns")]
-        if frames and all(col not in df.columns for df in frames):
-            return f"no column {col!r} in {', '.join(c.experiments)} (a table of another uqkd version?)"
+    """Why a claim's exception is a NaN in its tables (``""`` if it is not): NaN converted to an int, or
+    used as a key. (A missing column stays an ``error``: it is the claim's code or the table's version.)"""
     nan_key = isinstance(exc, KeyError) and any(isinstance(a, float) and a != a for a in exc.args)
     nan_value = isinstance(exc, (ValueError, TypeError, IndexError)) and "nan" in str(exc).lower()
     if not (nan_key or nan_value):
