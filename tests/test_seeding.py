@@ -34,7 +34,7 @@ def test_student_fill_equals_student_draws_in_place_or_scattered():
         g.standard_gamma(1.5, out=views[1])
         views[1] *= 2.0
 
-    for ids in (np.arange(3 * STUDENT_BLOCK + 5), np.array([130, 7, 2, 7]), np.arange(STUDENT_BLOCK, 2 * STUDENT_BLOCK)):
+    for ids in (np.arange(3 * STUDENT_BLOCK + 5), np.array([130, 7, 2, 9]), np.arange(STUDENT_BLOCK, 2 * STUDENT_BLOCK)):
         ref = student_draws(0, ident, ids, draw)
         z, c = np.empty((len(ids), n)), np.empty((len(ids), n))
         student_fill(0, ident, ids, [z, c], fill)

@@ -57,6 +57,30 @@ def make_rng(seed: int, *identity: Any) -> np.random.Generator:
     return np.random.default_rng(seed_sequence(seed, *identity))
 
 
+def _check_student_ids(student_ids: Any) -> np.ndarray:
+    """``student_ids`` as a flat int64 array of at least one distinct, non-negative integer id."""
+    try:
+        raw = np.asarray(student_ids)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"student_ids: expected integer ids, got {type(student_ids).__name__} ({exc})") from None
+    if raw.dtype.kind == "b" or raw.dtype.kind not in "iuf":
+        raise TypeError(f"student_ids: expected integer ids, got an array of dtype {raw.dtype}")
+    if raw.dtype.kind == "f" and not np.all(np.isfinite(raw) & (raw == np.round(raw))):
+        bad = raw.reshape(-1)[~(np.isfinite(raw) & (raw == np.round(raw))).reshape(-1)][0]
+        raise ValueError(f"student_ids: expected integer ids, got {bad!r}")
+    ids = raw.astype(np.int64).reshape(-1)
+    if ids.size == 0:
+        raise ValueError("student_ids: expected at least one student id")
+    if ids.min() < 0:
+        raise ValueError(f"student_ids: expected non-negative ids, got minimum {ids.min()}")
+    uniq, counts = np.unique(ids, return_counts=True)
+    if np.any(counts > 1):
+        dup = int(uniq[counts > 1][0])
+        raise ValueError(f"student_ids: expected distinct ids (each id is one independent student), got id {dup} "
+                         f"{int(counts[counts > 1][0])} times")
+    return ids
+
+
 def student_draws(
     seed: int,
     identity: Sequence[Any],
@@ -73,9 +97,7 @@ def student_draws(
     -------
     array of shape (len(student_ids), ...)
     """
-    ids = np.asarray(student_ids, dtype=np.int64).reshape(-1)
-    if ids.size and ids.min() < 0:
-        raise ValueError(f"student_ids: expected non-negative ids, got minimum {ids.min()}")
+    ids = _check_student_ids(student_ids)
     out: np.ndarray | None = None
     for b in np.unique(ids // STUDENT_BLOCK).tolist():
         block = np.asarray(draw(make_rng(seed, *identity, "student-block", int(b)), STUDENT_BLOCK))
@@ -108,11 +130,7 @@ def student_fill(
     ----------
     outs : sequence of C-contiguous arrays of shape (len(student_ids), ...)
     """
-    ids = np.asarray(student_ids, dtype=np.int64).reshape(-1)
-    if ids.size == 0:
-        raise ValueError("student_ids: expected at least one student id")
-    if ids.min() < 0:
-        raise ValueError(f"student_ids: expected non-negative ids, got minimum {ids.min()}")
+    ids = _check_student_ids(student_ids)
     for o in outs:
         if o.shape[0] != ids.size or not o.flags.c_contiguous:
             raise ValueError(f"outs: expected C-contiguous arrays with {ids.size} rows, got shape {o.shape}")

@@ -41,6 +41,27 @@ __all__ = [
 ]
 
 
+def _check_axis(axis: object, ndim: int, name: str = "axis") -> int:
+    """``axis`` as an int in ``[-ndim, ndim)``, else a ValueError/TypeError naming it."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{name}: expected an integer axis, got {axis!r}")
+    if not -ndim <= int(axis) < ndim:
+        raise ValueError(f"{name}: expected an axis in [{-ndim}, {ndim - 1}] for a {ndim}-d array, got {axis}")
+    return int(axis)
+
+
+def _check_broadcast(ref_name: str, ref: np.ndarray, **others: np.ndarray) -> None:
+    """Every array in ``others`` must broadcast to ``ref``'s shape (never enlarge it, e.g. (3,) with (3, 1))."""
+    for name, arr in others.items():
+        try:
+            shape = np.broadcast_shapes(ref.shape, arr.shape)
+        except ValueError:
+            shape = None
+        if shape != ref.shape:
+            raise ValueError(f"{name}: shape {arr.shape} does not broadcast to the shape of {ref_name} {ref.shape}"
+                             + ("" if shape is None else f" (together they give {shape})"))
+
+
 def average(teacher_samples: np.ndarray) -> np.ndarray:
     r"""Mean of the k teacher draws per input, :math:`\bar y_i = \frac1k \sum_j y_{ij}`.
 
@@ -113,8 +134,14 @@ def estimate_prior_df(s2: np.ndarray, k: int, axis: int = -1) -> np.ndarray:
         Sample variances (ddof=1), the inputs along ``axis``.
     k : int
         Draws per input (>= 2).
+    axis : int
+        The inputs' axis.
     """
     k = check_int(k, "k", min_value=2)
+    s2 = check_variances(s2, "s2")
+    if s2.ndim == 0:
+        raise ValueError(f"s2: expected an array of per-input variances, got shape {s2.shape}")
+    axis = _check_axis(axis, s2.ndim)
     m = s2.mean(axis=axis, keepdims=True)
     v = s2.var(axis=axis, ddof=1, keepdims=True) if s2.shape[axis] > 1 else np.zeros_like(m)
     df = k - 1
@@ -144,6 +171,9 @@ def shrunk_variance_from_moments(
     """
     k = check_int(k, "k", min_value=2)
     s2 = check_variances(s2, "s2")
+    if s2.ndim == 0:
+        raise ValueError(f"s2: expected an array of per-input variances, got shape {s2.shape}")
+    axis = _check_axis(axis, s2.ndim)
     sp = s2.mean(axis=axis, keepdims=True)
     if isinstance(prior_df, str):
         if prior_df != "auto":
@@ -174,13 +204,26 @@ def shrunk_variance(teacher_samples: np.ndarray, prior_df: float | Literal["auto
     return shrunk_variance_from_moments(s2, ts.shape[1], prior_df=prior_df, axis=0)
 
 
+def _relative_precisions(v: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(vmin / v, vmin)`` along ``axis``, ``vmin`` the smallest positive variance (1 where there is none).
+
+    Every ratio lies in [0, 1], so variances near the float limits (1e-320, 1e300) neither overflow
+    nor give inf / inf; zero variances get ratio 0 (the caller gives them the weight).
+    """
+    pos = v > 0
+    vmin = np.min(np.where(pos, v, np.inf), axis=axis, keepdims=True)
+    vmin = np.where(np.isfinite(vmin), vmin, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
+        rel = np.where(pos, vmin / np.where(pos, v, 1.0), 0.0)
+    return rel, vmin
+
+
 def _precisions(v: np.ndarray, axis: int) -> np.ndarray:
     """Normalised inverse-variance weights along ``axis``; zero variances take all the weight."""
     zero = v == 0
     any_zero = np.any(zero, axis=axis, keepdims=True)
-    with np.errstate(divide="ignore"):
-        prec = np.where(zero, 0.0, 1.0 / np.where(zero, 1.0, v))
-    prec = np.where(any_zero, zero.astype(float), prec)
+    rel, _ = _relative_precisions(v, axis)
+    prec = np.where(any_zero, zero.astype(float), rel)
     return prec / prec.sum(axis=axis, keepdims=True)
 
 
@@ -258,9 +301,8 @@ def inverse_variance_combine(
         w = _precisions(var, axis=0)
         combined = (w * est).sum(axis=0)
         zero = np.any(var == 0, axis=0)
-        with np.errstate(divide="ignore"):
-            total_prec = np.where(zero, np.inf, (1.0 / np.where(var == 0, 1.0, var)).sum(axis=0))
-        return combined, np.where(zero, 0.0, 1.0 / total_prec)
+        rel, vmin = _relative_precisions(var, axis=0)  # 1 / sum(1/v) = vmin / sum(vmin/v), no overflow
+        return combined, np.where(zero, 0.0, vmin[0] / np.where(zero, 1.0, rel.sum(axis=0)))
     if kind != "covariance":
         raise ValueError(f"kind: expected one of auto, elementwise, covariance; got {kind!r}")
     if est.ndim != 2:
@@ -299,12 +341,17 @@ def paper_oracle_labels(
     :math:`\sigma^2` the **true noise variance**. Both are oracle quantities: a user
     distilling a real teacher has neither. Kept for parity with the paper only.
 
-    All arguments broadcast together, e.g. ``(n_students, n_inputs)``.
+    The other arguments broadcast to the shape of ``teacher_mean_k``, e.g. ``(n_students, n_inputs)``
+    with ``teacher_mean_true`` of shape ``(1, n_inputs)``; an argument that would enlarge it (a
+    ``(3, 1)`` variance with ``(3,)`` means) is a ValueError. Variances must be finite and
+    non-negative, means finite.
     """
-    tv = np.asarray(teacher_var_k, dtype=float)
-    nv = np.asarray(noise_var, dtype=float)
-    if np.any(tv < 0) or np.any(nv < 0):
-        raise ValueError("teacher_var_k, noise_var: expected non-negative variances")
+    mk = check_array(teacher_mean_k, "teacher_mean_k")
+    tv = check_variances(teacher_var_k, "teacher_var_k")
+    mt = check_array(teacher_mean_true, "teacher_mean_true")
+    nv = check_variances(noise_var, "noise_var")
+    _check_broadcast("teacher_mean_k", mk, teacher_var_k=tv, teacher_mean_true=mt, noise_var=nv)
+    teacher_mean_k, teacher_mean_true = mk, mt
     # alpha_T = (1/tv) / (1/tv + 1/nv) = nv / (nv + tv); tv = 0 gives 1, nv = 0 (and tv > 0) gives 0.
     den = nv + tv
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -332,13 +379,32 @@ def inverse_variance_sample_weights(
     Returns
     -------
     array like ``teacher_var`` (ones of shape 1 when k = 1)
+
+    Notes
+    -----
+    Zero variances: a batch whose variances are all zero along ``axis`` (the k draws agree on every
+    input) carries no information on which input is more reliable and gets equal weights ``k``
+    (weighted least squares is then ordinary least squares), not infinite ones. Within a batch,
+    shrunk variances are floored at ``1e-12`` times their mean. Variances so small that ``k / s^2``
+    overflows are a ValueError (rescale the labels).
     """
     k = check_int(k, "k", min_value=1)
     if k == 1:
-        return np.ones(1) if teacher_var is None else np.ones_like(np.asarray(teacher_var, dtype=float))
-    v = shrunk_variance_from_moments(np.asarray(teacher_var, dtype=float), k, prior_df=prior_df, axis=axis)
-    floor = 1e-12 * np.maximum(v.mean(axis=axis, keepdims=True), 1e-300)
-    return k / np.maximum(v, floor)
+        if teacher_var is None:
+            return np.ones(1)
+        return np.ones_like(check_array(teacher_var, "teacher_var", finite=False, min_size=0))
+    if teacher_var is None:
+        raise ValueError(f"teacher_var: expected the sample variances of the k={k} draws, got None")
+    s2 = check_variances(teacher_var, "teacher_var")
+    v = shrunk_variance_from_moments(s2, k, prior_df=prior_df, axis=axis)
+    mean = v.mean(axis=axis, keepdims=True)
+    floor = 1e-12 * mean
+    with np.errstate(divide="ignore", over="ignore"):
+        w = np.where(mean > 0, k / np.maximum(v, np.where(mean > 0, floor, 1.0)), float(k))
+    if not np.all(np.isfinite(w)):
+        raise ValueError(f"teacher_var: variances as small as {float(np.min(s2[s2 > 0])):.3g} overflow the "
+                         "weights k / s^2; rescale the labels")
+    return w
 
 
 def crossfit_variance(
@@ -353,7 +419,17 @@ def crossfit_variance(
     .. math:: \hat\tau^2 = \max\Big(\overline{(\bar y - f_{-})^2} - \bar v,\ 10^{-3}\,\bar v\Big)
 
     averaged along ``axis`` (over inputs). Returns shape with ``axis`` kept as length 1.
+    ``student_pred_cv`` and ``mean_var`` (finite, non-negative) broadcast to the shape of
+    ``teacher_mean_k``.
     """
+    teacher_mean_k = check_array(teacher_mean_k, "teacher_mean_k")
+    student_pred_cv = check_array(student_pred_cv, "student_pred_cv")
+    mean_var = check_variances(mean_var, "mean_var")
+    _check_broadcast("teacher_mean_k", teacher_mean_k, student_pred_cv=student_pred_cv, mean_var=mean_var)
+    if teacher_mean_k.ndim == 0:
+        raise ValueError(f"teacher_mean_k: expected an array of inputs, got shape {teacher_mean_k.shape}")
+    axis = _check_axis(axis, teacher_mean_k.ndim)
+    mean_var = np.broadcast_to(mean_var, teacher_mean_k.shape)
     resid2 = np.mean((teacher_mean_k - student_pred_cv) ** 2, axis=axis, keepdims=True)
     vbar = np.mean(mean_var, axis=axis, keepdims=True)
     return np.maximum(resid2 - vbar, 1e-3 * np.maximum(vbar, 1e-300))
@@ -374,11 +450,21 @@ def shrinkage_labels(
     .. math:: \tilde y_i = \frac{\bar y_i / \hat v_i + f_{-i}(x_i)/\hat\tau^2}{1/\hat v_i + 1/\hat\tau^2}
 
     with :math:`\hat v_i` the (shrunk) variance of :math:`\bar y_i` and :math:`\hat\tau^2`
-    from :func:`crossfit_variance`. All arguments broadcast.
+    from :func:`crossfit_variance`. The other arguments broadcast to the shape of ``teacher_mean_k``
+    (e.g. ``student_var`` of shape ``(n_students, 1)``); variances are finite and non-negative.
+    Computed as the convex combination :math:`\bar y_i + \frac{\hat v_i}{\hat v_i + \hat\tau^2}
+    (f_{-i} - \bar y_i)`, which neither overflows nor divides by zero.
     """
-    v = np.maximum(np.asarray(mean_var, dtype=float), 1e-300)
-    t = np.maximum(np.asarray(student_var, dtype=float), 1e-300)
-    return (teacher_mean_k / v + student_pred_cv / t) / (1.0 / v + 1.0 / t)
+    ym = check_array(teacher_mean_k, "teacher_mean_k")
+    v = check_variances(mean_var, "mean_var")
+    f = check_array(student_pred_cv, "student_pred_cv")
+    t = check_variances(student_var, "student_var")
+    _check_broadcast("teacher_mean_k", ym, mean_var=v, student_pred_cv=f, student_var=t)
+    den = v + t
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # both zero: no information either way; keep the teacher mean
+        share = np.where(den > 0, v / np.where(den > 0, den, 1.0), 0.0)
+    return ym + share * (f - ym)
 
 
 # --------------------------------------------------------------------------- budget allocation

@@ -4,7 +4,7 @@ Layout of one run::
 
     OUT/EXPERIMENT/
         results.csv      one row per cell (x method), cell parameters and statistics
-        config.json      experiment, profile, seed, every config value, versions
+        config.json      experiment, profile, seed, every config value, versions, results_sha256
         *.png            figures
         cells/<id>.json  one verified record per finished cell (written atomically)
         .lock            held (flock) by the run writing here; a second run into it exits 2
@@ -196,8 +196,10 @@ def run_experiment(
     cell_dir = out_dir / "cells"
     try:
         cell_dir.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise EnvironmentFailure(f"--out: cannot create {str(cell_dir)!r}: a file is in the way") from None
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (cell_dir, *cell_dir.parents) if p.exists() and not p.is_dir()), cell_dir)
+        raise EnvironmentFailure(f"--out: cannot create {str(cell_dir)!r}: {str(blocker)!r} is a file in the way"
+                                 ) from None
     ids = [_cell_id(name, fp, seed, c) for c in cells]
     with OutputLock(out_dir), _terminate_as_interrupt():
         _remove_stale_temporaries(cell_dir)
@@ -272,8 +274,10 @@ def run_experiment(
             "sweep_seconds_this_run": time.perf_counter() - t0,
         }
         csv_path = out_dir / "results.csv"
-        figures = _publish(out_dir, df.to_csv(index=False, float_format=None),
-                           json.dumps(meta, indent=2, default=str),
+        csv_text = df.to_csv(index=False, float_format=None)
+        # the report checks it: a results.csv edited, cut short or swapped after publishing is damage
+        meta["results_sha256"] = hashlib.sha256(csv_text.encode("utf-8")).hexdigest()
+        figures = _publish(out_dir, csv_text, json.dumps(meta, indent=2, default=str),
                            (lambda d: list(exp.plot(df, cfg, d))) if make_figures and exp.plot is not None else None,
                            timings_text=json.dumps(timings, indent=2))
     return RunResult(name, out_dir, csv_path, figures, len(cells), n_computed, time.perf_counter() - t0)

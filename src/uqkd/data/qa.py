@@ -28,6 +28,7 @@ __all__ = [
     "countryinfo_qa",
     "split_qa",
     "load_qa",
+    "read_utf8",
     "save_qa_jsonl",
     "normalize_answer",
     "contains_alias",
@@ -213,6 +214,21 @@ def _item_from_obj(obj: Any, where: str, index: int) -> QAItem:
     return QAItem(str(qid), q.strip(), a.strip(), tuple(aliases))
 
 
+def read_utf8(path: str | Path) -> str:
+    """The text of ``path``; bytes that are not UTF-8 are a :class:`UserError` naming the file, line and byte."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise UserError(f"{p}: line {line}: not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})"
+                        ) from None
+
+
 def iter_jsonl_text(text: str, source: str | Path) -> Iterator[tuple[int, Any]]:
     """``(line number, parsed object)`` for each non-blank JSONL line; a malformed line is a
     :class:`UserError` naming ``source`` and the line."""
@@ -237,7 +253,7 @@ def load_qa(path: str | Path) -> list[QAItem]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--data: file not found: {str(p)!r}")
-    text = p.read_text(encoding="utf-8")
+    text = read_utf8(p)
     items: list[QAItem] = []
     stripped = text.lstrip()
     if stripped.startswith("["):

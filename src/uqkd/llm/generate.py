@@ -131,10 +131,23 @@ class SampleCache:
         return self.root / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> dict[str, Any] | None:
+        """The cached value, or None (a miss). A damaged entry (not UTF-8, not JSON, not an object) is a
+        miss with one warning naming the file, so the answer is generated again and the entry rewritten."""
         p = self._path(key)
         try:
-            val = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            raw = p.read_bytes()
+        except OSError:
+            self.misses += 1
+            return None
+        try:
+            val = json.loads(raw.decode("utf-8"))
+            why = "" if isinstance(val, dict) else f"expected a JSON object, got {type(val).__name__}"
+        except UnicodeDecodeError as exc:
+            why = f"not UTF-8 (byte {exc.start})"
+        except ValueError:
+            why = "not valid JSON (truncated?)"
+        if why:
+            _LOG.warning("sample cache: %s: %s; regenerating it", p, why)
             self.misses += 1
             return None
         self.hits += 1
@@ -461,8 +474,12 @@ def generate_samples(
                 keys[(i, j)] = key
                 hit = cache.get(key)
                 if hit is not None:
-                    texts[i][j], ntok[i, j] = hit["text"], hit["n_tokens"]
-                    continue
+                    if isinstance(hit.get("text"), str) and type(hit.get("n_tokens")) is int and hit["n_tokens"] >= 0:
+                        texts[i][j], ntok[i, j] = hit["text"], hit["n_tokens"]
+                        continue
+                    _LOG.warning("sample cache: %s: expected {'text': str, 'n_tokens': int}, got keys %s; "
+                                 "regenerating it", cache._path(key), sorted(hit)[:5])
+                    cache.hits, cache.misses = cache.hits - 1, cache.misses + 1
             todo.append((i, j))
     t0 = time.perf_counter()
     generated = 0

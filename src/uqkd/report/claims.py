@@ -24,6 +24,10 @@ Verdicts
     value column reads ``could not be computed: <why>``. It is not a verdict on the claim.
 ``not run``
     An experiment the claim reads has no results. Only that is ``not run``.
+``damaged``
+    An experiment the claim reads has results on disk that are damaged (a cut, ragged, binary or
+    edited ``results.csv``, a bad ``config.json``); the report skipped them, and the value column
+    reads ``damaged: <experiment>: <why>``. No verdict is computed from them.
 ``error``
     The claim's code raised. The statistic column shows the exception type and message, and
     ``uqkd reproduce`` exits non-zero (:func:`uqkd.reproduce.exit_status`).
@@ -62,12 +66,12 @@ import numpy as np
 
 __all__ = [
     "ClaimSpec", "ClaimResult", "CLAIMS", "register_claim", "evaluate_claims",
-    "HOLDS", "CONTRADICTED", "INCONCLUSIVE", "NOT_COMPUTABLE", "NOT_RUN", "ERROR", "CLAIM_VERDICTS", "VERDICTS",
+    "HOLDS", "CONTRADICTED", "INCONCLUSIVE", "NOT_COMPUTABLE", "NOT_RUN", "DAMAGED", "ERROR", "CLAIM_VERDICTS", "VERDICTS",
     "Verdict", "NotComputable", "Comparison", "require_finite", "critical_value", "t_interval", "welch",
     "satterthwaite_df", "chi2_variance_interval", "variance_ratio_interval", "verdict_from_interval",
     "agreement_verdict", "mde_two_sample", "mde_variance_ratio", "mde_text", "all_of", "any_of",
     "difference_test", "variance_ratio_test", "log_ratio_test", "fmt_interval", "loglog_slope",
-    "weighted_slope", "log_variance_se", "first_mde", "bonferroni_level",
+    "weighted_slope", "log_variance_se", "first_mde", "bonferroni_level", "key_columns",
 ]
 
 Tables = dict[str, Any]  # experiment name -> pandas DataFrame
@@ -77,11 +81,12 @@ CONTRADICTED = "contradicted"
 INCONCLUSIVE = "inconclusive"
 NOT_COMPUTABLE = "not computable"
 NOT_RUN = "not run"
+DAMAGED = "damaged"
 ERROR = "error"
 #: verdicts a claim's test may return
 CLAIM_VERDICTS = (HOLDS, CONTRADICTED, INCONCLUSIVE, NOT_COMPUTABLE)
 #: every verdict in a report
-VERDICTS = (*CLAIM_VERDICTS, NOT_RUN, ERROR)
+VERDICTS = (*CLAIM_VERDICTS, NOT_RUN, DAMAGED, ERROR)
 POWER = 0.8
 ALPHA = 0.05
 STRICT_ALPHA = 0.001
@@ -187,6 +192,9 @@ def _evaluate_one(c: ClaimSpec, tables: Tables) -> ClaimResult:
     except NotComputable as exc:
         return _result(c, "", f"could not be computed: {exc}", "", NOT_COMPUTABLE)
     except Exception as exc:  # a claim that raises is an error, never "not run"
+        nan = _nan_cause(exc, c, tables)
+        if nan:
+            return _result(c, "", f"could not be computed: {nan} ({type(exc).__name__}: {exc})", "", NOT_COMPUTABLE)
         return _result(c, f"claim raised {type(exc).__name__}: {exc}", "", "", ERROR)
     if not isinstance(out, tuple) or len(out) not in (4, 5):
         return _result(c, f"claim returned {type(out).__name__} of length {len(out) if isinstance(out, tuple) else '?'}"
@@ -213,16 +221,82 @@ def _evaluate_one(c: ClaimSpec, tables: Tables) -> ClaimResult:
     return _result(c, stat, _fmt(value), interval, verdict, str(mde or "") if verdict == INCONCLUSIVE else "")
 
 
-def evaluate_claims(tables: Tables) -> list[ClaimResult]:
+def _nan_columns(tables: Tables, experiments: Iterable[str], only: Iterable[str] | None = None) -> list[str]:
+    """``"<experiment> column <col> (row r[, ...])"`` for each column (of ``only``, if given) holding NaN."""
+    out = []
+    for e in experiments:
+        df = tables.get(e)
+        if df is None or not hasattr(df, "columns"):
+            continue
+        cols = [c for c in df.columns if only is None or c in set(only)]
+        for col in cols:
+            try:
+                na = df[col].isna().to_numpy()
+            except Exception:  # noqa: BLE001 - not a column we can test
+                continue
+            if na.any():
+                rows = [str(i) for i in np.flatnonzero(na)[:3]]
+                out.append(f"{e} column {col} (row {', '.join(rows)}{', ...' if na.sum() > 3 else ''})")
+    return out
+
+
+def _nan_cause(exc: Exception, c: ClaimSpec, tables: Tables) -> str:
+    """Why a claim's exception is a NaN in its tables (``""`` if it is not): NaN converted to an int, or
+    used as a key. (A missing column stays an ``error``: it is the claim's code or the table's version.)"""
+    nan_key = isinstance(exc, KeyError) and any(isinstance(a, float) and a != a for a in exc.args)
+    nan_value = isinstance(exc, (ValueError, TypeError, IndexError)) and "nan" in str(exc).lower()
+    if not (nan_key or nan_value):
+        return ""
+    cols = _nan_columns(tables, c.experiments)
+    return f"NaN in {'; '.join(cols[:3])}" if cols else ""
+
+
+_KEY_COLUMNS: dict[str, frozenset[str]] = {}
+
+
+def key_columns(experiment: str) -> frozenset[str]:
+    """The columns that identify a row of ``experiment``'s table: its cell parameters, ``method``, ``n_students``.
+
+    A NaN there is never a result (the runner writes them from the configuration): claims reading
+    such a table are ``not computable``.
+    """
+    if experiment not in _KEY_COLUMNS:
+        keys = {"method", "n_students"}
+        try:
+            from ..experiments import EXPERIMENTS, list_experiments
+
+            list_experiments()
+            exp = EXPERIMENTS.get(experiment)
+            if exp is not None:
+                keys |= set(exp.cells(exp.config_cls())[0])
+        except Exception:  # noqa: BLE001 - an experiment whose defaults give no cells: the fixed keys only
+            pass
+        _KEY_COLUMNS[experiment] = frozenset(keys)
+    return _KEY_COLUMNS[experiment]
+
+
+def evaluate_claims(tables: Tables, damaged: dict[str, str] | None = None) -> list[ClaimResult]:
     """Evaluate every registered claim on the available result tables.
 
-    A claim whose experiments are missing (or empty) is ``not run``; a claim that raises is
-    ``error`` with the exception type and message as its statistic.
+    A claim reading an experiment listed in ``damaged`` (``{experiment: why}``, from
+    :func:`uqkd.report.report.load_tables_checked`) is ``damaged``; one whose experiments are missing
+    (or empty) is ``not run``; a claim that raises is ``error`` with the exception type and message
+    as its statistic.
     """
+    damaged = damaged or {}
     out = []
     for c in CLAIMS:
+        bad = [e for e in c.experiments if e in damaged]
+        if bad:
+            out.append(_result(c, "", "; ".join(f"damaged: {e}: {damaged[e]}" for e in bad), "", DAMAGED))
+            continue
         if not all(e in tables and len(tables[e]) for e in c.experiments):
             out.append(_result(c, "", "", "", NOT_RUN))
+            continue
+        nan_keys = [k for e in c.experiments for k in _nan_columns(tables, [e], key_columns(e))]
+        if nan_keys:
+            out.append(_result(c, "", f"could not be computed: NaN in a row-identifying column: "
+                                      f"{'; '.join(nan_keys[:3])}", "", NOT_COMPUTABLE))
             continue
         out.append(_evaluate_one(c, tables))
     return out

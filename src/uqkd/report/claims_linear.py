@@ -151,7 +151,11 @@ def pooled_cells(tests: list[Comparison], pooled: Comparison) -> str:
 
 def _ratio_cells(a, w, R: int, label: str, unit: str = "students/cell") -> tuple[list[Comparison], Comparison]:
     """Per-cell F tests of w / a < 1 (Bonferroni) and a pooled test of the mean log ratio."""
-    r = (w / a).dropna()
+    common = a.index.intersection(w.index)
+    vals = np.r_[np.asarray(a.loc[common], dtype=float).ravel(), np.asarray(w.loc[common], dtype=float).ravel()]
+    if not np.all(np.isfinite(vals)):
+        raise NotComputable(f"a variance of the {label} rows is NaN or infinite")
+    r = (w / a).dropna()  # cells with only one of the two rows are not compared
     if r.empty:
         raise NotComputable(f"no cells with both {label} rows")
     m = len(r)

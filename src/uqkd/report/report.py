@@ -9,15 +9,29 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._io import atomic_write_text
-from .claims import CONTRADICTED, ERROR, HOLDS, INCONCLUSIVE, NOT_COMPUTABLE, NOT_RUN, ClaimResult, evaluate_claims
+from .claims import (
+    CONTRADICTED,
+    DAMAGED,
+    ERROR,
+    HOLDS,
+    INCONCLUSIVE,
+    NOT_COMPUTABLE,
+    NOT_RUN,
+    ClaimResult,
+    evaluate_claims,
+)
 
-__all__ = ["load_tables", "build_report", "build_report_and_claims", "claims_summary", "VERDICT_LEGEND", "SECTIONS"]
+log = logging.getLogger("uqkd")
+
+__all__ = ["load_tables", "load_tables_checked", "build_report", "build_report_and_claims", "claims_summary", "VERDICT_LEGEND", "SECTIONS"]
 
 #: what each verdict means, printed under the claims tables
 VERDICT_LEGEND = (
@@ -25,8 +39,8 @@ VERDICT_LEGEND = (
     "its 95% band); `contradicted` = the interval excludes the claimed direction (closed forms: outside the "
     "99.9% band); `inconclusive` = the interval straddles the threshold, with the minimum detectable effect "
     "(MDE) at this run's sample size and 80% power beside it; `not computable` = a statistic is NaN/inf or "
-    "cannot be formed, with the reason; `not run` = an experiment is missing; `error` = the claim's code "
-    "raised (type and message shown)."
+    "cannot be formed, with the reason; `not run` = an experiment is missing; `damaged` = an experiment's "
+    "results are damaged (skipped, the reason shown); `error` = the claim's code raised (type and message shown)."
 )
 
 SECTIONS = {
@@ -38,17 +52,111 @@ SECTIONS = {
 
 
 def load_tables(root: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """``({experiment: DataFrame}, {experiment: config.json})`` for every finished experiment under ``root``."""
+    """``({experiment: DataFrame}, {experiment: config.json})`` for every intact experiment under ``root``.
+
+    A damaged experiment (see :func:`load_tables_checked`) is left out with a one-line warning.
+    """
+    tables, metas, _ = load_tables_checked(root)
+    return tables, metas
+
+
+def load_tables_checked(root: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, str]]:
+    """Like :func:`load_tables`, plus ``{experiment: why it was skipped}`` for damaged experiments.
+
+    An experiment is skipped, with one warning line naming the file and the damage, when its
+    ``results.csv`` is missing beside a ``config.json``, unreadable, not UTF-8, empty, binary, has no
+    data rows, a cut or repeated header, a row of another width than the header, a last line cut
+    short, or does not match the ``results_sha256`` recorded in ``config.json``; or when
+    ``config.json`` is unreadable, not JSON or not this experiment's record.
+    """
+    root = Path(root)
+    tables: dict[str, Any] = {}
+    metas: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    dirs = sorted({p.parent for pat in ("*/results.csv", "*/config.json") for p in root.glob(pat)})
+    for d in dirs:
+        name = d.name
+        try:
+            tables[name], metas[name] = _load_one(d)
+        except _Damaged as exc:
+            skipped[name] = str(exc)
+            log.warning("report: skipping %s: %s", exc.path, exc)
+    return tables, metas, skipped
+
+
+class _Damaged(Exception):
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(why)
+        self.path = path
+
+
+def _load_one(d: Path) -> tuple[Any, dict[str, Any]]:
+    import csv
+    import hashlib
+    import io
+
     import pandas as pd
 
-    root = Path(root)
-    tables, metas = {}, {}
-    for csv in sorted(root.glob("*/results.csv")):
-        name = csv.parent.name
-        tables[name] = pd.read_csv(csv)
-        meta_path = csv.parent / "config.json"
-        metas[name] = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    return tables, metas
+    name = d.name
+    csv_path, meta_path = d / "results.csv", d / "config.json"
+    meta: dict[str, Any] = {}
+    if os.path.lexists(meta_path):
+        try:
+            meta = json.loads(meta_path.read_bytes().decode("utf-8"))
+        except OSError as exc:
+            raise _Damaged(meta_path, f"unreadable ({exc.strerror or exc})") from None
+        except UnicodeDecodeError as exc:
+            raise _Damaged(meta_path, f"not UTF-8 text (byte {exc.start})") from None
+        except ValueError as exc:
+            raise _Damaged(meta_path, f"not valid JSON ({exc})") from None
+        if not isinstance(meta, dict):
+            raise _Damaged(meta_path, f"expected a JSON object, got {type(meta).__name__}")
+        if meta.get("experiment", name) != name:
+            raise _Damaged(meta_path, f"records experiment {meta.get('experiment')!r}, not {name!r}")
+        for key, typ in (("config", dict), ("versions", dict), ("results_sha256", str)):
+            if key in meta and not isinstance(meta[key], typ):
+                raise _Damaged(meta_path, f"{key} is {type(meta[key]).__name__}, expected {typ.__name__}")
+    if not os.path.lexists(csv_path):
+        raise _Damaged(csv_path, "missing (config.json is there: the results were deleted or moved)")
+    try:
+        raw = csv_path.read_bytes()
+    except OSError as exc:
+        raise _Damaged(csv_path, f"unreadable ({exc.strerror or exc})") from None
+    if not raw:
+        raise _Damaged(csv_path, "empty (0 bytes)")
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        raise _Damaged(csv_path, f"binary data (a NUL byte at byte {nul})")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Damaged(csv_path, f"not UTF-8 text (byte {exc.start})") from None
+    if not text.endswith("\n"):
+        raise _Damaged(csv_path, f"line {text.count(chr(10)) + 1} is cut short (no final newline: truncated)")
+    try:
+        lines = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise _Damaged(csv_path, f"not a CSV table ({exc})") from None
+    header = lines[0] if lines else []
+    body = [(i, r) for i, r in enumerate(lines[1:], 2) if r]
+    if len(set(header)) != len(header) or any(not h.strip() for h in header):
+        raise _Damaged(csv_path, "line 1 (the header) has an empty or repeated column name")
+    if not body:
+        raise _Damaged(csv_path, "no data rows (only a header)")
+    for i, r in body:
+        if len(r) != len(header):
+            raise _Damaged(csv_path, f"line {i} has {len(r)} fields, the header {len(header)} (ragged)")
+    if "n_students" not in header:
+        raise _Damaged(csv_path, "no n_students column (a cut header, or not a uqkd results table)")
+    want = meta.get("results_sha256")
+    if want is not None and hashlib.sha256(raw).hexdigest() != want:
+        raise _Damaged(csv_path, "does not match the results_sha256 in config.json (edited, cut short or from "
+                                 "another run); rerun the experiment to rebuild it from its cell records")
+    try:
+        df = pd.read_csv(io.StringIO(text))
+    except Exception as exc:  # noqa: BLE001 - any parse failure is damage
+        raise _Damaged(csv_path, f"cannot be parsed ({type(exc).__name__}: {exc})") from None
+    return df, meta
 
 
 def _summary(name: str, df: Any) -> Any:
@@ -105,11 +213,13 @@ def _claims_frame(results: list[ClaimResult], beyond: bool) -> Any:
 
 
 def claims_summary(results: list[ClaimResult]) -> str:
-    """``"3 hold, 1 contradicted, 2 inconclusive, 0 errors (6 evaluated; 1 not computable; 2 not run)."``"""
+    """``"3 hold, 1 contradicted, 2 inconclusive, 0 errors (6 evaluated; 1 not computable; 1 on damaged results;
+    2 not run)."``"""
     n = {v: sum(r.verdict == v for r in results) for v in (HOLDS, CONTRADICTED, INCONCLUSIVE, NOT_COMPUTABLE,
-                                                            NOT_RUN, ERROR)}
-    evaluated = len(results) - n[NOT_RUN]
+                                                            NOT_RUN, DAMAGED, ERROR)}
+    evaluated = len(results) - n[NOT_RUN] - n[DAMAGED]
     extra = [f"{n[NOT_COMPUTABLE]} not computable"] if n[NOT_COMPUTABLE] else []
+    extra += [f"{n[DAMAGED]} on damaged results"] if n[DAMAGED] else []
     extra += [f"{n[NOT_RUN]} not run"] if n[NOT_RUN] else []
     return (f"{n[HOLDS]} hold, {n[CONTRADICTED]} contradicted, {n[INCONCLUSIVE]} inconclusive, "
             f"{n[ERROR]} error{'' if n[ERROR] == 1 else 's'} ({evaluated} evaluated"
@@ -132,6 +242,9 @@ def build_report_and_claims(root: str | Path, *, expected: list[str] | None = No
         A results directory holding ``<experiment>/results.csv`` folders.
     expected : list of str, optional
         Experiments that should be present; missing ones are listed as not run.
+
+    A damaged experiment (:func:`load_tables_checked`) is skipped with a warning and listed as
+    damaged; the claims that read it get the verdict ``damaged`` with the reason.
     """
     from ..config import UserError
     from ..experiments import list_experiments
@@ -139,10 +252,10 @@ def build_report_and_claims(root: str | Path, *, expected: list[str] | None = No
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"report: results directory not found: {str(root)!r}")
-    tables, metas = load_tables(root)
-    if not tables:
+    tables, metas, damaged = load_tables_checked(root)
+    if not tables and not damaged:
         raise UserError(f"report: no results found under {str(root)!r} (expected <experiment>/results.csv)")
-    claims = evaluate_claims(tables)
+    claims = evaluate_claims(tables, damaged=damaged)
     exps = {e.name: e for e in list_experiments()}
     md: list[str] = ["# uqkd reproduction report", ""]
     h: list[str] = [
@@ -172,7 +285,12 @@ def build_report_and_claims(root: str | Path, *, expected: list[str] | None = No
         msg = "Claims that raised an error: " + "; ".join(f"{c.claim_id} ({c.statistic})" for c in errors)
         md += [f"**{msg}**", ""]
         h.append(f"<p><strong>{html.escape(msg)}</strong></p>")
-    missing = [e for e in (expected or []) if e not in tables]
+    if damaged:
+        msg = "Damaged results, skipped (rerun the experiment to rebuild them): " + "; ".join(
+            f"{n} ({why})" for n, why in damaged.items())
+        md += [f"**{msg}**", ""]
+        h.append(f"<p><strong>{html.escape(msg)}</strong></p>")
+    missing = [e for e in (expected or []) if e not in tables and e not in damaged]
     if missing:
         md += [f"Not run: {', '.join(missing)}", ""]
         h.append(f"<p>Not run: {html.escape(', '.join(missing))}</p>")
@@ -197,12 +315,20 @@ def build_report_and_claims(root: str | Path, *, expected: list[str] | None = No
                 md += [f"![{png.stem}]({name}/{png.name})", ""]
                 b64 = base64.b64encode(png.read_bytes()).decode()
                 h.append(f"<p><img alt='{html.escape(png.stem)}' src='data:image/png;base64,{b64}'></p>")
-            summ = _summary(name, tables[name])
-            md += ["Key numbers:", "", _md_table(summ), ""]
-            h += ["<p>Key numbers:</p>", _html_table(summ)]
-            for label, tbl in _extra_tables(name, tables[name]).items():
-                md += [f"{label}:", "", _md_table(tbl), ""]
-                h += [f"<p>{html.escape(label)}:</p>", _html_table(tbl)]
+            try:
+                summ = _summary(name, tables[name])
+                extra = _extra_tables(name, tables[name])
+            except Exception as exc:  # noqa: BLE001 - a table the summary cannot read: say so, build the rest
+                msg = f"Key numbers could not be built from this table ({type(exc).__name__}: {exc})."
+                log.warning("report: %s: %s", root / name / "results.csv", msg)
+                md += [msg, ""]
+                h.append(f"<p>{html.escape(msg)}</p>")
+            else:
+                md += ["Key numbers:", "", _md_table(summ), ""]
+                h += ["<p>Key numbers:</p>", _html_table(summ)]
+                for label, tbl in extra.items():
+                    md += [f"{label}:", "", _md_table(tbl), ""]
+                    h += [f"<p>{html.escape(label)}:</p>", _html_table(tbl)]
             cfg = meta.get("config", {})
             vers = meta.get("versions", {})
             settings = (f"profile `{meta.get('profile', '?')}`, seed {meta.get('seed', '?')}, "

@@ -57,7 +57,8 @@ def fit_wls_batched(
     Y : array of shape (n, R) or (n,)
         Label vectors (a single vector is shared by every student).
     W : array of shape (n, R)
-        Non-negative row weights per student.
+        Non-negative, finite row weights per student; every student needs a positive weight
+        somewhere (all-zero weights leave its coefficients undefined: a ValueError naming it).
 
     Returns
     -------
@@ -71,6 +72,11 @@ def fit_wls_batched(
     Y = check_array(Y, "Y", ndim=(1, 2))
     if Y.shape[0] != n or (Y.ndim == 2 and Y.shape[1] != W.shape[1]):
         raise ValueError(f"Y: expected shape ({n},) or ({n}, {W.shape[1]}), got {Y.shape}")
+    empty = np.flatnonzero(~np.any(W > 0, axis=0))
+    if empty.size:
+        raise ValueError(f"W: student {int(empty[0])} (column {int(empty[0])} of {W.shape[1]}) has all-zero weights"
+                         + (f", and {empty.size - 1} more" if empty.size > 1 else "")
+                         + "; its coefficients are undefined (expected a positive weight on some row)")
     D = _add_intercept(X, fit_intercept)  # (n, p)
     p = D.shape[1]
     outer = (D[:, :, None] * D[:, None, :]).reshape(n, p * p)  # (n, p*p)
@@ -101,13 +107,19 @@ def loo_predictions(X: np.ndarray, Y: np.ndarray, fit_intercept: bool = True) ->
     Parameters
     ----------
     X : array of shape (n, d)
-    Y : array of shape (n, R)
+    Y : array of shape (n, R) or (n,)
 
     Returns
     -------
-    array of shape (n, R)
+    array of the shape of ``Y``
     """
-    D = _add_intercept(check_array(X, "X", ndim=2), fit_intercept)
+    X = check_array(X, "X", ndim=2)
+    Y = check_array(Y, "Y", ndim=(1, 2))
+    if Y.shape[0] != X.shape[0]:
+        raise ValueError(f"Y: expected {X.shape[0]} rows to match X, got shape {Y.shape}")
+    if Y.ndim == 1:
+        return loo_predictions(X, Y[:, None], fit_intercept)[:, 0]
+    D = _add_intercept(X, fit_intercept)
     P = np.linalg.pinv(D)  # (p, n)
     h = np.einsum("ij,ji->i", D, P)  # leverages (n,)
     if np.any(h > 1 - 1e-10):
@@ -143,13 +155,17 @@ class BatchedLinearRegression:
         self.rcond = rcond
 
     def fit(self, X: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None = None) -> BatchedLinearRegression:
-        """Fit R students to the columns of ``Y`` (n, R), optionally with weights (n, R)."""
+        """Fit R students to the columns of ``Y`` (n, R), optionally with weights (n,) shared or (n, R)."""
         Y = check_array(Y, "Y", ndim=(1, 2))
         Y2 = Y[:, None] if Y.ndim == 1 else Y
         if sample_weight is None:
             theta = fit_ols_batched(X, Y2, self.fit_intercept, self.rcond)
         else:
             W = check_array(sample_weight, "sample_weight", ndim=(1, 2), nonnegative=True)
+            n, R = Y2.shape
+            if W.shape not in ((n,), (n, R)):
+                raise ValueError(f"sample_weight: expected shape ({n},) or ({n}, {R}) to match Y {Y.shape}, "
+                                 f"got {W.shape}")
             W2 = np.broadcast_to(W[:, None] if W.ndim == 1 else W, Y2.shape)
             theta = fit_wls_batched(X, Y2, W2, self.fit_intercept, self.rcond)
         if self.fit_intercept:

@@ -1,0 +1,78 @@
+"""Signals and orphans (issue 12): SIGTERM/SIGINT mid-sweep exits 130 with one line, leaves no temporary file
+and no worker process behind, and the resumed run ends byte-identical to an undisturbed one."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import uqkd
+from uqkd.runner import run_experiment
+
+EXP = "variance-aware-linear"
+SETTINGS = {"n_students": 60, "alphas": "0.1,1"}
+SET = [a for k, v in SETTINGS.items() for a in ("--set", f"{k}={v}")]
+ENV = {**os.environ, "PYTHONPATH": str(Path(uqkd.__file__).parents[1])}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    res = run_experiment(EXP, out=tmp_path_factory.mktemp("ref"), overrides=dict(SETTINGS), progress=False,
+                         make_figures=False, workers=1)
+    return res.results_csv.read_bytes(), res.n_cells
+
+
+def _start(out, workers):
+    return subprocess.Popen([sys.executable, "-m", "uqkd", "run", EXP, "--out", str(out), "--quiet",
+                             "--workers", str(workers), *SET],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+
+
+def _wait_for_cells(proc, cells, n, timeout=120.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before it could be interrupted: {proc.communicate()}")
+        if cells.is_dir() and len(list(cells.glob("*.json"))) >= n:
+            return
+        time.sleep(0.02)
+    pytest.fail("no cell finished in time")
+
+
+@pytest.mark.parametrize("sig, workers", [(signal.SIGTERM, 1), (signal.SIGTERM, 2),
+                                          pytest.param(signal.SIGINT, 1, marks=pytest.mark.slow)])
+def test_signal_mid_sweep_then_resume_is_byte_identical(sig, workers, reference, tmp_path):
+    psutil = pytest.importorskip("psutil")
+    ref_csv, n_cells = reference
+    out = tmp_path / "out"
+    cells = out / EXP / "cells"
+    proc = _start(out, workers)
+    try:
+        _wait_for_cells(proc, cells, 3)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        if workers > 1:
+            assert children, "expected worker processes"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines == ["uqkd: interrupted; finished cells are saved, rerun the same command to resume"]
+    # no orphans: every worker of the interrupted run is gone
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, [p.pid for p in alive]
+    # nothing half-written, nothing published
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".publish-")]
+    assert not (out / EXP / "results.csv").exists()
+    done = len(list(cells.glob("*.json")))
+    assert 3 <= done < n_cells
+    res = run_experiment(EXP, out=out, overrides=dict(SETTINGS), progress=False, make_figures=False, workers=1)
+    assert res.n_computed == n_cells - done
+    assert res.results_csv.read_bytes() == ref_csv
