@@ -225,6 +225,15 @@ def iter_jsonl_text(text: str, source: str | Path) -> Iterator[tuple[int, Any]]:
             raise UserError(f"{source}: line {lineno}: invalid JSON: {exc.msg}") from None
 
 
+def read_utf8(p: Path, flag: str) -> str:
+    """The text of ``p``; a file that is not UTF-8 is a one-line error naming it and the byte."""
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{flag}: {str(p)!r} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                        "save it as UTF-8") from None
+
+
 def load_qa(path: str | Path) -> list[QAItem]:
     """Read a QA file: JSONL (one ``{"question", "answer", "aliases"?, "id"?}`` per line) or the
     paper's JSON list of ``{"question", "answer"}``.
@@ -236,8 +245,8 @@ def load_qa(path: str | Path) -> list[QAItem]:
     """
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"--data: file not found: {str(p)!r}")
-    text = p.read_text(encoding="utf-8")
+        raise UserError(f"--data: {'not a file' if p.exists() else 'file not found'}: {str(p)!r}")
+    text = read_utf8(p, "--data")
     items: list[QAItem] = []
     stripped = text.lstrip()
     if stripped.startswith("["):
