@@ -59,7 +59,8 @@ class Case:
     check: Callable[[Path, str, str], str | None] | None = None  # -> None or a finding "class: why"
     env: dict[str, str] = field(default_factory=dict)
     preexec: Callable[[], None] | None = None
-    signal_after: float | None = None  # send SIGKILL after this many seconds (interruption cases)
+    signal_after: float | None = None  # send `sig` after this many seconds (interruption cases)
+    sig: int = signal.SIGKILL
 
 
 @dataclass
@@ -232,6 +233,12 @@ def classify(case: Case, rc: int | None, out: str, err: str, secs: float, timed_
     if rc is not None and rc < 0:
         return "traceback", f"killed by signal {-rc}"
     lines = _error_lines(err)
+    if case.expect == "interrupt":  # SIGTERM/Ctrl-C: exit 130 with one line saying how to resume
+        if rc == 130 and len(lines) <= 1:
+            return "clean", (lines or ["exit 130"])[0][:160]
+        if rc == 0:
+            return "clean", "finished before the signal"
+        return "traceback", f"exit {rc} with {len(lines)} error lines after the signal: {(lines or [''])[0][:100]}"
     if case.expect in ("error", "either") and rc != 0:
         if case.llm and secs > LATE_S and rc in (1, 2):
             return "late", f"error after {secs:.1f}s: {(lines or [''])[-1][:120]}"
@@ -267,9 +274,18 @@ def run_case(case: Case, tmp: Path) -> Result:
             try:
                 out, err = proc.communicate(timeout=case.signal_after)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                out, err = proc.communicate()
-                proc.returncode = 0 if case.expect != "error" else proc.returncode  # the kill is the case
+                if case.sig == signal.SIGKILL:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    out, err = proc.communicate()
+                    proc.returncode = 0 if case.expect != "error" else proc.returncode  # the kill is the case
+                else:
+                    os.kill(proc.pid, case.sig)  # the main process only, as a terminal's Ctrl-C or `kill PID` would
+                    try:
+                        out, err = proc.communicate(timeout=case.timeout)
+                    except subprocess.TimeoutExpired:
+                        timed_out = True
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        out, err = proc.communicate()
         else:
             out, err = proc.communicate(timeout=case.timeout)
     except subprocess.TimeoutExpired:
@@ -590,6 +606,15 @@ def build_cases(fx: Fixtures, tmp: Path) -> list[Case]:
                                          "--quiet", "--out", "{d}/r"],
              expect="either", setup=with_good(), signal_after=2.5, check=unchanged("r", before)))
 
+    for sig, nm in ((signal.SIGTERM, "sigterm"), (signal.SIGINT, "sigint")):
+        for workers in ("1", "2"):
+            add(Case(f"lost-{nm}-run-workers-{workers}", "lost",
+                     ["run", "teacher-noise-linear", "--set", "n_students=3000", "--set",
+                      "sigmas=" + ",".join(str(x / 10) for x in range(1, 40)), "--workers", workers, "--quiet",
+                      "--out", "{d}/r"],
+                     expect="interrupt", setup=with_good(), signal_after=2.5, sig=sig, timeout=30,
+                     check=unchanged("r", before)))
+
     def truncate_cell(d: Path) -> None:
         cells = sorted((d / "r" / "teacher-noise-linear" / "cells").iterdir())
         cells[0].write_bytes(cells[0].read_bytes()[:10])
@@ -797,6 +822,10 @@ def build_cases(fx: Fixtures, tmp: Path) -> list[Case]:
                              str(fx.root / "fx" / "corrupt-model")]),
     ]:
         add(Case(f"evaluate:{name}", "llm", E + args, llm=True, timeout=15))
+    # every argument valid, the student folder a stub: the load itself fails, on one line
+    add(Case("evaluate:stub-student-load-fails", "llm", E + ["--students", str(fx.students_stub)], timeout=60))
+    add(Case("distill:stub-student-load-fails", "llm", D + ["--train", str(fx.train), "--student",
+                                                            str(fx.students_stub / "student-000")], timeout=60))
     # LLM successes on the tiny local model (documented outputs)
     if fx.model is not None:
         m = str(fx.model)
