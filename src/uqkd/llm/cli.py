@@ -492,7 +492,7 @@ def _check_sample_records(recs: list[dict[str, Any]], method: str) -> None:
     for n, r in enumerate(recs, start=1):
         smp = r.get("samples")
         if not isinstance(smp, list) or not smp or not all(isinstance(t, str) for t in smp):
-            got = "missing" if smp is None else (f"an empty list" if smp == [] else type(smp).__name__)
+            got = "missing" if smp is None else ("an empty list" if smp == [] else type(smp).__name__)
             raise UserError(f"--samples: record {n}: 'samples' must be a non-empty list of answer strings (a file "
                             f"written by `uqkd llm sample`); got {got}")
         if not isinstance(r.get("question"), str) or not r["question"].strip():
