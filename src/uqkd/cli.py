@@ -62,8 +62,15 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_executor_args(args: argparse.Namespace) -> None:
+    if args.ray_address is not None and args.executor != "ray":
+        raise UserError(f"--ray-address {args.ray_address!r}: applies only with --executor ray")
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_experiment
+
+    _check_executor_args(args)
 
     res = run_experiment(
         args.experiment,
@@ -97,6 +104,8 @@ def _add_executor_args(sp: argparse.ArgumentParser) -> None:
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from .reproduce import reproduce
+
+    _check_executor_args(args)
 
     md, html, failed = reproduce(profile=args.profile, out=args.out, only=args.only, workers=args.workers,
                                  seed=args.seed, progress=not args.quiet, executor=args.executor,

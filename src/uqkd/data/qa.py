@@ -214,16 +214,20 @@ def _item_from_obj(obj: Any, where: str, index: int) -> QAItem:
     return QAItem(str(qid), q.strip(), a.strip(), tuple(aliases))
 
 
-def read_utf8(path: str | Path) -> str:
-    """The text of ``path``; bytes that are not UTF-8 are a :class:`UserError` naming the file, line and byte."""
+def read_utf8(path: str | Path, flag: str | None = None) -> str:
+    """The text of ``path``; bytes that are not UTF-8 are a :class:`UserError` naming the file, line and byte
+    (and the command-line ``flag`` the file came from, when given)."""
     p = Path(path)
     try:
         raw = p.read_bytes()
     except OSError as exc:
-        raise UserError(f"{p}: cannot read ({exc.strerror or exc})") from None
+        raise UserError(f"{flag + ': ' if flag else ''}{p}: cannot read ({exc.strerror or exc})") from None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
+        if flag:
+            raise UserError(f"{flag}: {str(p)!r} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                            "save it as UTF-8") from None
         line = raw.count(b"\n", 0, exc.start) + 1
         raise UserError(f"{p}: line {line}: not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})"
                         ) from None
@@ -252,8 +256,8 @@ def load_qa(path: str | Path) -> list[QAItem]:
     """
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"--data: file not found: {str(p)!r}")
-    text = read_utf8(p)
+        raise UserError(f"--data: {'not a file' if p.exists() else 'file not found'}: {str(p)!r}")
+    text = read_utf8(p, "--data")
     items: list[QAItem] = []
     stripped = text.lstrip()
     if stripped.startswith("["):

@@ -148,16 +148,23 @@ def _setup(cfg: LLMConfig, seed: int) -> tuple[Any, Any, Any, Any, Any]:
     missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
     if missing:
         raise UserError(f"the LLM experiments need {', '.join(missing)}: pip install 'uqkd[llm]'")
+    from ..llm.embed import check_embedder_spec
     from ..llm.generate import DecodingConfig
+    from ..llm.models import check_model_spec
     from ..llm.pipeline import get_resources, load_items
     from ..llm.train import SFTConfig
 
-    res = get_resources(cfg.teacher, cfg.student, cfg.student_every, cfg.embedder, cfg.cache_dir or None, cfg.threads,
-                        device=cfg.device, dtype=cfg.dtype)
-    train, test = load_items(cfg.data, cfg.qa_kinds, cfg.n_train, cfg.n_eval, seed=0)
+    # every setting that can be checked without a model first: a bad one fails in a second, not after the load
     dec = DecodingConfig(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                          repetition_penalty=cfg.repetition_penalty, max_new_tokens=cfg.max_new_tokens)
     sft = SFTConfig(lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, lora=cfg.lora)
+    check_model_spec(cfg.teacher, "teacher")
+    if cfg.student:
+        check_model_spec(cfg.student, "student")
+    check_embedder_spec(cfg.embedder, "embedder")
+    train, test = load_items(cfg.data, cfg.qa_kinds, cfg.n_train, cfg.n_eval, seed=0)
+    res = get_resources(cfg.teacher, cfg.student, cfg.student_every, cfg.embedder, cfg.cache_dir or None, cfg.threads,
+                        device=cfg.device, dtype=cfg.dtype)
     return res, train, test, dec, sft
 
 

@@ -159,6 +159,96 @@ def _positive_int(v: int, name: str, minimum: int = 1) -> int:
     return v
 
 
+# --- argument checks: every one before any heavy import (torch, transformers) or model load -----------------------
+
+_REPORT_TO = ("none", "all", "azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow",
+              "mlflow", "neptune", "swanlab", "tensorboard", "trackio", "wandb")  # transformers' integrations
+
+
+def _finite(v: float, name: str, *, gt: float | None = None, ge: float | None = None) -> float:
+    import math
+
+    bound = f" > {gt:g}" if gt is not None else (f" >= {ge:g}" if ge is not None else "")
+    if (not isinstance(v, (int, float)) or not math.isfinite(v) or (gt is not None and not v > gt)
+            or (ge is not None and not v >= ge)):
+        raise UserError(f"{name}: expected a finite number{bound}, got {v}")
+    return float(v)
+
+
+def _check_out_path(path: str | Path, flag: str, *, is_dir: bool) -> None:
+    """An --out/--cache-dir that cannot be written fails now, not after the models have run (one line, exit 1)."""
+    import os
+
+    from ..config import EnvironmentFailure
+
+    p = Path(path)
+    if str(path) == "":
+        raise UserError(f"{flag}: expected a path, got ''")
+    if p.exists():
+        if is_dir and not p.is_dir():
+            raise EnvironmentFailure(f"{flag}: {str(p)!r} is a file, not a folder (a file is in the way)")
+        if not is_dir and p.is_dir():
+            raise EnvironmentFailure(f"{flag}: {str(p)!r} is a folder; pass a file path")
+    anc = p if (is_dir and p.is_dir()) else p.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise EnvironmentFailure(f"{flag}: cannot create {str(p)!r}: {str(anc)!r} is a file, not a folder")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise EnvironmentFailure(f"{flag}: cannot write {str(p)!r}: permission denied on {str(anc)!r}; "
+                                 "choose a writable path")
+
+
+def _check_cache_dir(a: argparse.Namespace) -> None:
+    from .models import default_cache_dir
+
+    _check_out_path(Path(a.cache_dir) if a.cache_dir else default_cache_dir(), "--cache-dir", is_dir=True)
+
+
+def _check_common(a: argparse.Namespace) -> None:
+    if a.threads < 0:
+        raise UserError(f"--threads: expected an integer >= 0 (0: torch's default), got {a.threads}")
+    if not isinstance(a.device, str) or not __import__("re").fullmatch(r"auto|cpu|mps|cuda(:\d+)?", a.device):
+        raise UserError(f"--device: expected auto, cpu, cuda or cuda:N; got {a.device!r}")
+    _check_cache_dir(a)
+
+
+def _check_embedder(a: argparse.Namespace) -> None:
+    from .embed import check_embedder_spec
+
+    check_embedder_spec(a.embedder, "--embedder")
+
+
+def _check_model(spec: str, flag: str, allow: tuple[str, ...] = ()) -> None:
+    from .models import check_model_spec
+
+    check_model_spec(spec, flag, allow=allow)
+
+
+def _check_data_args(a: argparse.Namespace) -> None:
+    if a.limit < 0:
+        raise UserError(f"--limit: expected an integer >= 0 (0: all), got {a.limit}")
+
+
+def _check_student_dirs(d: Path) -> list[Path]:
+    """Student folders under ``d`` (or ``d`` itself), each config.json checked before any model loads."""
+    from .models import check_model_spec
+
+    if not d.is_dir():
+        if d.exists():
+            raise UserError(f"--students: {str(d)!r} is a file; pass the directory `uqkd llm distill` wrote")
+        raise UserError(f"--students: directory not found: {str(d)!r}")
+    if (d / "config.json").is_file():
+        dirs = [d]
+    else:
+        dirs = sorted(p for p in d.iterdir() if (p / "config.json").is_file())
+    if not dirs:
+        raise UserError(f"--students: no student model directories (with config.json) in {str(d)!r}")
+    for sd in dirs:
+        check_model_spec(str(sd), "--students")
+    return dirs
+
+
 def _decoding(a: argparse.Namespace) -> Any:
     from .generate import DecodingConfig
 
@@ -230,11 +320,11 @@ def _write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> Path:
 def _read_jsonl(path: str, flag: str) -> list[dict[str, Any]]:
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"{flag}: file not found: {str(p)!r}")
-    from ..data.qa import iter_jsonl_text
+        raise UserError(f"{flag}: {'not a file' if p.exists() else 'file not found'}: {str(p)!r}")
+    from ..data.qa import iter_jsonl_text, read_utf8
 
     out = []
-    for n, obj in iter_jsonl_text(p.read_text(encoding="utf-8"), p):
+    for n, obj in iter_jsonl_text(read_utf8(p, flag), p):
         if not isinstance(obj, dict):
             raise UserError(f"{p}: line {n}: expected a JSON object")
         out.append(obj)
@@ -252,33 +342,45 @@ def question_hash(question: str) -> str:
 
 def _cmd_sample(a: argparse.Namespace) -> int:
     _require_extra()
-    from dataclasses import asdict
+    from .backends import backend_kind
 
-    from .backends import backend_kind, load_teacher
-    from .embed import load_embedder
-    from .generate import generate_samples, model_identity
-    from .models import LoadedLM, derive_student, load_causal_lm
-    from .pipeline import derived_seed
-    from .select import embedding_dispersion
-
+    # every argument error before any heavy import or model load
     if (a.k is None) == (a.budget is None):
         raise UserError("--k/--budget: pass exactly one of --k K (answers per question) or --budget B (total)")
     if a.k is not None:
         _positive_int(a.k, "--k")
     else:
         _positive_int(a.pilot, "--pilot", 2)
+        _positive_int(a.budget, "--budget")
     _positive_int(a.batch_size, "--batch-size")
     _positive_int(a.student_every, "--student-every")
     _positive_int(a.concurrency, "--concurrency")
+    _check_data_args(a)
     dec = _decoding(a)
-    _check_device(a)
     kind = backend_kind(a.teacher)
     if a.student and kind != "hf" and a.student == "derived":
         raise UserError("--student derived: a derived student needs an in-process teacher; pass --student MODEL")
+    _check_model(a.teacher, "--teacher")
+    if a.student:
+        _check_model(a.student, "--student", allow=("derived",))
+    _check_embedder(a)
+    _check_out_path(a.out, "--out", is_dir=False)
+    _check_common(a)
     items, note = _items_and_note(a)
     if a.budget is not None and a.budget < a.pilot * len(items):
         raise UserError(f"--budget: expected an integer >= --pilot x questions = {a.pilot} x {len(items)} = "
                         f"{a.pilot * len(items)}, got {a.budget}")
+    _check_device(a)
+
+    from dataclasses import asdict
+
+    from .backends import load_teacher
+    from .embed import load_embedder
+    from .generate import generate_samples, model_identity
+    from .models import LoadedLM, derive_student, load_causal_lm
+    from .pipeline import derived_seed
+    from .select import embedding_dispersion
+
     _threads(a)
     root, cache = _cache(a)
     emb = load_embedder(a.embedder, device=a.device)  # before the teacher: a bad --embedder fails fast
@@ -348,6 +450,23 @@ def _budget_samples(teacher: Any, qs: list[str], ids: list[str], pilot: int, bud
                           truncate=a.truncate, progress=True)
 
 
+def _check_sample_records(recs: list[dict[str, Any]], method: str) -> None:
+    """Records as `uqkd llm sample` writes them: a question and a non-empty list of string answers."""
+    for n, r in enumerate(recs, start=1):
+        smp = r.get("samples")
+        if not isinstance(smp, list) or not smp or not all(isinstance(t, str) for t in smp):
+            got = "missing" if smp is None else ("an empty list" if smp == [] else type(smp).__name__)
+            raise UserError(f"--samples: record {n}: 'samples' must be a non-empty list of answer strings (a file "
+                            f"written by `uqkd llm sample`); got {got}")
+        if not isinstance(r.get("question"), str) or not r["question"].strip():
+            raise UserError(f"--samples: record {n}: 'question' is missing or not a string")
+        if method == "variance-weighting":
+            st = r.get("student_samples")
+            if not isinstance(st, list) or not st or not all(isinstance(t, str) for t in st):
+                raise UserError(f"--samples: record {n}: variance-weighting needs the untrained student's answers "
+                                "('student_samples'); sample with --student derived or --student MODEL")
+
+
 def _check_samples_match(recs: list[dict[str, Any]], items: list[Any], data: str) -> None:
     by_id = {it.id: it for it in items}
     for n, r in enumerate(recs, start=1):
@@ -367,17 +486,26 @@ def _training_rows(recs: list[dict[str, Any]], method: str, emb: Any, seed: int,
 
 def _cmd_build(a: argparse.Namespace) -> int:
     _require_extra()
-    from .embed import load_embedder
     from .select import METHODS
 
     if a.method not in METHODS:
         raise UserError(f"--method: expected one of {', '.join(METHODS)}; got {a.method!r}")
-    _check_device(a)
+    if a.student_index < 0:
+        raise UserError(f"--student-index: expected an integer >= 0, got {a.student_index}")
+    needs_emb = a.method not in ("single", "multi-response")
+    if needs_emb:
+        _check_embedder(a)
+    _check_out_path(a.out, "--out", is_dir=False)
     recs = _read_jsonl(a.samples, "--samples")
+    _check_sample_records(recs, a.method)
     if a.data:
         from ..data.qa import load_qa
 
         _check_samples_match(recs, load_qa(a.data), a.data)
+    if needs_emb:
+        _check_device(a)
+    from .embed import load_embedder
+
     emb = load_embedder(a.embedder, device=a.device) if a.method not in ("single", "multi-response") else None
     rows, info = _training_rows(recs, a.method, emb, a.seed, a.student_index, a.format)
     _write_jsonl(a.out, rows)
@@ -395,20 +523,39 @@ def _file_sha(path: str) -> str:
 
 def _cmd_distill(a: argparse.Namespace) -> int:
     _require_extra()
-    import math
+    from .select import METHODS
+    from .train import SFTConfig, check_row
 
-    from .models import derive_student, load_causal_lm, save_lm
-    from .train import SFTConfig, check_row, train_student, train_student_trl
-
+    if a.samples and a.method not in METHODS:
+        raise UserError(f"--method: expected one of {', '.join(METHODS)}; got {a.method!r}")
     _positive_int(a.students, "--students")
     _positive_int(a.student_every, "--student-every")
     _positive_int(a.gradient_accumulation_steps, "--gradient-accumulation-steps")
-    if not (math.isfinite(a.lr) and a.lr > 0):
-        raise UserError(f"--lr: expected a finite number > 0, got {a.lr}")
+    _positive_int(a.batch_size, "--batch-size")
+    _positive_int(a.epochs, "--epochs")
+    _finite(a.lr, "--lr", gt=0)
+    if a.k_per_student < 0:
+        raise UserError(f"--k-per-student: expected an integer >= 1 (or 0: all draws / --students), got "
+                        f"{a.k_per_student}")
+    if a.lora:
+        _positive_int(a.lora_r, "--lora-r")
+        _finite(a.lora_alpha, "--lora-alpha", gt=0)
+    if a.trainer == "trl":
+        bad = [x for x in (t.strip() for t in a.report_to.split(",")) if x and x not in _REPORT_TO]
+        if bad or not a.report_to.strip():
+            raise UserError(f"--report-to: expected none or one or more of {', '.join(_REPORT_TO[1:])}; "
+                            f"got {a.report_to!r}")
     cfg = SFTConfig(lr=a.lr, epochs=a.epochs, batch_size=a.batch_size, lora=a.lora, lora_r=a.lora_r,
                     lora_alpha=a.lora_alpha, adapter_only=a.adapter_only,
                     lora_target_modules=tuple(m.strip() for m in a.lora_target_modules.split(",") if m.strip()))
-    _check_device(a)
+    if a.student == "derived":
+        _check_model(a.teacher, "--teacher")
+    else:
+        _check_model(a.student, "--student")
+    if a.samples and a.method not in ("single", "multi-response"):
+        _check_embedder(a)
+    _check_out_path(a.out, "--out", is_dir=True)
+    _check_common(a)
     per_student: list[list[dict[str, Any]]]
     if a.train:
         if a.students > 1 and not a.same_data:
@@ -422,12 +569,8 @@ def _cmd_distill(a: argparse.Namespace) -> int:
         design = "same-data" if a.students > 1 else "single"
         data_sha = _file_sha(a.train)
     else:
-        from .embed import load_embedder
-        from .select import METHODS
-
-        if a.method not in METHODS:
-            raise UserError(f"--method: expected one of {', '.join(METHODS)}; got {a.method!r}")
         recs = _read_jsonl(a.samples, "--samples")
+        _check_sample_records(recs, a.method)
         k_all = [len(r.get("samples") or []) for r in recs]
         k_min = min(k_all)
         variable = not a.k_per_student and len(set(k_all)) > 1  # `sample --budget`: k_i differs by question
@@ -438,6 +581,13 @@ def _cmd_distill(a: argparse.Namespace) -> int:
                             "(or --budget)")
         # variable k: student r gets draws r*m_i .. (r+1)*m_i - 1 of question i, m_i = k_i // students
         kq = [k // a.students if variable else kps for k in k_all]
+        design = (f"teacher-draws (own k_i // {a.students} draws of question i per student: "
+                  f"{min(kq)}..{max(kq)})" if variable else f"teacher-draws (own {kps} draws per question per student)")
+        data_sha = _file_sha(a.samples)
+    _check_device(a)
+    if not a.train:
+        from .embed import load_embedder
+
         emb = load_embedder(a.embedder, device=a.device) if a.method not in ("single", "multi-response") else None
         per_student = []
         for r in range(a.students):
@@ -446,9 +596,9 @@ def _cmd_distill(a: argparse.Namespace) -> int:
                     "dispersion": None} for rec, m in zip(recs, kq)]
             rows, _ = _training_rows(own, a.method, emb, a.seed, r, a.format)
             per_student.append(rows)
-        design = (f"teacher-draws (own k_i // {a.students} draws of question i per student: "
-                  f"{min(kq)}..{max(kq)})" if variable else f"teacher-draws (own {kps} draws per question per student)")
-        data_sha = _file_sha(a.samples)
+    from .models import derive_student, load_causal_lm, save_lm
+    from .train import train_student, train_student_trl
+
     _threads(a)
     root, _ = _cache(a)
     if a.student == "derived":
@@ -486,6 +636,18 @@ def _cmd_distill(a: argparse.Namespace) -> int:
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     _require_extra()
+    _positive_int(a.k, "--k", 2)
+    _check_data_args(a)
+    dec = _decoding(a)
+    dirs = _check_student_dirs(Path(a.students))
+    if a.teacher:
+        _check_model(a.teacher, "--teacher")
+    _check_embedder(a)
+    _check_out_path(a.out, "--out", is_dir=True)
+    _check_common(a)
+    items, note = _items_and_note(a)
+    _check_device(a)
+
     import math
 
     import pandas as pd
@@ -495,18 +657,6 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     from .models import load_causal_lm
     from .pipeline import derived_seed, teacher_row
 
-    _positive_int(a.k, "--k", 2)
-    dec = _decoding(a)
-    _check_device(a)
-    d = Path(a.students)
-    if not d.is_dir():
-        raise UserError(f"--students: directory not found: {str(d)!r}")
-    dirs = sorted(p for p in d.iterdir() if (p / "config.json").is_file())
-    if (d / "config.json").is_file():
-        dirs = [d]
-    if not dirs:
-        raise UserError(f"--students: no student model directories (with config.json) in {str(d)!r}")
-    items, note = _items_and_note(a)
     _threads(a)
     root, cache = _cache(a)
     emb = load_embedder(a.embedder, device=a.device)

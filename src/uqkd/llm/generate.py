@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -70,12 +71,14 @@ class DecodingConfig:
                 f"temperature: expected a value > 0 when sampling, got {self.temperature}; "
                 "use --greedy (do_sample=False) for deterministic decoding"
             )
+        if self.do_sample and not math.isfinite(self.temperature):
+            raise UserError(f"temperature: expected a finite value > 0 when sampling, got {self.temperature}")
         if self.top_k < 0:
             raise UserError(f"top_k: expected an integer >= 0 (0 disables), got {self.top_k}")
         if not (0 < self.top_p <= 1):
             raise UserError(f"top_p: expected a number in (0, 1], got {self.top_p}")
-        if not (self.repetition_penalty > 0):
-            raise UserError(f"repetition_penalty: expected a number > 0, got {self.repetition_penalty}")
+        if not (self.repetition_penalty > 0 and math.isfinite(self.repetition_penalty)):
+            raise UserError(f"repetition_penalty: expected a finite number > 0, got {self.repetition_penalty}")
         if self.max_new_tokens < 1:
             raise UserError(f"max_new_tokens: expected an integer >= 1, got {self.max_new_tokens}")
 

