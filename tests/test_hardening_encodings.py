@@ -56,7 +56,7 @@ def test_qa_file_not_utf8_names_file_line_and_byte(tmp_path):
     p.write_bytes(good + b'{"question": "' + LATIN1 + b'?", "answer": "x"}\n')
     with pytest.raises(UserError) as ei:
         load_qa(p)
-    assert str(ei.value) == f"{p}: line 2: not UTF-8 text (byte {len(good) + 17}: b'\\xe9')"
+    assert str(ei.value) == f"--data: {p}: line 2: not UTF-8 text (byte {len(good) + 17}: b'\\xe9')"
 
 
 def test_qa_json_list_not_utf8(tmp_path):
@@ -80,16 +80,13 @@ def test_read_utf8_reads_utf8_and_names_unreadable_files(tmp_path):
 
 
 @pytest.mark.parametrize("flag", ["--samples"])
-@pytest.mark.xfail(strict=True, reason="uqkd/llm/cli.py _read_jsonl reads with Path.read_text; it needs "
-                                       "uqkd.data.qa.read_utf8 to name the file and line (the llm CLI is "
-                                       "another helper's area in issue 12)")
 def test_samples_jsonl_not_utf8_names_the_file(tmp_path, capsys, flag):
     p = tmp_path / "samples.jsonl"
     p.write_bytes(b'{"id": "q1", "question": "' + LATIN1 + b'?"}\n')
     rc = main(["llm", "build-dataset", flag, str(p), "--method", "single", "--out", str(tmp_path / "t.jsonl")])
     line = _one_error_line(capsys.readouterr().err)
     assert rc == 2
-    assert line == f"uqkd: error: {p}: line 1: not UTF-8 text (byte 29: b'\\xe9')"
+    assert line == f"uqkd: error: {flag}: {p}: line 1: not UTF-8 text (byte 29: b'\\xe9')"
 
 
 def test_samples_jsonl_not_utf8_is_one_line_today(tmp_path, capsys):

@@ -91,7 +91,7 @@ SAMPLE_CASES = [
     (["--repetition-penalty", "inf"], "repetition_penalty: expected a finite number > 0, got inf"),
     (["--max-new-tokens", "0"], "max_new_tokens: expected an integer >= 1, got 0"),
     (["--data", "{fx}/nope.jsonl"], "--data: file not found"),
-    (["--data", "{fx}/latin1.jsonl"], "--data: .*latin1.jsonl' is not UTF-8 text"),
+    (["--data", "{fx}/latin1.jsonl"], "--data: .*latin1.jsonl: line 1: not UTF-8 text"),
     (["--data", "{fx}/badline.jsonl"], "badline.jsonl: line 2: invalid JSON"),
     (["--data", "{fx}"], "--data: not a file"),
     (["--k", "0"], "--k: expected an integer >= 1, got 0"),
@@ -160,7 +160,7 @@ BUILD_CASES = [
      "hash dimension 'abc'"),
     (["--samples", "{fx}/samples.jsonl", "--method", "variance-weighting", "--embedder", "hash"],
      "variance-weighting needs the untrained student's answers"),
-    (["--samples", "{fx}/latin1.jsonl", "--method", "single"], "--samples: .*latin1.jsonl' is not UTF-8 text"),
+    (["--samples", "{fx}/latin1.jsonl", "--method", "single"], "--samples: .*latin1.jsonl: line 1: not UTF-8 text"),
 ]
 
 

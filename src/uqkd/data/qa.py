@@ -225,12 +225,9 @@ def read_utf8(path: str | Path, flag: str | None = None) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        if flag:
-            raise UserError(f"{flag}: {str(p)!r} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
-                            "save it as UTF-8") from None
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise UserError(f"{p}: line {line}: not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})"
-                        ) from None
+        raise UserError(f"{flag + ': ' if flag else ''}{p}: line {line}: not UTF-8 text "
+                        f"(byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from None
 
 
 def iter_jsonl_text(text: str, source: str | Path) -> Iterator[tuple[int, Any]]:
