@@ -275,6 +275,19 @@ def key_columns(experiment: str) -> frozenset[str]:
     return _KEY_COLUMNS[experiment]
 
 
+def _summary_tables(tables: Tables, experiments: Iterable[str]) -> Tables:
+    """The summary rows of each table: rows with a ``record`` other than ``summary`` (per-question,
+    trajectory, allocation rows) carry only the columns of their kind, so their empty key columns are
+    not damage."""
+    out = {}
+    for e in experiments:
+        df = tables.get(e)
+        if df is not None and hasattr(df, "columns") and "record" in df.columns:
+            df = df[df["record"].isna() | (df["record"] == "summary")]
+        out[e] = df
+    return out
+
+
 def evaluate_claims(tables: Tables, damaged: dict[str, str] | None = None) -> list[ClaimResult]:
     """Evaluate every registered claim on the available result tables.
 
@@ -293,7 +306,7 @@ def evaluate_claims(tables: Tables, damaged: dict[str, str] | None = None) -> li
         if not all(e in tables and len(tables[e]) for e in c.experiments):
             out.append(_result(c, "", "", "", NOT_RUN))
             continue
-        nan_keys = [k for e in c.experiments for k in _nan_columns(tables, [e], key_columns(e))]
+        nan_keys = [k for e in c.experiments for k in _nan_columns(_summary_tables(tables, [e]), [e], key_columns(e))]
         if nan_keys:
             out.append(_result(c, "", f"could not be computed: NaN in a row-identifying column: "
                                       f"{'; '.join(nan_keys[:3])}", "", NOT_COMPUTABLE))
