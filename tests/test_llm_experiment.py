@@ -106,6 +106,9 @@ def _check_question_rows(full, n_students, n_q, methods=None):
             ri = inter[(inter["method"] == m) & (inter["split"] == split)]
             assert len(ri) == n_q[split] and ri["inter_var"].mean() == pytest.approx(row["inter_var"], abs=1e-9)
             assert np.all(ri["inter_var"] >= 0)
+            # each student's share of the per-question inter-student variance averages to it exactly
+            shares = rq.groupby("question")["inter_dev"].mean().sort_index().to_numpy()
+            np.testing.assert_allclose(shares, ri.sort_values("question")["inter_var"].to_numpy(), atol=1e-9)
 
 
 def test_other_llm_experiments_tiny(tmp_path):

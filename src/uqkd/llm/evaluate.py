@@ -163,22 +163,38 @@ def inter_var_per_question(evals: Sequence[ModelEval]) -> np.ndarray:
     return emb.var(axis=0, ddof=1).sum(axis=-1)
 
 
+def inter_deviations(evals: Sequence[ModelEval]) -> np.ndarray:
+    r"""Per student and question, :math:`\frac{R}{R-1}\lVert e_{rq} - \bar e_q\rVert^2`: shape (R, n).
+
+    Student r's share of the inter-student variance: its mean over students is
+    :func:`inter_var_per_question` exactly, and a table of these lets a bootstrap resample the
+    students (not only the questions) of an inter-student variance without storing embeddings.
+    """
+    emb = np.stack([e.greedy_emb for e in evals])  # (R, n, d)
+    r = emb.shape[0]
+    return r / (r - 1) * ((emb - emb.mean(axis=0)) ** 2).sum(axis=-1)
+
+
 def question_rows(evals: Sequence[ModelEval], method: str, split: str) -> list[dict[str, Any]]:
     """Compact per-question rows of ``evals`` (the students of one method, or one model).
 
     ``record = "question"``: one row per (student, question) with ``student``, ``question`` (the
     index in the evaluation list, the same across methods) and the :data:`QUESTION_METRICS`;
-    with two or more students, ``record = "question-inter"``: one row per question with that
-    question's ``inter_var`` across the students. Models without per-question values give none.
+    with two or more students, each of those rows also has ``inter_dev`` (:func:`inter_deviations`)
+    and ``record = "question-inter"`` rows give each question's ``inter_var`` across the students. Models without per-question values give none.
     """
     out: list[dict[str, Any]] = []
+    dev = inter_deviations(evals) if len(evals) >= 2 else None
     for r, e in enumerate(evals):
         if not e.per_question:
             return []
         cols = [np.asarray(e.per_question[k], dtype=float) for k in QUESTION_METRICS]
         for q in range(len(cols[0])):
-            out.append({"record": "question", "method": method, "split": split, "student": r, "question": q,
-                        **{k: float(c[q]) for k, c in zip(QUESTION_METRICS, cols)}})
+            row = {"record": "question", "method": method, "split": split, "student": r, "question": q,
+                   **{k: float(c[q]) for k, c in zip(QUESTION_METRICS, cols)}}
+            if dev is not None:
+                row["inter_dev"] = float(dev[r, q])
+            out.append(row)
     if len(evals) >= 2:
         iv = inter_var_per_question(evals)
         out += [{"record": "question-inter", "method": method, "split": split, "question": q, "inter_var": float(v)}

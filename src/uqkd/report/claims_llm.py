@@ -15,11 +15,15 @@ across the methods (or temperatures, or models) compared, which pairs the compar
 The statistics are functions of resampled grand means:
 
 - differences of mean per-student MSE, hallucination rate, alignment (students x questions);
-- ratios of inter-student variances (F5-llm, B-llm-uqkd-methods): the per-question inter-student
-  variance needs the students' embeddings, which the table does not hold, so these ratios resample
-  questions only (paired across methods), from the ``question-inter`` rows;
+- ratios of inter-student variances (F5-llm, B-llm-uqkd-methods): each question row carries
+  ``inter_dev`` = R/(R-1) * ||e_rq - mean_r e_rq||^2, student r's share of question q's inter-student
+  variance (its mean over students is that variance exactly), so students are resampled as well as
+  questions. Tables without ``inter_dev`` resample questions only, from the ``question-inter`` rows;
+  that interval ignores a student who differs from the others everywhere and is too narrow with few
+  students (measured: two independent sets of 3 students under identical settings gave inter-student
+  variances in the ratio 0.67, where a questions-only interval spans about +-6%);
 - F4-llm: the students' intra-student variance (students x questions) over the teacher's own sample
-  variance (one model: questions only), and over the inter-student variance (questions only), both
+  variance (one model: questions only), and over the inter-student variance (``inter_dev``), both
   sharing the question resample;
 - F1-llm: least-squares slope of the mean inter-student variance on the teacher temperature, questions
   resampled jointly across the temperatures.
@@ -130,6 +134,26 @@ def inter_table(d, method: str) -> tuple[np.ndarray, tuple[int, ...]]:
     if not len(q) or q["inter_var"].isna().any():
         raise NotComputable(f"no per-question inter-student variance for {method}")
     return q["inter_var"].to_numpy(dtype=float)[None, :], tuple(int(c) for c in q["question"])
+
+
+def inter_group(d, method: str) -> tuple[tuple[np.ndarray, tuple[int, ...]], bool]:
+    """The inter-student variance of ``method`` as a bootstrap group: ``((table, question ids), students?)``.
+
+    With ``inter_dev`` in the question rows (each student's share, :func:`uqkd.llm.evaluate.inter_deviations`)
+    the table is students x questions and the bootstrap resamples students too (a student unlike the
+    others moves every question); tables without it give the (1, Q) per-question variances, questions
+    resampled only (too narrow with few students; the unit text says so).
+    """
+    q = _method_rows(d, "question", method)
+    if len(q) and "inter_dev" in q.columns and q["inter_dev"].notna().all():
+        return question_table(d, method, "inter_dev"), True
+    return inter_table(d, method), False
+
+
+def _inter_unit(*resampled: bool) -> str:
+    return ("students and questions (paired across groups; each student's share of the per-question variance)"
+            if all(resampled) else "questions (paired across groups; students not resampled: too narrow with few "
+                                   "students)")
 
 
 def _paired(*tables: tuple[np.ndarray, tuple[int, ...]]) -> list[np.ndarray]:
@@ -302,13 +326,14 @@ def boot_difference(d, a: str, b: str, metric: str, label: str, direction: str, 
 def boot_inter_ratio(d, single: str, m: str, label: str, level: float, identity: tuple) -> Comparison:
     """``inter_var(m) / inter_var(single)`` with questions resampled jointly (paired) and students not:
     a per-question inter-student variance needs the students' embeddings, which the table does not hold."""
-    ys = _paired(inter_table(d, single), inter_table(d, m))
+    (a, ra), (b, rb) = inter_group(d, single), inter_group(d, m)
+    ys = _paired(a, b)
     if not np.any(ys[0] > 0):
         raise NotComputable(f"{label}: the single-response students' inter-student variance is 0 on every question")
-    est, boot = crossed_means(ys, identity)
+    est, boot = crossed_means(ys, identity, resample_students=[ra, rb])
     e, bt = ratio(est, boot, 1, 0)
     return bootstrap_comparison(label, e, bt, "<", level=level, ratio=True, n=ys[0].shape[1],
-                                unit="questions (paired across methods; students not resampled)")
+                                unit=_inter_unit(ra, rb))
 
 
 def _va_split(methods_of: Callable[[dict], list[str]], what: str, claim_id: str) -> Callable:
@@ -351,9 +376,10 @@ def _uqkd_methods(rows) -> list[str]:
     return [m for m in rows if m not in PAPER_METHODS and m not in NOT_STUDENT_METHODS]
 
 
-_VA_BOOT = ("MSE difference by the crossed bootstrap; inter-student variance ratio from the per-question "
-            "inter-student variances, questions resampled jointly across the two methods (students not "
-            "resampled: the table holds no embeddings)")
+_VA_BOOT = ("MSE difference by the crossed bootstrap; inter-student variance ratio from each student's share of "
+            "the per-question inter-student variance (inter_dev), students and questions resampled (older tables "
+            "without inter_dev: questions only, which is too narrow with few students; the interval's unit says "
+            "which)")
 _VA_WELCH = ("MSE difference by a Welch t interval across students, inter-student variance ratio by the delta "
              "method (SE across questions)")
 
@@ -545,16 +571,17 @@ def _f4_boot_intra(d, lvl: float, split) -> Comparison:
 
 
 def _f4_boot_remains(d, st, lvl: float, split) -> Comparison:
-    """Students' intra-student variance (students x questions) over the per-question inter-student variance
-    (questions only: it needs the embeddings), one question resample for both."""
-    inter = inter_table(d, "single")
+    """Students' intra-student variance (students x questions) over the inter-student variance (students x
+    questions from ``inter_dev``; questions only for older tables), one question resample for both."""
+    inter, rs = inter_group(d, "single")
     if not np.any(inter[0] > 0):
         raise NotComputable(zero_inter_reason(st))
     ys = _paired(question_table(d, "single", "intra_var"), inter)
-    est, boot = crossed_means(ys, ("F4-llm", split, "intra/inter"))
+    est, boot = crossed_means(ys, ("F4-llm", split, "intra/inter"), resample_students=[True, rs])
     e, bt = ratio(est, boot, 0, 1)
     return bootstrap_comparison(_REMAINS, e, bt, "<", level=lvl, ratio=True, n=ys[0].shape[0],
-                                unit=_unit(ys[0].shape[0], ys[0].shape[1]))
+                                unit=_unit(ys[0].shape[0], ys[0].shape[1])
+                                + ("" if rs else "; inter-student variance: questions only"))
 
 
 def _f4_llm(t):
@@ -585,11 +612,12 @@ def _f1_split(d, split) -> SplitResult:
         raise NotComputable("needs at least two temperatures")
     if has_question_rows(d):
         temps = [float(x) for x in s["temperature"]]
-        ys = _paired(*(inter_table(d[d["temperature"] == tt], "single") for tt in temps))
-        est, boot = crossed_means(ys, ("F1-llm", split, "slope"))
+        groups = [inter_group(d[d["temperature"] == tt], "single") for tt in temps]
+        ys = _paired(*(g for g, _ in groups))
+        est, boot = crossed_means(ys, ("F1-llm", split, "slope"), resample_students=[r for _, r in groups])
         b, bt = slope(np.array(temps), est, boot)
         x = bootstrap_comparison("slope", b, bt, ">", n=ys[0].shape[1],
-                                 unit="questions (paired across temperatures)/temperature")
+                                 unit=_inter_unit(*(r for _, r in groups)) + "/temperature")
     else:
         se = np.array([_inter_var_se(r) for _, r in s.iterrows()])
         b, b_se = weighted_slope(s["temperature"].to_numpy(dtype=float), s["inter_var"].to_numpy(dtype=float), se)
@@ -608,10 +636,11 @@ def _f1_llm(t):
     return by_split(df, _f1_split,
                     _stat_text(df, "slope of the single-response students' inter-student variance on teacher "
                                "temperature ({how}); holds if above 0",
-                               f"least-squares slope of the mean per-question inter-student variance; cluster "
-                               f"bootstrap over questions, {N_BOOT} resamples, 95% percentile interval: questions "
-                               "resampled jointly across the temperatures (paired by question; students not "
-                               "resampled: a per-question inter-student variance needs the embeddings)",
+                               f"least-squares slope of the mean per-question inter-student variance; crossed "
+                               f"bootstrap, {N_BOOT} resamples, 95% percentile interval: questions resampled "
+                               "jointly across the temperatures (paired by question), students within each "
+                               "temperature through their shares of the variance (inter_dev; older tables: "
+                               "questions only)",
                                "weighted by the SE across questions, 95% t interval", crossed=False))
 
 
