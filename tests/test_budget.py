@@ -298,3 +298,46 @@ def test_unequal_k_shrinkage_reduces_to_the_equal_k_estimator():
 def test_bad_inputs_raise_errors_naming_the_argument(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+# ------------------------------------------------------------ multivariate dispersions (SBERT pilots)
+
+
+def _embedding_pilots(rng, n=40, k=3, d=50, sigma=None):
+    lam = np.exp(-np.arange(d) / 8.0)  # an anisotropic within-question covariance
+    sigma = np.ones(n) if sigma is None else sigma
+    return rng.normal(size=(n, k, d)) * np.sqrt(lam) * sigma[:, None, None], lam
+
+
+def test_dispersion_sample_df_recovers_satterthwaite_and_matches_monte_carlo():
+    from uqkd.aggregate import dispersion_sample_df
+
+    rng = np.random.default_rng(0)
+    x, lam = _embedding_pilots(rng, n=40, k=4)
+    nu = 3 * lam.sum() ** 2 / (lam**2).sum()
+    assert dispersion_sample_df(x) == pytest.approx(nu, rel=0.1)
+    # the dispersion's relative variance is 2 / nu (chi-square with nu df), not 2 / (k - 1)
+    y, _ = _embedding_pilots(rng, n=20000, k=4)
+    s2 = y.var(axis=1, ddof=1).sum(-1)
+    assert s2.var() / s2.mean() ** 2 == pytest.approx(2 / nu, rel=0.05)
+    with pytest.raises(ValueError, match="samples: expected shape"):
+        dispersion_sample_df(np.zeros((3, 1, 4)))
+
+
+def test_pilot_dispersions_are_not_pooled_away_with_their_own_degrees_of_freedom():
+    """Heteroscedastic questions (sd x1 .. x2): with k - 1 = 2 df the shrinkage pools everything and the
+    allocation is uniform; with the dispersions' own df it follows the spread. Homoscedastic ones stay
+    (nearly) uniform either way."""
+    from uqkd.aggregate import allocate_budget_two_stage, dispersion_sample_df
+
+    rng = np.random.default_rng(1)
+    sigma = np.linspace(1.0, 2.0, 40)
+    x, _ = _embedding_pilots(rng, sigma=sigma)
+    s2 = x.var(axis=1, ddof=1).sum(-1)
+    k_naive, _ = allocate_budget_two_stage(s2, 3, 40 * 8)
+    k_own, _ = allocate_budget_two_stage(s2, 3, 40 * 8, sample_df=dispersion_sample_df(x))
+    assert k_naive.min() == k_naive.max()
+    assert np.corrcoef(k_own, sigma)[0, 1] > 0.6 and k_own[-5:].mean() > 1.3 * k_own[:5].mean()  # measured 0.74, 1.42
+    h, _ = _embedding_pilots(np.random.default_rng(2))
+    k_h, _ = allocate_budget_two_stage(h.var(axis=1, ddof=1).sum(-1), 3, 40 * 8, sample_df=dispersion_sample_df(h))
+    assert k_h.max() - k_h.min() <= 2

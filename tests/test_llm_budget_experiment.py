@@ -142,7 +142,9 @@ def test_adaptive_k_follow_the_two_stage_allocation(spiky):
     al = al[(al["record"] == "allocation") & (al["method"] == "adaptive")]
     n_nonuniform = 0
     for _, g in al.groupby("student"):
-        k_ref, v_ref = allocate_budget_two_stage(g["pilot_dispersion"].to_numpy(float), 3, 48)
+        nu = float(g["pilot_sample_df"].iloc[0])
+        assert nu >= 2  # the dispersions' own degrees of freedom, at least pilot - 1
+        k_ref, v_ref = allocate_budget_two_stage(g["pilot_dispersion"].to_numpy(float), 3, 48, sample_df=nu)
         assert g["k"].astype(int).tolist() == k_ref.tolist()
         assert np.allclose(g["pilot_dispersion_shrunk"], v_ref)
         n_nonuniform += g["k"].nunique() > 1

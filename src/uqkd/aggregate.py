@@ -26,6 +26,7 @@ __all__ = [
     "sample_variance",
     "pooled_variance",
     "estimate_prior_df",
+    "dispersion_sample_df",
     "shrunk_variance",
     "shrunk_variance_from_moments",
     "inverse_variance_weights",
@@ -117,7 +118,7 @@ def pooled_variance(teacher_samples: np.ndarray) -> np.ndarray:
     return sample_variance(teacher_samples, ddof=1).mean(axis=0)
 
 
-def estimate_prior_df(s2: np.ndarray, k: int, axis: int = -1) -> np.ndarray:
+def estimate_prior_df(s2: np.ndarray, k: int, axis: int = -1, sample_df: float | None = None) -> np.ndarray:
     r"""Method-of-moments prior degrees of freedom for empirical-Bayes variance shrinkage.
 
     Model: :math:`\sigma_i^2 \sim s_0^2\,\nu_0/\chi^2_{\nu_0}` (scaled inverse chi-square)
@@ -136,6 +137,10 @@ def estimate_prior_df(s2: np.ndarray, k: int, axis: int = -1) -> np.ndarray:
         Draws per input (>= 2).
     axis : int
         The inputs' axis.
+    sample_df : float, optional
+        Degrees of freedom of each :math:`s_i^2` (default :math:`k - 1`, a scalar variance). A sum
+        of per-dimension variances (an embedding dispersion) has more: see
+        :func:`dispersion_sample_df`.
     """
     k = check_int(k, "k", min_value=2)
     s2 = check_variances(s2, "s2")
@@ -144,15 +149,58 @@ def estimate_prior_df(s2: np.ndarray, k: int, axis: int = -1) -> np.ndarray:
     axis = _check_axis(axis, s2.ndim)
     m = s2.mean(axis=axis, keepdims=True)
     v = s2.var(axis=axis, ddof=1, keepdims=True) if s2.shape[axis] > 1 else np.zeros_like(m)
-    df = k - 1
+    df = _sample_df(sample_df, k)
     tau = (v - 2.0 * m**2 / df) / (1.0 + 2.0 / df)
     with np.errstate(divide="ignore", invalid="ignore"):
         nu0 = np.where(tau > 0, 4.0 + 2.0 * m**2 / np.where(tau > 0, tau, 1.0), np.inf)
     return nu0
 
 
+def _sample_df(sample_df: float | None, k: int) -> float:
+    if sample_df is None:
+        return k - 1.0
+    if not (np.isfinite(sample_df) and sample_df >= k - 1):
+        raise ValueError(f"sample_df: expected a finite number >= k - 1 = {k - 1}, got {sample_df!r}")
+    return float(sample_df)
+
+
+def dispersion_sample_df(samples: np.ndarray) -> float:
+    r"""Effective degrees of freedom of per-input dispersions (sums of per-dimension variances).
+
+    ``samples`` has shape (n_inputs, k, d): k draws per input of a d-dimensional quantity (SBERT
+    embeddings). Each input's dispersion :math:`s_i^2 = \operatorname{tr}\hat\Sigma_i` is, by
+    Satterthwaite, :math:`\sigma_i^2 \chi^2_
+u/
+u` with
+    :math:`
+u = (k-1)(\operatorname{tr}\Sigma)^2/\operatorname{tr}(\Sigma^2)`, not the
+    :math:`k-1` of a scalar variance: with :math:`k - 1` the shrinkage mistakes the small spread of
+    the :math:`s_i^2` for pure sampling noise and pools everything. :math:`\Sigma` is the pooled
+    within-input covariance, :math:`\operatorname{tr}(\Sigma^2)` estimated without the
+    :math:`(\operatorname{tr}\hat\Sigma)^2/N` bias of the plug-in (N = n(k-1) pooled degrees of
+    freedom); the result is clipped to :math:`[k-1, (k-1)d]`.
+    """
+    x = np.asarray(samples, dtype=float)
+    if x.ndim != 3 or x.shape[1] < 2:
+        raise ValueError(f"samples: expected shape (n_inputs, k >= 2, d), got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("samples: expected finite values")
+    n, k, d = x.shape
+    c = (x - x.mean(axis=1, keepdims=True)).reshape(n * k, d)
+    big_n = n * (k - 1)
+    cov = c.T @ c / big_n  # (d, d) pooled within-input covariance
+    tr = float(np.trace(cov))
+    if tr <= 0:
+        return float(k - 1)
+    tr2 = float((cov * cov).sum())
+    tr2_unbiased = big_n**2 / ((big_n - 1) * (big_n + 2)) * (tr2 - tr**2 / big_n) if big_n > 1 else tr2
+    tr2_unbiased = max(tr2_unbiased, tr**2 / d)  # tr(S^2) >= (tr S)^2 / d
+    return float(np.clip((k - 1) * tr**2 / tr2_unbiased, k - 1, (k - 1) * d))
+
+
 def shrunk_variance_from_moments(
-    s2: np.ndarray, k: int, prior_df: float | Literal["auto"] = "auto", axis: int = -1
+    s2: np.ndarray, k: int, prior_df: float | Literal["auto"] = "auto", axis: int = -1,
+    sample_df: float | None = None,
 ) -> np.ndarray:
     r"""Empirical-Bayes shrinkage of per-input variances towards their pooled value.
 
@@ -178,12 +226,12 @@ def shrunk_variance_from_moments(
     if isinstance(prior_df, str):
         if prior_df != "auto":
             raise ValueError(f"prior_df: expected a non-negative number or 'auto', got {prior_df!r}")
-        nu0 = estimate_prior_df(s2, k, axis=axis)
+        nu0 = estimate_prior_df(s2, k, axis=axis, sample_df=sample_df)
     else:
         if not (prior_df >= 0):
             raise ValueError(f"prior_df: expected a non-negative number or 'auto', got {prior_df!r}")
         nu0 = np.full_like(sp, float(prior_df))
-    df = k - 1.0
+    df = _sample_df(sample_df, k)
     finite = np.isfinite(nu0)
     nu = np.where(finite, nu0, 0.0)
     shrunk = (df * s2 + nu * sp) / (df + nu)
@@ -747,6 +795,7 @@ def allocate_budget_two_stage(
     weights: np.ndarray | None = None,
     *,
     prior_df: float | Literal["auto"] = "auto",
+    sample_df: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""Second stage of two-stage sampling: allocate a budget by variances estimated from a pilot.
 
@@ -773,6 +822,9 @@ def allocate_budget_two_stage(
         Influence :math:`c_i` (see :func:`allocate_budget`).
     prior_df : float or "auto"
         Prior degrees of freedom of the shrinkage.
+    sample_df : float, optional
+        Degrees of freedom of each pilot variance (default ``pilot_k - 1``; for embedding
+        dispersions :func:`dispersion_sample_df`).
 
     Returns
     -------
@@ -793,5 +845,5 @@ def allocate_budget_two_stage(
         raise ValueError(f"pilot_var: expected shape (..., n_inputs), got {pv.shape}")
     n = pv.shape[-1]
     budget = check_int(budget, "budget", min_value=n * k0)
-    v = shrunk_variance_from_moments(pv, k0, prior_df=prior_df, axis=-1)
+    v = shrunk_variance_from_moments(pv, k0, prior_df=prior_df, axis=-1, sample_df=sample_df)
     return allocate_budget(v, budget, weights, min_per_input=k0), v

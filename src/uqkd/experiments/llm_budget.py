@@ -177,7 +177,8 @@ def _run(cfg: LLMBudgetConfig, cell: dict[str, Any], seed: int) -> list[dict[str
             recs.append({**it.to_dict(), "teacher": res.teacher.name, "samples": texts[i], "k": ks[i],
                          "dispersion": embedding_dispersion(emb[i]), "n_empty": sum(1 for t in texts[i] if not t)})
             alloc.append({"student": r, "question_id": it.id, "k": ks[i], "pilot_dispersion": d0[i],
-                          "pilot_dispersion_shrunk": v[i]})
+                          "pilot_dispersion_shrunk": v[i],
+                          "pilot_sample_df": g.extra.get("pilot_sample_df", float("nan"))})
         return recs, {"teacher_hits": g.cache_hits, "teacher_misses": g.cache_misses, "teacher_empty": g.n_empty,
                       "teacher_tokens": g.generated_tokens, "teacher_seconds": g.seconds}
 

@@ -29,7 +29,7 @@ def budget_samples(teacher: Any, qs: Sequence[str], ids: Sequence[str], pilot: i
         ``embeddings[i]`` their embeddings (k_i, d). When no pilot shows any dispersion the
         budget is spread evenly (nothing to allocate by).
     """
-    from ..aggregate import allocate_budget_two_stage
+    from ..aggregate import allocate_budget_two_stage, dispersion_sample_df
     from .generate import generate_samples
     from .select import embedding_dispersion
 
@@ -38,12 +38,15 @@ def budget_samples(teacher: Any, qs: Sequence[str], ids: Sequence[str], pilot: i
                           ids=ids, truncate=truncate, progress=progress)
     e0 = emb.encode([t for row in g0.texts for t in row]).reshape(len(qs), pilot, -1)
     d0 = np.array([embedding_dispersion(x) for x in e0])
+    nu = float("nan")
     if np.all(d0 == 0):  # no dispersion anywhere: nothing to allocate by; spread the budget evenly
         v = d0.copy()
         ks = np.full(len(qs), budget // len(qs))
         ks[: budget - int(ks.sum())] += 1
     else:
-        ks, v = allocate_budget_two_stage(d0, pilot, budget)
+        # an SBERT dispersion sums 384 per-dimension variances: far more than pilot - 1 degrees of freedom
+        nu = dispersion_sample_df(e0)
+        ks, v = allocate_budget_two_stage(d0, pilot, budget, sample_df=nu)
     ks = [int(x) for x in ks]
     texts = [list(r) for r in g0.texts]
     stats = {"seconds": g0.seconds, "tokens": g0.generated_tokens, "hits": g0.cache_hits, "misses": g0.cache_misses}
@@ -64,5 +67,6 @@ def budget_samples(teacher: Any, qs: Sequence[str], ids: Sequence[str], pilot: i
     g0.seconds, g0.generated_tokens = stats["seconds"], stats["tokens"]
     g0.cache_hits, g0.cache_misses = stats["hits"], stats["misses"]
     g0.n_empty = sum(1 for row in texts for t in row if not t)
+    g0.extra["pilot_sample_df"] = nu
     g0.extra["identical_questions"] = sum(1 for row in texts if len(row) >= 2 and len(set(row)) == 1)
     return g0, ks, e, ([float(x) for x in d0], [float(x) for x in v])
