@@ -106,6 +106,9 @@ DAMAGE = {
                             "missing (config.json is there: the results were deleted or moved)"),
     "results.csv is a folder": (lambda o: (_csv(o).unlink(), _csv(o).mkdir()), "results.csv",
                                 "unreadable (Is a directory)"),
+    "config.json deleted": (lambda o: _cfg(o).unlink(), "config.json",
+                            "missing (results.csv is there without the record of its settings and checksum: rerun "
+                            "the experiment to rebuild both from its cell records)"),
     "0-byte config.json": (lambda o: _cfg(o).write_bytes(b""), "config.json",
                            "not valid JSON (Expecting value: line 1 column 1 (char 0))"),
     "non-UTF-8 config.json": (lambda o: _cfg(o).write_bytes(b'{"experiment": "caf\xe9"}'), "config.json",

@@ -28,6 +28,12 @@ def _cli(capsys, tmp_path, experiment, *sets):
     "experiment, sets, message",
     [
         ("teacher-noise-mlp", ["lr=inf"], "lr: expected a finite number > 0, got inf"),
+        ("teacher-noise-linear", ["sigmas=0,,1"],
+         "sigmas: expected a comma-separated list of float without empty items, got '0,,1'"),
+        ("variance-aware-linear", ["methods=single,single"],
+         "methods: expected each method once, got single more than once"),
+        ("llm-variance-aware", ["methods=single,averaging,single"],
+         "methods: expected each method once, got single more than once"),
         ("student-entropy", ["lr=inf"], "lr: expected a finite number > 0, got inf"),
         ("student-entropy", ["temperature=inf"], "temperature: expected a finite number > 0, got inf"),
         ("teacher-noise-linear", ["sigmas=0.5,nan"], "sigmas: expected finite values >= 0, got nan"),

@@ -165,7 +165,11 @@ def coerce_value(value: Any, tp: Any, key: str) -> Any:
     if typing.get_origin(tp) is tuple:
         inner = typing.get_args(tp)[0]
         if isinstance(value, str):
-            items = [v.strip() for v in value.split(",") if v.strip() != ""]
+            items = [v.strip() for v in value.split(",")]
+            if value.strip() and any(v == "" for v in items):
+                raise ConfigError(f"{key}: expected a {_type_name(tp)} without empty items, "
+                                  f"got {value!r}")
+            items = [v for v in items if v != ""]
         elif isinstance(value, (list, tuple)):
             items = list(value)
         else:

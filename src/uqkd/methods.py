@@ -104,9 +104,12 @@ def get_method(name: str, argname: str = "method") -> DistillationMethod:
 
 
 def check_methods(methods: tuple[str, ...], argname: str = "methods") -> None:
-    """Check a config's list of method names (each must be registered)."""
+    """Check a config's list of method names (each registered, none twice)."""
     for m in methods:
         get_method(m, argname)
+    dup = sorted({m for m in methods if list(methods).count(m) > 1})
+    if dup:
+        raise ValueError(f"{argname}: expected each method once, got {', '.join(dup)} more than once")
 
 
 def method_table() -> dict[str, tuple[bool, str]]:

@@ -98,6 +98,9 @@ class LLMConfig:
         for m in self.methods:
             if m not in LLM_METHODS:
                 raise ValueError(f"methods: unknown method {m!r}; valid methods: {', '.join(LLM_METHODS)}")
+        dup = sorted({m for m in self.methods if self.methods.count(m) > 1})
+        if dup:
+            raise ValueError(f"methods: expected each method once, got {', '.join(dup)} more than once")
         import re as _re
 
         if not _re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):

@@ -118,6 +118,9 @@ def _load_one(d: Path) -> tuple[Any, dict[str, Any]]:
                 raise _Damaged(meta_path, f"{key} is {type(meta[key]).__name__}, expected {typ.__name__}")
     if not os.path.lexists(csv_path):
         raise _Damaged(csv_path, "missing (config.json is there: the results were deleted or moved)")
+    if not os.path.lexists(meta_path):
+        raise _Damaged(meta_path, "missing (results.csv is there without the record of its settings and "
+                                  "checksum: rerun the experiment to rebuild both from its cell records)")
     try:
         raw = csv_path.read_bytes()
     except OSError as exc:
