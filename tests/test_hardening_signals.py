@@ -29,7 +29,10 @@ def reference(tmp_path_factory):
 def _start(out, workers):
     return subprocess.Popen([sys.executable, "-m", "uqkd", "run", EXP, "--out", str(out), "--quiet",
                              "--workers", str(workers), *SET],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            # a run started in the background (nohup, CI) inherits SIGINT ignored, and Python then
+                            # installs no KeyboardInterrupt handler: give the child the default disposition
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_cells(proc, cells, n, timeout=120.0):
