@@ -57,3 +57,28 @@ def test_draws_and_exact_paths_agree_in_distribution():
     for m in ("averaging", "variance-weighting-wls"):
         rel = abs(np.log(a[m]["inter_student_var"] / b[m]["inter_student_var"]))
         assert rel < 4 * np.sqrt(4 / 599), (m, rel)
+
+
+def test_va_single_rows_same_whether_cached_or_not(monkeypatch):
+    """'single' students are fitted once per (noise, alpha) and reused across k: the cache changes no number."""
+    from uqkd.config import build_config
+    from uqkd.experiments import get_experiment
+    from uqkd.experiments import linear as L
+
+    exp = get_experiment("variance-aware-linear")
+    cfg = build_config(exp.config_cls, ({"n_students": 20, "ks": "3,5", "alphas": "0.5"}, "test"))
+    cell = {"noise": "heteroscedastic", "hetero_strength": 1.0, "alpha": 0.5}
+
+    def single_row(k, fresh):
+        if fresh:
+            monkeypatch.setattr(L, "_SINGLE_CACHE", {})
+        rows = exp.run_cell(cfg, {**cell, "k": k}, 7)
+        return {c: v for c, v in next(r for r in rows if r["method"] == "single").items()
+                if c not in ("k", "optimal_wls_inter_student_var")}  # these two describe the cell's k
+
+    fresh5 = single_row(5, True)
+    cached5 = single_row(5, False)
+    fresh3 = single_row(3, True)
+    assert fresh5 == cached5 == fresh3
+    other_seed = exp.run_cell(cfg, {**cell, "k": 5}, 8)
+    assert next(r for r in other_seed if r["method"] == "single")["mse_mean"] != fresh5["mse_mean"]

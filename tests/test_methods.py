@@ -114,6 +114,9 @@ def test_linear_and_mlp_cells_dispatch_through_the_registry(monkeypatch):
     lin = get_experiment("variance-aware-linear")
     cfg = build_config(lin.config_cls, ({"n_students": 3, "ks": "3", "alphas": "0.5"}, "test"))
     seen = _spy(monkeypatch)
+    from uqkd.experiments import linear as L
+
+    monkeypatch.setattr(L, "_SINGLE_CACHE", {})  # 'single' is fitted once per alpha and cached: start empty
     rows = lin.run_cell(cfg, {"noise": "homoscedastic", "hetero_strength": 0.0, "alpha": 0.5, "k": 3}, 0)
     assert seen == list(methods) and [r["method"] for r in rows] == list(methods)
 

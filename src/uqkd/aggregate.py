@@ -401,10 +401,15 @@ def paper_oracle_labels(
     _check_broadcast("teacher_mean_k", mk, teacher_var_k=tv, teacher_mean_true=mt, noise_var=nv)
     teacher_mean_k, teacher_mean_true = mk, mt
     # alpha_T = (1/tv) / (1/tv + 1/nv) = nv / (nv + tv); tv = 0 gives 1, nv = 0 (and tv > 0) gives 0.
-    den = nv + tv
-    with np.errstate(invalid="ignore", divide="ignore"):
-        a_t = np.where(den > 0, nv / np.where(den > 0, den, 1.0), 1.0)
-    return a_t * teacher_mean_k + (1.0 - a_t) * teacher_mean_true
+    # Written with out= buffers (same operations in the same order, so the same bits as
+    # ``a_t * mk + (1 - a_t) * mt``): two (R, n) temporaries instead of seven.
+    den = np.add(nv, tv)
+    a_t = np.divide(nv, den, out=np.ones(np.broadcast_shapes(nv.shape, tv.shape)), where=den > 0)
+    out = np.multiply(a_t, teacher_mean_k)
+    np.subtract(1.0, a_t, out=a_t)
+    a_t *= teacher_mean_true
+    out += a_t
+    return out
 
 
 def inverse_variance_sample_weights(

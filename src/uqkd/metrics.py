@@ -84,11 +84,14 @@ def inter_student_var_se(y_pred: np.ndarray) -> float:
     R = yp.shape[0]
     if R < 3:
         raise ValueError(f"y_pred: a jackknife standard error needs n_students >= 3, got {R}")
-    yp = yp.reshape(R, yp.shape[1], -1)  # (R, n, d)
-    d2 = (yp - yp.mean(axis=0)) ** 2  # (R, n, d)
-    s2 = d2.sum(axis=0) / (R - 1)  # (n, d)
-    loo = ((R - 1) * s2[None] - R / (R - 1) * d2) / (R - 2)  # (R, n, d)
-    v = loo.sum(axis=2).mean(axis=1)  # (R,) leave-one-out statistics
+    n = yp.shape[1]  # inputs (the statistic sums over trailing output dimensions d, averages over inputs)
+    yp = yp.reshape(R, -1)  # (R, n*d)
+    d2 = yp - yp.mean(axis=0)
+    d2 *= d2  # squared deviations, (R, n*d)
+    # The leave-one-out statistic is linear in d2, so its mean over inputs needs only each
+    # student's row sum: v_r = ((R-1) S/n - R/(R-1) rowsum_r/n) / (R-2), S = sum of s^2 over (i, .).
+    rows = d2.sum(axis=1)  # (R,)
+    v = ((R - 1) * (rows.sum() / (R - 1)) / n - R / (R - 1) * rows / n) / (R - 2)  # (R,)
     return float(np.sqrt((R - 1) / R * np.sum((v - v.mean()) ** 2)))
 
 

@@ -58,11 +58,15 @@ def plot_sweep(
         if np.isfinite(t).any():
             tl = theory_label or (f"{label} (theory)" if label else "theory")
             ax.plot(xs, t, ls="--", lw=1.2, color=line.get_color(), label=tl)
+    # log axes get minor ticks at 2 and 5 per decade only: the default 2..9 creates most of the
+    # figure's tick artists, and drawing them was ~0.3 s of the variance-aware-linear figures
     if logx:
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 5.0)))
     if logy:
         ax.set_yscale("log")
+        ax.yaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 5.0)))
     ax.grid(alpha=0.3)
     if legend:
         ax.legend(fontsize=7)
