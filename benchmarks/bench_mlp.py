@@ -124,7 +124,7 @@ def peak_memory(threads: int) -> None:
     base, peak, pbytes = (int(v) for v in out)
     print(f"R = 10,000 students, MLP 13-128-1 (fit + predict): peak RSS {peak / 1024:.0f} MiB "
           f"(process before fitting: {base / 1024:.0f} MiB; fitted weights {pbytes / 2**20:.0f} MiB; "
-          f"chunks of students keep activations within a 25 MB budget)")
+          f"chunks of students keep activations within a 10 MB budget)")
 
 
 def estimate(workers: int) -> None:

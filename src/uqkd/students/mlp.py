@@ -26,7 +26,7 @@ preallocated buffers: per epoch about ten large tensor operations per chunk. For
 layer and one output (the paper's regression students) the first-layer gradient is formed
 as :math:`w_2 \odot (\mathbb 1[A>0]\,(\delta \otimes [X|1]))` without materialising the
 ``(R, h, n)`` back-propagated gradient. Students are processed in chunks whose activations
-fit a cache budget (25 MB by default), training each chunk for all epochs before the next.
+fit a cache budget (10 MB by default), training each chunk for all epochs before the next.
 
 Numerics: in float64 the result equals training each student alone with ``nn.Sequential``,
 autograd and ``torch.optim.Adam`` to ~1e-14 (tests). In float32 it is bit-identical across
@@ -62,7 +62,10 @@ from .._validation import check_array, check_choice, check_float, check_int
 
 __all__ = ["BatchedMLP", "distillation_targets", "auto_chunk_size", "NotFittedError"]
 
-ACTIVATION_BUDGET_BYTES = 25_000_000
+#: Activation bytes per chunk of students. Measured on the 2-core machine (32 MB L3 shared by both
+#: cores, 2 MB L2 each; idle, one thread, 2026-12-06): 10 MB trains 1.25-1.5x faster than 25 MB
+#: (16, 64 and 128 hidden), and leaves room in L3 for a second worker's chunk.
+ACTIVATION_BUDGET_BYTES = 10_000_000
 
 #: Hidden-layer activations of the autograd path (the fused kernel is ReLU only).
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -82,13 +85,12 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 #: Measured speed-up of the fused kernel over the autograd path (stacked parameters, autograd,
 #: ``torch.optim.Adam``, best of foreach / fused / for-loop), R = 1,000 Boston students, float32,
-#: one thread, 2-core machine at load ~5 (``benchmarks/bench_mlp_backends.py``, 2026-12-04).
-#: ``torch.func.vmap(grad)`` was slower still (1.6x, 2.3x, 4.7x behind fused). The fused kernel
-#: stays the fast path for ReLU + the default loss on the CPU: it wins by >= 1.5x on the
-#: section 4/7 (16 hidden) and section 5 init-noise (128 hidden) students; on the 64-hidden
-#: bootstrap students it wins by only 1.2-1.5x (kept there too, so that those results do not
-#: change while that experiment is being redesigned; revisit with a clean measurement).
-FUSED_SPEEDUP: dict[str, float] = {"13-16-1": 1.80, "13-64-1": 1.23, "13-128-1": 1.70}
+#: one thread, idle 2-core machine (``benchmarks/bench_mlp_backends.py --compile``, 2026-12-06,
+#: both paths with the bmm first layer). ``torch.func.vmap(grad)`` was slower still (2.7x, 8.5x,
+#: 8.2x behind fused) and ``torch.compile`` of the forward + loss too (2.0x, 4.7x, 3.8x). The fused
+#: kernel is the fast path for ReLU + the default loss on the CPU: it wins by >= 1.5x on every
+#: paper network (16 hidden: sections 4/7; 64: section 5 bootstrap; 128: section 5 init noise).
+FUSED_SPEEDUP: dict[str, float] = {"13-16-1": 2.10, "13-64-1": 2.94, "13-128-1": 2.39}
 
 
 @contextlib.contextmanager
@@ -517,12 +519,16 @@ class BatchedMLP:
             acts = [torch.empty(R, W.shape[1], n, dtype=X1.dtype) for W in Ws[:-1]]
         if Z is None:
             Z = torch.empty(R, Ws[-1].shape[1], n, dtype=X1.dtype)
+        # first layer, bias included: per student (h1, d+1) @ (d+1, n), one bmm over the shared [X | 1]^T
+        # (expanded, not copied). On MKL this beats the single (R*h1, d+1) @ (d+1, n) mm with its inner
+        # dimension of d+1 = 14, and the gradient's bmm beats (R*h1, n) @ (n, d+1) more (both printed by
+        # benchmarks/bench_mlp_backends.py). With the 10 MB chunks: whole fits 2.1x faster than before.
+        X1T = X1.T.contiguous().expand(R, X1.shape[1], n)
         if len(Ws) == 1:  # no hidden layer (multinomial logistic / linear regression)
-            torch.mm(block1, X1.T, out=Z.view(R * h1, n))  # (R*C, n)
+            torch.bmm(block1.view(R, h1, -1), X1T, out=Z)  # (R, C, n)
             return Z, acts
         a = acts[0]
-        # first layer, bias included: one matmul for every student, (R*h1, d+1) @ (d+1, n) -> (R*h1, n)
-        torch.mm(block1, X1.T, out=a.view(R * h1, n))
+        torch.bmm(block1.view(R, h1, -1), X1T, out=a)  # (R, h1, n)
         a.clamp_(min=0)  # (R, h1, n)
         for li in range(1, len(Ws) - 1):
             torch.baddbmm(bs[li].unsqueeze(-1), Ws[li], a, out=acts[li])  # (R, h_l, n)
@@ -559,6 +565,8 @@ class BatchedMLP:
         thr_bwd = torch.ops.aten.threshold_backward.grad_input
         h1 = Ws[0].shape[1]
         fast = L == 2 and self.n_outputs_ == 1
+        X1T = X1.T.contiguous().expand(R, X1.shape[1], n)  # shared [X | 1]^T, (R, d+1, n) without a copy
+        gT1 = torch.empty(R, X1.shape[1], h1, dtype=X1.dtype)  # first-layer gradient, transposed
         if fast:
             gblock1_3d = gblock1.view(R, h1, X1.shape[1])  # (R, h1, d+1)
         for t in range(1, self.n_epochs + 1):
@@ -576,8 +584,8 @@ class BatchedMLP:
                 torch.sum(dZ, dim=2, out=gbs[1])  # (R, 1)
                 torch.bmm(dZ, A.transpose(1, 2), out=gWs[1])  # (R, 1, h1)
                 G = thr_bwd(dZ.expand(A.shape), A, 0.0, grad_input=A)  # 1[A > 0] dz, over A: (R, h1, n)
-                torch.mm(G.view(R * h1, n), X1, out=gblock1)  # (R*h1, d+1)
-                gblock1_3d.mul_(Ws[1].transpose(1, 2))  # times w2[r, j]
+                torch.bmm(X1T, G.transpose(1, 2), out=gT1)  # (R, d+1, h1): the fast layout for MKL
+                torch.mul(gT1.transpose(1, 2), Ws[1].transpose(1, 2), out=gblock1_3d)  # times w2[r, j]
                 L_loop = 0
             else:
                 L_loop = L - 1
@@ -591,8 +599,9 @@ class BatchedMLP:
                 else:
                     torch.bmm(Ws[li].transpose(1, 2), dZ, out=dA)  # (R, in, n)
                 dZ = thr_bwd(dA, A, 0.0, grad_input=A)  # ReLU': dA where A > 0, written over A (R, in, n)
-            if not fast:  # first layer, bias gradient included: (R*h1, n) @ (n, d+1)
-                torch.mm(dZ.view(R * h1, n), X1, out=gblock1)
+            if not fast:  # first layer, bias gradient included: per student [X | 1]^T @ dZ^T, (d+1, h1)
+                torch.bmm(X1T, dZ.transpose(1, 2), out=gT1)
+                gblock1.view(R, h1, -1).copy_(gT1.transpose(1, 2))
             # Adam (PyTorch's rule), element-wise over the stacked parameters of the chunk
             m.lerp_(g, 1.0 - b1)
             v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
@@ -626,7 +635,8 @@ class BatchedMLP:
         act = ACTIVATIONS[self.activation]
         R, h1, d = Ws[0].shape
         n = XT.shape[1]
-        a = (Ws[0].reshape(R * h1, d) @ XT).view(R, h1, n) + bs[0].unsqueeze(-1)  # (R, h1, n): one matmul
+        # (R, h1, n): one bmm over the shared X^T, expanded (faster than one (R*h1, d) @ (d, n) mm, see _forward)
+        a = torch.baddbmm(bs[0].unsqueeze(-1), Ws[0], XT.expand(R, d, n))
         for W, b in zip(Ws[1:], bs[1:]):
             a = torch.baddbmm(b.unsqueeze(-1), W, act(a))  # (R, out, n)
         return a
