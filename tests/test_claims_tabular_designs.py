@@ -45,6 +45,16 @@ def test_f2_mlp_is_not_fooled_by_a_flat_curve_or_a_wrong_form():
     assert _by_id({"variance-aware-mlp": sqrt_k})["F2-mlp"].verdict == "contradicted"
 
 
+def test_f2_mlp_shows_the_second_order_fit_where_the_1_over_k_form_is_rejected():
+    curved = _va_mlp(lambda a, k: 0.0095 + 0.2 * a / k + 0.05 * a**2 / k**2)  # the paper profile's shape at alpha=1
+    r = _by_id({"variance-aware-mlp": curved})["F2-mlp"]
+    assert r.verdict == "contradicted", r  # the strict 1/k form is the claim
+    assert "alpha=1 second order" in r.interval and "c 0.05" in r.interval, r.interval
+    assert "alpha=0.1 second order" not in r.interval  # alpha=0.1: c/k^2 = 5e-4/k^2, the form is not rejected
+    plain = _by_id({"variance-aware-mlp": _va_mlp(lambda a, k: 0.0095 + 0.1 * a / k)})["F2-mlp"]
+    assert "second order" not in plain.interval
+
+
 def test_f2_mlp_without_se_column_uses_the_conservative_bound():
     df = _va_mlp(lambda a, k: 0.0095 + 0.1 * a / k, se=False)
     r = _by_id({"variance-aware-mlp": df})["F2-mlp"]

@@ -81,3 +81,41 @@ def test_relative_se_path_and_table():
         fit_floor_plus_slope([1, 2], [1.0, 0.5], [0.1, 0.1])
     with pytest.raises(ValueError, match="se, rel_se"):
         fit_floor_plus_slope(KS, np.ones(6))
+
+
+def test_second_order_fit_recovers_a_curved_response_the_1_over_k_form_rejects():
+    """Students nonlinear in their labels: prediction = init + e + kappa e^2 with label noise e ~ N(0, s2/k),
+    so V(k) = floor + s2/k + 2 kappa^2 s2^2/k^2 (the delta method's next term). The 1/k form is rejected;
+    floor + b/k + c/k^2 fits and recovers (floor, b, c) within their errors."""
+    import pandas as pd
+
+    floor, s2, kappa, R, m = 0.01, 1.0, 0.5, 3000, 10
+    c_true = 2 * kappa**2 * s2**2
+    ks = np.array([1, 2, 3, 5, 8, 13, 20, 50])
+    rng = np.random.default_rng(11)
+    L = np.linalg.cholesky(0.5 * np.eye(m) + 0.5)
+    rows = []
+    for k in ks:
+        init = rng.standard_normal((R, m)) @ L.T * np.sqrt(floor)
+        e = rng.standard_normal((R, m)) @ L.T * np.sqrt(s2 / k)
+        p = init + e + kappa * e**2
+        rows.append({"noise": "homoscedastic", "alpha": 1.0, "k": int(k), "method": "averaging", "n_students": R,
+                     "inter_student_var": inter_student_var(p), "inter_student_var_se": inter_student_var_se(p)})
+    d = pd.DataFrame(rows)
+    v, se = d["inter_student_var"].to_numpy(), d["inter_student_var_se"].to_numpy()
+    first = fit_floor_plus_slope(ks, v, se)
+    second = fit_floor_plus_slope(ks, v, se, quadratic=True)
+    assert first.p_value < 1e-4 and not first.quadratic
+    assert second.quadratic and second.p_value > 1e-3 and second.df == len(ks) - 3
+    for est, se_, true in ((second.floor, second.floor_se, floor), (second.b, second.b_se, s2),
+                           (second.c, second.c_se, c_true)):
+        assert abs(est - true) < 3.5 * se_
+    lo, hi = second.interval("c")
+    assert lo > 0  # the curvature is detected
+    assert second.predict(ks) == pytest.approx(second.floor + second.b / ks + second.c / ks**2)
+    t = decomposition_table(d)
+    assert t.loc[0, "q_c_lo"] > 0 and t.loc[0, "q_p_value"] == pytest.approx(second.p_value)
+    with pytest.raises(ValueError, match="4 distinct k"):
+        fit_floor_plus_slope(ks[:3], v[:3], se[:3], quadratic=True)
+    with pytest.raises(ValueError, match="expected one of"):
+        first.interval("c")

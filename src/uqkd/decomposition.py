@@ -14,6 +14,13 @@ The goodness of fit is :math:`\chi^2 = \sum_k (\hat V_k - \hat V(k))^2/\mathrm{s
 (normal quantiles), widened by :math:`\sqrt{\max(1, \chi^2/\mathrm{df})}` (the Birge ratio) when
 the points scatter more than their errors say.
 
+Second order (``quadratic=True``): :math:`V(k) = \text{floor} + b/k + c/k^2`. A student that is
+not linear in its labels (an MLP) responds to label noise of variance :math:`s^2 = \sigma^2/k` with
+a variance :math:`b'\,s^2 + c'\,s^4 + \dots` (the delta method's next term: curvature of the
+trained network in its labels), so at large teacher noise the pure 1/k form can be rejected while
+the teacher-noise part still vanishes as k grows. Measured on ``variance-aware-mlp --profile paper``
+(2026-12-06): at alpha = 1 floor + b/k gives chi2 202/14; with c/k^2, chi2 5.5/13 and c ~ alpha^2.
+
 Pure numpy / scipy; no torch.
 """
 
@@ -56,20 +63,29 @@ class FloorFit:
     p_value: float
     scale: float
     n_points: int
+    c: float = 0.0
+    c_se: float = float("nan")
+
+    @property
+    def quadratic(self) -> bool:
+        """Whether the fit has the second-order term c/k^2."""
+        return bool(np.isfinite(self.c_se))
 
     def interval(self, name: str, level: float = 0.95) -> tuple[float, float]:
         """Two-sided normal interval of ``"floor"`` or ``"b"``."""
         from scipy.special import ndtri  # norm.ppf without importing scipy.stats (~1 s per process)
 
-        if name not in ("floor", "b"):
-            raise ValueError(f"name: expected 'floor' or 'b', got {name!r}")
-        est, se = (self.floor, self.floor_se) if name == "floor" else (self.b, self.b_se)
+        names = ("floor", "b", "c") if self.quadratic else ("floor", "b")
+        if name not in names:
+            raise ValueError(f"name: expected one of {names}, got {name!r}")
+        est, se = {"floor": (self.floor, self.floor_se), "b": (self.b, self.b_se), "c": (self.c, self.c_se)}[name]
         q = float(ndtri(1 - (1 - level) / 2))
         return est - q * se, est + q * se
 
     def predict(self, k: Any) -> np.ndarray:
         """Fitted :math:`V(k)`."""
-        return self.floor + self.b / np.asarray(k, dtype=float)
+        k = np.asarray(k, dtype=float)
+        return self.floor + self.b / k + self.c / k**2
 
 
 def relative_variance_se(n_students: int) -> float:
@@ -84,8 +100,8 @@ def relative_variance_se(n_students: int) -> float:
 
 
 def fit_floor_plus_slope(k: Any, v: Any, se: Any | None = None, *, rel_se: float | None = None,
-                         n_iter: int = 3) -> FloorFit:
-    r"""Weighted least-squares fit of :math:`V(k) = \text{floor} + b/k`.
+                         n_iter: int = 3, quadratic: bool = False) -> FloorFit:
+    r"""Weighted least-squares fit of :math:`V(k) = \text{floor} + b/k` (``+ c/k^2`` if ``quadratic``).
 
     Parameters
     ----------
@@ -98,6 +114,8 @@ def fit_floor_plus_slope(k: Any, v: Any, se: Any | None = None, *, rel_se: float
     rel_se : float, optional
         Instead of ``se``: a relative SE, applied to the *fitted* values (iteratively reweighted,
         ``n_iter`` passes) so that a low point does not get a spuriously high weight.
+    quadratic : bool
+        Add the second-order term c/k^2 (needs >= 4 distinct k); see the module docstring.
 
     Returns
     -------
@@ -126,7 +144,9 @@ def fit_floor_plus_slope(k: Any, v: Any, se: Any | None = None, *, rel_se: float
         raise ValueError("v: expected finite variances")
     if (se is None) == (rel_se is None):
         raise ValueError("se, rel_se: expected exactly one of them")
-    A = np.c_[np.ones_like(k), 1.0 / k]  # (m, 2)
+    if quadratic and len(np.unique(k)) < 4:
+        raise ValueError(f"k: a floor + b/k + c/k^2 fit with a goodness of fit needs >= 4 distinct k, got {np.unique(k)}")
+    A = np.c_[np.ones_like(k), 1.0 / k, 1.0 / k**2] if quadratic else np.c_[np.ones_like(k), 1.0 / k]  # (m, 2|3)
 
     def solve(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         w = 1.0 / s**2
@@ -150,26 +170,28 @@ def fit_floor_plus_slope(k: Any, v: Any, se: Any | None = None, *, rel_se: float
             coef, cov = solve(s)
     resid = (v - A @ coef) / s
     chi2 = float(np.sum(resid**2))
-    dof = len(k) - 2
+    dof = len(k) - A.shape[1]
     scale = float(np.sqrt(max(1.0, chi2 / dof)))
     cov = cov * scale**2
+    extra = dict(c=float(coef[2]), c_se=float(np.sqrt(cov[2, 2]))) if quadratic else {}
     return FloorFit(floor=float(coef[0]), b=float(coef[1]), floor_se=float(np.sqrt(cov[0, 0])),
                     b_se=float(np.sqrt(cov[1, 1])), cov=cov, chi2=chi2, df=dof,
-                    p_value=float(chdtrc(dof, chi2)), scale=scale, n_points=len(k))
+                    p_value=float(chdtrc(dof, chi2)), scale=scale, n_points=len(k), **extra)
 
 
-def _fit_rows(g: Any) -> FloorFit:
+def _fit_rows(g: Any, quadratic: bool = False) -> FloorFit:
     g = g.sort_values("k")
     k = g["k"].to_numpy(dtype=float)
     v = g["inter_student_var"].to_numpy(dtype=float)
     if "inter_student_var_se" in g and np.all(np.isfinite(g["inter_student_var_se"].to_numpy(dtype=float))):
-        return fit_floor_plus_slope(k, v, g["inter_student_var_se"].to_numpy(dtype=float))
-    return fit_floor_plus_slope(k, v, rel_se=relative_variance_se(int(g["n_students"].min())))
+        return fit_floor_plus_slope(k, v, g["inter_student_var_se"].to_numpy(dtype=float), quadratic=quadratic)
+    return fit_floor_plus_slope(k, v, rel_se=relative_variance_se(int(g["n_students"].min())), quadratic=quadratic)
 
 
 def decomposition_table(df: Any, method: str = "averaging", by: tuple[str, ...] = ("noise", "alpha"),
                         level: float = 0.95) -> Any:
-    """One row per group of a k-sweep: floor and b with intervals, the floor's share at k = 1, the fit.
+    """One row per group of a k-sweep: floor and b with intervals, the floor's share at k = 1, the fit;
+    with >= 4 values of k also the second-order fit (columns ``q_*``: floor, b, c with c's interval, chi2).
 
     Reads ``k``, ``inter_student_var``, ``n_students`` and, when present, ``inter_student_var_se``
     (jackknife SEs; otherwise the conservative :func:`relative_variance_se`, labelled in ``se_source``).
@@ -191,4 +213,9 @@ def decomposition_table(df: Any, method: str = "averaging", by: tuple[str, ...] 
                      "b": f.b, "b_lo": blo, "b_hi": bhi, "floor_share_k1": f.floor / (f.floor + f.b),
                      "chi2": f.chi2, "df": f.df, "p_value": f.p_value, "n_k": f.n_points,
                      "se_source": "jackknife" if has_se else "sqrt(2/(R-1)) bound"})
+        if g["k"].nunique() >= 4:  # second order: floor + b/k + c/k^2 (nonlinear students, large noise)
+            q = _fit_rows(g, quadratic=True)
+            (clo, chi) = q.interval("c", level)
+            rows[-1].update({"q_floor": q.floor, "q_b": q.b, "q_c": q.c, "q_c_lo": clo, "q_c_hi": chi,
+                             "q_chi2": q.chi2, "q_df": q.df, "q_p_value": q.p_value})
     return pd.DataFrame(rows)

@@ -340,7 +340,8 @@ def _va_summary(df: Any) -> Any:
 
 
 FLOOR_FIT_LABEL = ("Variance decomposition: averaging's inter-student variance = floor + b/k per (noise, alpha), "
-                   "weighted least squares with Monte-Carlo SEs; 95% intervals; chi2 on n_k - 2 df tests the 1/k form")
+                   "weighted least squares with Monte-Carlo SEs; 95% intervals; chi2 on n_k - 2 df tests the 1/k form; "
+                   "q_*: the second-order fit floor + b/k + c/k^2 (chi2 on n_k - 3 df)")
 
 
 def floor_fit_tables(df: Any) -> dict[str, Any]:

@@ -735,8 +735,10 @@ VARIANCE_AWARE_MLP_NOTES = (
     "optimisation. Averaging removes only the b/k part, so the log-log slope in k flattens where b/k falls "
     "below the floor. Cells share the students' initialisation seeds (common random numbers), so the floor is "
     "that of these n_students initialisations; its interval does not include the between-draw error of the "
-    "initialisation variance itself. The oracle flag marks methods that use the noise-free teacher or the true "
-    "noise level."
+    "initialisation variance itself. A student nonlinear in its labels adds the noise's next order, c/k^2 "
+    "(curvature of the trained network in its labels; c grows as alpha^2): at large alpha the chi-square rejects "
+    "floor + b/k while floor + b/k + c/k^2 (columns q_*) fits, with the same floor at every alpha. The oracle flag "
+    "marks methods that use the noise-free teacher or the true noise level."
 )
 
 
