@@ -195,6 +195,9 @@ def _load_plugins() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 user error)."""
+    from . import _malloc
+
+    _malloc.tune()  # recycle the sweeps' multi-megabyte arrays instead of mmap/munmap per array
     _load_plugins()
     parser = build_parser()
     av = list(argv) if argv is not None else sys.argv[1:]

@@ -88,6 +88,9 @@ def _init_worker() -> None:
     """
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    from . import _malloc
+
+    _malloc.tune()  # as in the CLI process (see uqkd._malloc)
     global _CURRENT_LIMIT
     try:
         from threadpoolctl import threadpool_limits

@@ -217,6 +217,8 @@ def run_experiment(
             log.warning("%s: %d cell record(s) failed verification and will be recomputed (first: %s)",
                         name, len(rejected), rejected[0])
         todo = [i for i, cid in enumerate(ids) if cid not in done]
+        if exp.schedule_key is not None:  # compute order only; rows are written in grid order below
+            todo.sort(key=lambda i: exp.schedule_key(cells[i]))
         n_computed = 0
         if todo:
             if workers == "auto" and exp.cell_threads is None:

@@ -55,6 +55,10 @@ class Experiment:
         published code that uqkd fixes, how to read the results.
     tables : callable(results DataFrame) -> dict of str to DataFrame, optional
         Further labelled tables the report shows after the key numbers (e.g. fits across cells).
+    schedule_key : callable(cell) -> sortable, optional
+        The order in which cells are computed (stable sort of the grid by this key); results
+        stay in grid order. Cells that share cached work (e.g. one teacher draw) then run
+        next to each other in a process. Speed only: no number may depend on it.
     """
 
     name: str
@@ -69,6 +73,7 @@ class Experiment:
     summary: Callable[[Any], Any] | None = None
     notes: str = ""
     tables: Callable[[Any], dict[str, Any]] | None = None
+    schedule_key: Callable[[Cell], Any] | None = None
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
