@@ -5,8 +5,8 @@ students x 405 inputs in float64 is 3.2 MB). glibc serves every allocation above
 threshold (128 KiB, raised dynamically only up to the largest block freed so far) with a
 fresh ``mmap`` and returns it with ``munmap`` on free, and it trims the heap top above 128
 KiB; each new array then page-faults its memory in again. On the ``variance-aware-linear``
-paper profile that was a third of the wall time, all of it system time
-(``benchmarks/bench_malloc.py`` prints both settings side by side).
+paper profile that was a third of the wall time, all of it system time (measured on 2
+cores: 17.7 s in-process with ``UQKD_MALLOC=default``, 11.0 s tuned; 6.4 s -> 0.4 s system).
 
 :func:`tune` raises the mmap threshold to 32 MiB (glibc's maximum on 64-bit) and the trim
 threshold to 256 MiB, so those arrays are recycled from the heap. Only the process's own
