@@ -1,4 +1,5 @@
-"""Speed paths that must not change a number: malloc tuning, the teacher-draw memo, cell scheduling."""
+"""Speed paths that must not change a number: malloc tuning, the teacher-draw memo, cell scheduling,
+the skipped value scans of `assume_valid`, the shared shrunk variances, the symmetric Gram matmul."""
 
 from __future__ import annotations
 
@@ -60,3 +61,59 @@ def test_schedule_order_does_not_change_results(tmp_path):
     finally:
         object.__setattr__(exp, "schedule_key", L._va_schedule)
     pd.testing.assert_frame_equal(pd.read_csv(a.results_csv), pd.read_csv(b.results_csv))
+
+
+def test_assume_valid_skips_only_value_scans_and_only_inside_its_block():
+    from uqkd._validation import assume_valid, check_array, check_variances
+
+    bad = np.array([1.0, np.nan, -2.0])
+    with pytest.raises(ValueError, match="x: expected finite values, got 1 NaN"):
+        check_array(bad, "x")
+    with assume_valid():
+        assert check_array(bad, "x") is not None  # no scan: the caller vouches for the values
+        check_variances(bad, "v")
+        with pytest.raises(ValueError, match=r"x: expected a 2-d array, got shape \(3,\)"):
+            check_array(bad, "x", ndim=2)  # shapes are still checked
+        with pytest.raises(TypeError, match="x: expected a numeric array"):
+            check_array("abc", "x")
+    with pytest.raises(ValueError, match="v: expected non-negative values"):
+        check_variances(np.array([1.0, -2.0]), "v")  # the block is over
+
+
+@pytest.mark.parametrize("method", ["variance-weighting-wls", "variance-weighting-shrinkage"])
+def test_method_cache_gives_the_same_numbers_and_is_tied_to_its_array(method):
+    from uqkd.methods import method_targets
+
+    rng = np.random.default_rng(1)
+    R, n, k = 20, 31, 4
+    mean_k = rng.normal(size=(R, n))
+    var_a, var_b = rng.gamma(2.0, size=(R, n)), rng.gamma(5.0, size=(R, n))
+
+    def ref(labels):  # any held-out prediction will do for equality
+        return 0.5 * labels
+
+    kw = dict(mean_k=mean_k, k=k, reference=ref)
+    cache: dict = {}
+    for v in (var_a, var_b, var_a.copy()):  # a new array with a cache full of another's results
+        plain = method_targets(method, var_k=v, **kw)
+        cached = method_targets(method, var_k=v, cache=cache, **kw)
+        again = method_targets(method, var_k=v, cache=cache, **kw)  # a hit
+        for got in (cached, again):
+            np.testing.assert_array_equal(got.labels, plain.labels)
+            if plain.sample_weight is not None:
+                np.testing.assert_array_equal(got.sample_weight, plain.sample_weight)
+    with pytest.raises(ValueError, match="teacher_var: expected non-negative values"):
+        method_targets(method, var_k=-var_a, cache=cache, **kw)
+
+
+def test_symmetric_gram_fit_equals_the_full_outer_product_fit():
+    from uqkd.students.linear import _add_intercept, fit_wls_batched
+
+    rng = np.random.default_rng(2)
+    n, d, R = 120, 6, 40
+    X, Y, W = rng.normal(size=(n, d)), rng.normal(size=(n, R)), rng.gamma(2.0, size=(n, R))
+    D = _add_intercept(X, True)
+    p = D.shape[1]
+    G = (W.T @ (D[:, :, None] * D[:, None, :]).reshape(n, p * p)).reshape(R, p, p)  # every p^2 entry
+    want = np.linalg.solve(G, ((W * Y).T @ D)[:, :, None])[:, :, 0].T
+    np.testing.assert_allclose(fit_wls_batched(X, Y, W), want, rtol=1e-12, atol=1e-13)

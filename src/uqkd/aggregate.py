@@ -449,7 +449,15 @@ def inverse_variance_sample_weights(
     if teacher_var is None:
         raise ValueError(f"teacher_var: expected the sample variances of the k={k} draws, got None")
     s2 = check_variances(teacher_var, "teacher_var")
-    v = shrunk_variance_from_moments(s2, k, prior_df=prior_df, axis=axis)
+    return _weights_from_shrunk_variance(shrunk_variance_from_moments(s2, k, prior_df=prior_df, axis=axis), k, s2, axis)
+
+
+def _weights_from_shrunk_variance(v: np.ndarray, k: int, s2: np.ndarray, axis: int = -1) -> np.ndarray:
+    """The weights of :func:`inverse_variance_sample_weights` from its shrunk variances ``v`` (raw ``s2``, for errors).
+
+    For callers that already hold ``v`` (:func:`uqkd.methods.method_targets` shares it between
+    methods); ``v`` and ``s2`` are not checked again.
+    """
     mean = v.mean(axis=axis, keepdims=True)
     floor = 1e-12 * mean
     with np.errstate(divide="ignore", over="ignore"):

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -125,6 +125,20 @@ def _unequal_k_weights(var_k: np.ndarray, k: np.ndarray) -> np.ndarray:
     return kk / np.maximum(v, floor)
 
 
+def _shrunk_variance(var_k: Any, k: int, cache: dict[Any, Any] | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(s2, shrunk s2)`` of ``var_k`` along the inputs, memoised in ``cache`` for this very array."""
+    hit = cache.get(("shrunk_variance", k)) if cache is not None else None
+    if hit is not None and hit[0] is var_k:
+        return hit[1], hit[2]
+    from ._validation import check_variances
+
+    s2 = check_variances(var_k, "teacher_var")  # the name inverse_variance_sample_weights gives it
+    v = aggregate.shrunk_variance_from_moments(s2, k, axis=1)
+    if cache is not None:
+        cache[("shrunk_variance", k)] = (var_k, s2, v)  # holds var_k: its id cannot be reused meanwhile
+    return s2, v
+
+
 def method_targets(
     name: str,
     *,
@@ -135,6 +149,7 @@ def method_targets(
     noise_var: np.ndarray | None = None,
     teacher_mean: np.ndarray | None = None,
     reference: Callable[[np.ndarray], np.ndarray] | None = None,
+    cache: dict[Any, Any] | None = None,
 ) -> MethodTargets:
     r"""Labels and loss weights one method gives R students.
 
@@ -159,6 +174,11 @@ def method_targets(
     reference : callable, optional
         ``reference(labels) -> (R, n)``: held-out student predictions of ``labels``
         (``variance-weighting-shrinkage``).
+    cache : dict, optional
+        Scratch space for calls on the same ``var_k`` (every method of one sweep cell): the
+        shrunk variances that ``variance-weighting-wls`` and ``variance-weighting-shrinkage`` both
+        use are computed once. The numbers are the same with or without it; an entry is used only
+        for the very ``var_k`` object (and k) it was computed from.
 
     Returns
     -------
@@ -187,11 +207,14 @@ def method_targets(
         return MethodTargets(aggregate.paper_oracle_labels(mean_k, var0, np.asarray(teacher_mean)[None, :],
                                                            np.asarray(noise_var)[None, :]), None)
     if m.name == "variance-weighting-wls":
-        return MethodTargets(mean_k, aggregate.inverse_variance_sample_weights(var_k, k, axis=1))  # (R, n)
+        if cache is None:
+            return MethodTargets(mean_k, aggregate.inverse_variance_sample_weights(var_k, k, axis=1))  # (R, n)
+        s2, v = _shrunk_variance(var_k, k, cache)
+        return MethodTargets(mean_k, aggregate._weights_from_shrunk_variance(v, k, s2, axis=1))
     if m.name == "variance-weighting-shrinkage":
         if reference is None:
             raise ValueError("reference: the shrinkage method needs a held-out student prediction")
-        v = aggregate.shrunk_variance_from_moments(var_k, k, axis=1) / k  # Var(mean_k) estimate (R, n)
+        v = _shrunk_variance(var_k, k, cache)[1] / k  # Var(mean_k) estimate (R, n)
         cv = reference(mean_k)  # (R, n)
         tau2 = aggregate.crossfit_variance(mean_k, cv, v, axis=1)  # (R, 1)
         return MethodTargets(aggregate.shrinkage_labels(mean_k, v, cv, tau2), None)
