@@ -49,7 +49,7 @@ def tune() -> bool:
     try:
         libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
-        libc.gnu_get_libc_version  # glibc only (musl has a mallopt that ignores these parameters)
+        _ = libc.gnu_get_libc_version  # glibc only (musl has a mallopt that ignores these parameters)
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
