@@ -125,17 +125,16 @@ def _unequal_k_weights(var_k: np.ndarray, k: np.ndarray) -> np.ndarray:
     return kk / np.maximum(v, floor)
 
 
-def _shrunk_variance(var_k: Any, k: int, cache: dict[Any, Any] | None) -> tuple[np.ndarray, np.ndarray]:
+def _shrunk_variance(var_k: Any, k: int, cache: dict[Any, Any]) -> tuple[np.ndarray, np.ndarray]:
     """``(s2, shrunk s2)`` of ``var_k`` along the inputs, memoised in ``cache`` for this very array."""
-    hit = cache.get(("shrunk_variance", k)) if cache is not None else None
+    hit = cache.get(("shrunk_variance", k))
     if hit is not None and hit[0] is var_k:
         return hit[1], hit[2]
     from ._validation import check_variances
 
     s2 = check_variances(var_k, "teacher_var")  # the name inverse_variance_sample_weights gives it
     v = aggregate.shrunk_variance_from_moments(s2, k, axis=1)
-    if cache is not None:
-        cache[("shrunk_variance", k)] = (var_k, s2, v)  # holds var_k: its id cannot be reused meanwhile
+    cache[("shrunk_variance", k)] = (var_k, s2, v)  # holds var_k: its id cannot be reused meanwhile
     return s2, v
 
 
@@ -214,7 +213,8 @@ def method_targets(
     if m.name == "variance-weighting-shrinkage":
         if reference is None:
             raise ValueError("reference: the shrinkage method needs a held-out student prediction")
-        v = _shrunk_variance(var_k, k, cache)[1] / k  # Var(mean_k) estimate (R, n)
+        v = (aggregate.shrunk_variance_from_moments(var_k, k, axis=1) if cache is None
+             else _shrunk_variance(var_k, k, cache)[1]) / k  # Var(mean_k) estimate (R, n)
         cv = reference(mean_k)  # (R, n)
         tau2 = aggregate.crossfit_variance(mean_k, cv, v, axis=1)  # (R, 1)
         return MethodTargets(aggregate.shrinkage_labels(mean_k, v, cv, tau2), None)
