@@ -4,7 +4,8 @@ All variants train *the same students* (same initial weights, labels, epochs) in
 one after another, each timed as the minimum of ``--reps`` runs:
 
 * ``fused``: :class:`uqkd.students.mlp.BatchedMLP` ``backend="fused"`` (hand-written forward,
-  backward and Adam over one flat buffer);
+  backward and Adam over one flat buffer), with its float32 first-layer GEMMs in oneDNN (the
+  default, ``uqkd.students.mlp.ONEDNN_GEMM``) and with MKL's bmm instead (``fused, bmm``);
 * ``autograd``: ``backend="autograd"``: stacked (R, out, in) parameters, autograd, and
   ``torch.optim.Adam`` with ``foreach=True`` / ``fused=True`` / the for-loop implementation;
 * ``torch.func``: ``vmap(grad(loss of one student))`` over the stacked parameters + ``torch.optim.Adam``;
@@ -26,7 +27,9 @@ import time
 import numpy as np
 import torch
 
+from uqkd import _malloc
 from uqkd.data.tabular import load_boston
+from uqkd.students import mlp as mlp_module
 from uqkd.students.mlp import BatchedMLP, auto_chunk_size
 
 
@@ -60,16 +63,17 @@ def flops_per_student_epoch(n: int, sizes: list[int]) -> int:
     return 2 * fwd + agrad
 
 
-def fused_bytes_per_student_epoch(n: int, sizes: list[int], itemsize: int = 4) -> int:
+def fused_bytes_per_student_epoch(n: int, sizes: list[int], itemsize: int = 4, onednn: bool = True) -> int:
     """Memory traffic of the fused kernel's epoch (one hidden layer, one output), per student.
 
-    Passes over the (h, n) activation: matmul write, clamp read + write, output matmul read,
-    weight-gradient read, threshold-backward read + write, first-layer gradient read: 8.
+    Passes over the (h, n) activation: GEMM write (oneDNN fuses the ReLU; with bmm a clamp adds a
+    read + write), output matmul read, threshold-backward read + write, first-layer gradient read:
+    5 (7 with bmm). The second-layer gradient reads no activation (it comes from the first layer's).
     Plus Adam: parameter, gradient, two moments, denominator (read/write ~ 9 passes over P).
     """
     h = sum(sizes[1:-1])
     P = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
-    return itemsize * (8 * h * n + 9 * P)
+    return itemsize * ((5 if onednn else 7) * h * n + 9 * P)
 
 
 def vmap_trainer(X: torch.Tensor, Y: torch.Tensor, init: torch.Tensor, hidden: int, n_epochs: int,
@@ -141,26 +145,30 @@ def compiled_trainer(X: torch.Tensor, Y: torch.Tensor, init: torch.Tensor, hidde
 
 
 def first_layer_layouts(n: int, d: int, hidden: int, R: int, reps: int) -> None:
-    """The fused kernel's first-layer products, each in the layout it uses against the plain mm.
+    """The fused kernel's first-layer products: the plain MKL mm, MKL's bmm (the kernel without
+    oneDNN) and oneDNN's GEMM (the forward with its ReLU fused in), same shapes and FLOPs.
 
-    Same shapes and FLOPs either way; on MKL the single tall mm with an inner dimension of d+1
-    (14 for Boston) is several times slower than the bmm over an expanded (not copied) X^T.
+    On MKL the single tall mm with an inner dimension of d+1 (14 for Boston) is several times
+    slower than the bmm over an expanded (not copied) X^T; oneDNN's GEMM beats both.
     """
     X1 = torch.randn(n, d + 1)
     X1T = X1.T.contiguous().expand(R, d + 1, n)
     W = torch.randn(R, hidden, d + 1)
     A = torch.randn(R, hidden, n)
     a_out, g1, g1T = torch.empty(R, hidden, n), torch.empty(R * hidden, d + 1), torch.empty(R, d + 1, hidden)
+    X1Tc = X1.T.contiguous()
+    lin = mlp_module._onednn_linear
     pairs = [
-        ("forward [W1|b1] [X|1]^T", lambda: torch.mm(W.view(R * hidden, -1), X1.T, out=a_out.view(R * hidden, n)),
-         lambda: torch.bmm(W, X1T, out=a_out)),
+        ("forward + ReLU", lambda: torch.mm(W.view(R * hidden, -1), X1.T, out=a_out.view(R * hidden, n)).clamp_(min=0),
+         lambda: torch.bmm(W, X1T, out=a_out).clamp_(min=0), lambda: lin(W.view(R * hidden, -1), X1, "relu")),
         ("first-layer gradient", lambda: torch.mm(A.view(R * hidden, n), X1, out=g1),
-         lambda: torch.bmm(X1T, A.transpose(1, 2), out=g1T)),
+         lambda: torch.bmm(X1T, A.transpose(1, 2), out=g1T), lambda: lin(A.view(R * hidden, n), X1Tc, "none")),
     ]
-    for name, plain, used in pairs:
-        t_p, t_u = best_of(plain, reps), best_of(used, reps)
-        print(f"{'':>10} {name:>26}: plain {1e3 * t_p:6.2f} ms, kernel's layout {1e3 * t_u:6.2f} ms "
-              f"({t_p / t_u:.2f}x) for a chunk of {R} students")
+    for name, plain, bmm, onednn in pairs:
+        t_p, t_b = best_of(plain, reps), best_of(bmm, reps)
+        t_o = best_of(onednn, reps) if mlp_module.ONEDNN_GEMM else float("nan")
+        print(f"{'':>10} {name:>21}: MKL mm {1e3 * t_p:5.2f} ms, MKL bmm {1e3 * t_b:5.2f} ms, oneDNN "
+              f"{1e3 * t_o:5.2f} ms ({t_p / t_o:.2f}x, {t_b / t_o:.2f}x) for a chunk of {R} students")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -171,9 +179,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (compiles for ~1 min)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    tuned = _malloc.tune()  # as uqkd's CLI and workers do: the oneDNN forward's output blocks are recycled
     mm = matmul_gflops()
     bw_dram = copy_gbs(512 * 2**20)
     bw_cache = copy_gbs(8 * 2**20)
+    print(f"malloc tuned: {tuned}; oneDNN GEMMs: {mlp_module.ONEDNN_GEMM}")
     print(f"torch {torch.__version__}, 1 thread. Ceilings measured now: float32 matmul 1536^2 {mm:.1f} GFLOP/s; "
           f"copy bandwidth {bw_dram:.1f} GB/s (512 MiB, DRAM), {bw_cache:.1f} GB/s (8 MiB, cache-sized chunks)")
     sp = load_boston()
@@ -193,9 +203,16 @@ def main(argv: list[str] | None = None) -> None:
         t_f = best_of(lambda ref=ref: ref.fit(X, Y), args.reps)
         per = 1e6 / (R * E)
         gf = flops_per_student_epoch(n, sizes) * R * E / t_f / 1e9
-        traffic = fused_bytes_per_student_epoch(n, sizes) * R
+        traffic = fused_bytes_per_student_epoch(n, sizes, onednn=mlp_module.ONEDNN_GEMM and tuned) * R
         name = f"13-{hidden}-1"
         print(f"{name:>10} {'fused kernel':>26} {t_f * per:17.2f} {'1.00x':>15} {'-':>18}")
+        if mlp_module.ONEDNN_GEMM:
+            mlp_module.ONEDNN_GEMM = False
+            m = BatchedMLP(**common, backend="fused")
+            t_b = best_of(lambda m=m: m.fit(X, Y), args.reps)
+            mlp_module.ONEDNN_GEMM = True
+            dw = float(np.abs(m.params_ - ref.params_).max())
+            print(f"{'':>10} {'fused kernel, MKL bmm':>26} {t_b * per:17.2f} {t_b / t_f:14.2f}x {dw:18.1e}")
         for adam in ("foreach", "fused", "for-loop"):
             m = BatchedMLP(**common, backend="autograd", adam=adam)
             t_a = best_of(lambda m=m: m.fit(X, Y), args.reps)

@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 from uqkd.data.classification import load_wine  # noqa: E402
 from uqkd.data.tabular import load_boston  # noqa: E402
 from uqkd.metrics import predictive_entropy  # noqa: E402
+from uqkd.students import mlp as mlp_module  # noqa: E402
 from uqkd.students.mlp import (  # noqa: E402
     ACTIVATION_BUDGET_BYTES,
     BatchedMLP,
@@ -338,3 +339,38 @@ def test_autograd_path_other_activations_and_losses():
     with pytest.raises(ValueError, match="loss: expected per-example losses"):
         BatchedMLP(**base, loss=lambda z, t: (z - t).sum()).fit(X, y)
     assert torch.get_num_threads() >= 1
+
+
+@pytest.mark.skipif(not mlp_module.ONEDNN_GEMM, reason="torch built without oneDNN")
+@pytest.mark.parametrize("task,hidden", [("regression", (6,)), ("regression", (7, 4)), ("regression", ()),
+                                         ("classification", (6,))])
+@pytest.mark.parametrize("recycles", [True, False])  # the oneDNN forward runs only where malloc recycles blocks
+def test_onednn_gemms_agree_with_bmm_and_float64(small, monkeypatch, task, hidden, recycles):
+    X, rng = small
+    R, C = 5, 3
+    Y = rng.normal(size=(R, 60)) if task == "regression" else rng.integers(0, C, size=(R, 60))
+    W = rng.integers(0, 3, size=(R, 60)).astype(float) + 0.5
+    kw = dict(hidden=hidden, task=task, n_epochs=40, lr=0.01, sigma_init=0.2, n_classes=None if task == "regression" else C)
+    ref = BatchedMLP(dtype="float64", **kw).fit(X, Y, sample_weight=W)
+    calls = []
+    real = mlp_module._onednn_linear
+    monkeypatch.setattr(mlp_module, "_onednn_linear", lambda *a: calls.append(a[2]) or real(*a))
+    monkeypatch.setattr(mlp_module._malloc, "recycles_large_blocks", lambda: recycles)
+    on = BatchedMLP(dtype="float32", **kw).fit(X, Y, sample_weight=W)
+    n_fwd = 41 if recycles else 0  # a forward per epoch and one for the final loss
+    # a fused ReLU forward per pass with a hidden layer, a plain one without; the first-layer gradient every epoch
+    assert (calls.count("relu"), calls.count("none")) == ((n_fwd, 40) if hidden else (0, 40 + n_fwd))
+    monkeypatch.setattr(mlp_module, "ONEDNN_GEMM", False)
+    calls.clear()
+    off = BatchedMLP(dtype="float32", **kw).fit(X, Y, sample_weight=W)
+    assert not calls
+    np.testing.assert_allclose(on.params_, off.params_, rtol=0, atol=2e-5)
+    np.testing.assert_allclose(on.params_, ref.params_, rtol=0, atol=2e-5)
+    assert np.abs(ref.params_[0] - ref.params_[1]).max() > 1e-2  # students differ by far more than that
+
+
+def test_float64_never_takes_the_onednn_path(small, monkeypatch):
+    X, rng = small
+    monkeypatch.setattr(mlp_module, "_onednn_linear", lambda *a: pytest.fail("oneDNN called in float64"))
+    monkeypatch.setattr(mlp_module._malloc, "recycles_large_blocks", lambda: True)
+    BatchedMLP(hidden=(6,), n_epochs=3, dtype="float64").fit(X, rng.normal(size=(2, 60)))

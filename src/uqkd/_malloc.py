@@ -25,7 +25,7 @@ import ctypes
 import os
 import sys
 
-__all__ = ["tune", "MMAP_THRESHOLD_BYTES", "TRIM_THRESHOLD_BYTES"]
+__all__ = ["tune", "recycles_large_blocks", "MMAP_THRESHOLD_BYTES", "TRIM_THRESHOLD_BYTES"]
 
 M_TRIM_THRESHOLD = -1  # <malloc.h>
 M_MMAP_THRESHOLD = -3
@@ -56,4 +56,9 @@ def tune() -> bool:
     mallopt.restype = ctypes.c_int
     _tuned = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1 and mallopt(M_TRIM_THRESHOLD,
                                                                                 TRIM_THRESHOLD_BYTES) == 1
+    return _tuned
+
+
+def recycles_large_blocks() -> bool:
+    """Whether :func:`tune` is in effect here (freed multi-megabyte blocks are reused, not unmapped)."""
     return _tuned

@@ -20,21 +20,28 @@ size or on the worker count.
 Computation
 -----------
 Activations are kept feature-major, ``(R, h, n)``. The first layer, bias included, is one
-matmul for every student, ``(R*h1, d+1) @ (d+1, n)`` with ``[X | 1]``; deeper layers are
-``bmm``. Forward, backward and Adam are written out by hand (no autograd graph) into
-preallocated buffers: per epoch about ten large tensor operations per chunk. For one hidden
-layer and one output (the paper's regression students) the first-layer gradient is formed
-as :math:`w_2 \odot (\mathbb 1[A>0]\,(\delta \otimes [X|1]))` without materialising the
-``(R, h, n)`` back-propagated gradient. Students are processed in chunks whose activations
+matmul for every student, ``(R*h1, d+1) @ (d+1, n)`` with ``[X | 1]`` (in float32 one oneDNN
+GEMM with the ReLU fused in, its gradient one ``(R*h1, n) @ (n, d+1)`` GEMM; otherwise MKL's
+``bmm``); deeper layers are ``bmm``. Forward, backward and Adam are written out by hand (no
+autograd graph) into preallocated buffers: per epoch about ten large tensor operations per
+chunk. For one hidden layer and one output (the paper's regression students) the first-layer
+gradient is formed as :math:`w_2 \odot (\mathbb 1[A>0]\,(\delta \otimes [X|1]))` without
+materialising the ``(R, h, n)`` back-propagated gradient, and the second-layer gradient comes
+from it without another pass over the activations: where :math:`A>0` the activation is the
+pre-activation :math:`[W_1|b_1][x|1]`, so
+:math:`\partial L/\partial w_{2,j} = \sum_c [W_1|b_1]_{jc}\,\big(\sum_i \mathbb 1[A_{ji}>0]\,\delta_i [x_i|1]_c\big)`. Students are processed in chunks whose activations
 fit a cache budget (10 MB by default), training each chunk for all epochs before the next.
 
 Numerics: in float64 the result equals training each student alone with ``nn.Sequential``,
-autograd and ``torch.optim.Adam`` to ~1e-14 (tests). In float32 it is bit-identical across
-chunk sizes, ensemble sizes and thread counts on the tested BLAS; against the autograd
-loop it differs by rounding, which some training regimes amplify (128 hidden units, Adam lr
-0.01, 300 epochs: test predictions differ by ~0.05 on average from float64, a tenth of the
-spread across students; MSE statistics agree). Use ``dtype="float64"`` where a single
-student's trajectory must be reproduced exactly.
+autograd and ``torch.optim.Adam`` to ~1e-14 (tests). In float32 the first-layer GEMMs run in
+oneDNN (:data:`ONEDNN_GEMM`) and, like MKL's bmm before them, may round differently for
+different numbers of students per chunk: a student's float32 weights then depend on its
+chunk's size in the last bits, which some training regimes amplify (128 hidden units, Adam
+lr 0.01, 300 epochs: test predictions differ by ~0.05 on average from float64, a tenth of the
+spread across students; MSE statistics agree). The chunk size follows from the shapes only
+(:func:`auto_chunk_size`), so a sweep gives the same bits for any worker count or order, and
+results do not depend on the thread count. Use ``dtype="float64"`` where a single student's
+trajectory must be reproduced exactly (its GEMMs stay in MKL).
 
 General path
 ------------
@@ -57,6 +64,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from .. import _malloc
 from .._seeding import make_rng, student_normals, student_uniforms
 from .._validation import check_array, check_choice, check_float, check_int
 
@@ -85,12 +93,29 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 #: Measured speed-up of the fused kernel over the autograd path (stacked parameters, autograd,
 #: ``torch.optim.Adam``, best of foreach / fused / for-loop), R = 1,000 Boston students, float32,
-#: one thread, idle 2-core machine (``benchmarks/bench_mlp_backends.py --compile``, 2026-12-06,
-#: both paths with the bmm first layer). ``torch.func.vmap(grad)`` was slower still (2.7x, 8.5x,
-#: 8.2x behind fused) and ``torch.compile`` of the forward + loss too (2.0x, 4.7x, 3.8x). The fused
-#: kernel is the fast path for ReLU + the default loss on the CPU: it wins by >= 1.5x on every
-#: paper network (16 hidden: sections 4/7; 64: section 5 bootstrap; 128: section 5 init noise).
-FUSED_SPEEDUP: dict[str, float] = {"13-16-1": 2.10, "13-64-1": 2.94, "13-128-1": 2.39}
+#: one thread, idle 2-core machine (``benchmarks/bench_mlp_backends.py``, 2026-12-07, malloc tuned
+#: as in uqkd's processes, the kernel's first-layer GEMMs in oneDNN: 5.79 / 20.94 / 42.09 us per
+#: student-epoch, 67-74 % of the machine's float32 matmul rate). ``torch.func.vmap(grad)`` was
+#: slower still (4.9x, 11.3x, 14.1x behind fused) and ``torch.compile`` of the forward + loss too
+#: (2.0x, 4.7x, 3.8x behind the kernel as it was on 2026-12-06). The fused kernel is the fast path
+#: for ReLU + the default loss on the CPU: it wins by >= 1.5x on every paper network (16 hidden:
+#: sections 4/7; 64: section 5 bootstrap; 128: section 5 init noise).
+FUSED_SPEEDUP: dict[str, float] = {"13-16-1": 3.65, "13-64-1": 3.81, "13-128-1": 3.50}
+
+#: float32 first-layer GEMMs of the fused kernel through oneDNN (``torch.ops.mkldnn._linear_pointwise``,
+#: the op torch.compile's CPU backend emits) instead of MKL's bmm: the forward with its ReLU fused into
+#: the GEMM, and the first-layer gradient as one (R*h1, n) @ (n, d+1) GEMM. Measured on the idle 2-core
+#: machine, one thread, 2026-12-07: forward + ReLU 439 -> 310 us, gradient 463 -> 190 us per epoch for a
+#: chunk of 167 students of 13-16-1 (64 hidden: 414 -> 344 and 461 -> 276 us; 128: 417 -> 319 and
+#: 441 -> 264 us). The forward gives the same bits as bmm + clamp there; the gradient differs by float32
+#: rounding. Off (bmm) for float64, which oneDNN's matmul does not run, and where torch lacks oneDNN.
+#: ``benchmarks/bench_mlp_backends.py`` prints the kernel's time with this on and off.
+ONEDNN_GEMM: bool = bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _onednn_linear(x: torch.Tensor, w: torch.Tensor, attr: str) -> torch.Tensor:
+    """``attr(x @ w.T)`` by oneDNN, attr "relu" or "none"; x (m, k), w (n, k) -> (m, n), a new tensor."""
+    return torch.ops.mkldnn._linear_pointwise(x, w, None, attr, [], "")
 
 
 @contextlib.contextmanager
@@ -523,18 +548,31 @@ class BatchedMLP:
         # (expanded, not copied). On MKL this beats the single (R*h1, d+1) @ (d+1, n) mm with its inner
         # dimension of d+1 = 14, and the gradient's bmm beats (R*h1, n) @ (n, d+1) more (both printed by
         # benchmarks/bench_mlp_backends.py). With the 10 MB chunks: whole fits 2.1x faster than before.
-        X1T = X1.T.contiguous().expand(R, X1.shape[1], n)
-        if len(Ws) == 1:  # no hidden layer (multinomial logistic / linear regression)
-            torch.bmm(block1.view(R, h1, -1), X1T, out=Z)  # (R, C, n)
-            return Z, acts
-        a = acts[0]
-        torch.bmm(block1.view(R, h1, -1), X1T, out=a)  # (R, h1, n)
-        a.clamp_(min=0)  # (R, h1, n)
+        if self._use_onednn(X1) and _malloc.recycles_large_blocks():
+            # one (R*h1, d+1) @ (d+1, n) GEMM with the ReLU fused in (see ONEDNN_GEMM). Its output is a
+            # fresh multi-megabyte tensor each epoch: only where the allocator recycles such blocks
+            # (uqkd's own processes, see uqkd._malloc) is that cheaper than bmm + clamp into a kept buffer
+            if len(Ws) == 1:
+                Z.view(R * h1, n).copy_(_onednn_linear(block1, X1, "none"))
+                return Z, acts
+            a = acts[0] = _onednn_linear(block1, X1, "relu").view(R, h1, n)
+        else:
+            X1T = X1.T.contiguous().expand(R, X1.shape[1], n)
+            if len(Ws) == 1:  # no hidden layer (multinomial logistic / linear regression)
+                torch.bmm(block1.view(R, h1, -1), X1T, out=Z)  # (R, C, n)
+                return Z, acts
+            a = acts[0]
+            torch.bmm(block1.view(R, h1, -1), X1T, out=a)  # (R, h1, n)
+            a.clamp_(min=0)  # (R, h1, n)
         for li in range(1, len(Ws) - 1):
             torch.baddbmm(bs[li].unsqueeze(-1), Ws[li], a, out=acts[li])  # (R, h_l, n)
             a = acts[li].clamp_(min=0)
         torch.baddbmm(bs[-1].unsqueeze(-1), Ws[-1], a, out=Z)  # (R, C, n)
         return Z, acts
+
+    @staticmethod
+    def _use_onednn(X1: torch.Tensor) -> bool:
+        return ONEDNN_GEMM and X1.dtype == torch.float32 and X1.device.type == "cpu"
 
     def _train_chunk(self, X1: torch.Tensor, flat: torch.Tensor, R: int, T: torch.Tensor,
                      wn: torch.Tensor, track_idx: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -565,10 +603,13 @@ class BatchedMLP:
         thr_bwd = torch.ops.aten.threshold_backward.grad_input
         h1 = Ws[0].shape[1]
         fast = L == 2 and self.n_outputs_ == 1
-        X1T = X1.T.contiguous().expand(R, X1.shape[1], n)  # shared [X | 1]^T, (R, d+1, n) without a copy
+        X1T_c = X1.T.contiguous()  # (d+1, n)
+        X1T = X1T_c.expand(R, X1.shape[1], n)  # shared [X | 1]^T, (R, d+1, n) without a copy
+        onednn = self._use_onednn(X1)
         gT1 = torch.empty(R, X1.shape[1], h1, dtype=X1.dtype)  # first-layer gradient, transposed
         if fast:
             gblock1_3d = gblock1.view(R, h1, X1.shape[1])  # (R, h1, d+1)
+            block1_3d = self._views(flat, R)[2].view(R, h1, X1.shape[1])  # [W1 | b1] before this epoch's step
         for t in range(1, self.n_epochs + 1):
             self._forward(X1, flat, R, acts, Z)  # Z: (R, C, n)
             if regression:
@@ -582,10 +623,17 @@ class BatchedMLP:
                 # 1[A > 0] dz is one pass over A, and w2 scales the small (R, h1, d+1) result
                 A = acts[0]  # (R, h1, n)
                 torch.sum(dZ, dim=2, out=gbs[1])  # (R, 1)
-                torch.bmm(dZ, A.transpose(1, 2), out=gWs[1])  # (R, 1, h1)
                 G = thr_bwd(dZ.expand(A.shape), A, 0.0, grad_input=A)  # 1[A > 0] dz, over A: (R, h1, n)
-                torch.bmm(X1T, G.transpose(1, 2), out=gT1)  # (R, d+1, h1): the fast layout for MKL
-                torch.mul(gT1.transpose(1, 2), Ws[1].transpose(1, 2), out=gblock1_3d)  # times w2[r, j]
+                if onednn:  # (R*h1, n) @ (n, d+1): the gradient in [W1 | b1]'s own layout
+                    gG = _onednn_linear(G.view(R * h1, n), X1T_c, "none").view(R, h1, -1)
+                else:
+                    torch.bmm(X1T, G.transpose(1, 2), out=gT1)  # (R, d+1, h1): the fast layout for MKL
+                    gG = gT1.transpose(1, 2)
+                # second-layer gradient without another pass over A: where A > 0 it is the pre-activation
+                # [W1 | b1] [x | 1], so dw2[r, j] = sum_i dz_ri relu(A_rji) = sum_c [W1|b1][r, j, c] gG[r, j, c]
+                torch.mul(gG, block1_3d, out=gblock1_3d)
+                torch.sum(gblock1_3d, dim=2, out=gWs[1].view(R, h1))
+                torch.mul(gG, Ws[1].transpose(1, 2), out=gblock1_3d)  # times w2[r, j]
                 L_loop = 0
             else:
                 L_loop = L - 1
@@ -600,8 +648,11 @@ class BatchedMLP:
                     torch.bmm(Ws[li].transpose(1, 2), dZ, out=dA)  # (R, in, n)
                 dZ = thr_bwd(dA, A, 0.0, grad_input=A)  # ReLU': dA where A > 0, written over A (R, in, n)
             if not fast:  # first layer, bias gradient included: per student [X | 1]^T @ dZ^T, (d+1, h1)
-                torch.bmm(X1T, dZ.transpose(1, 2), out=gT1)
-                gblock1.view(R, h1, -1).copy_(gT1.transpose(1, 2))
+                if onednn:
+                    gblock1.copy_(_onednn_linear(dZ.reshape(R * h1, n), X1T_c, "none"))
+                else:
+                    torch.bmm(X1T, dZ.transpose(1, 2), out=gT1)
+                    gblock1.view(R, h1, -1).copy_(gT1.transpose(1, 2))
             # Adam (PyTorch's rule), element-wise over the stacked parameters of the chunk
             m.lerp_(g, 1.0 - b1)
             v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
