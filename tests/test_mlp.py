@@ -150,6 +150,17 @@ def test_trajectory_records_tracked_parameter(small):
     np.testing.assert_array_equal(m.trajectory_[-1], m.params_[:, [0, 7]])
 
 
+def test_trajectory_of_entries_in_every_layer_and_chunk_matches_autograd(small):
+    X, rng = small
+    track = (0, 5, 41, 47, 55, 74, 75, 78)  # W1, b1, W2, b2, W3, b3 of a 5-8-3-1 network (P = 48 + 27 + 4)
+    kw = dict(hidden=(8, 3), n_epochs=9, n_students=5, track=track, dtype="float64", chunk_size=2)
+    y = rng.normal(size=(5, 60))
+    fused = BatchedMLP(backend="fused", **kw).fit(X, y)
+    auto = BatchedMLP(backend="autograd", **kw).fit(X, y)  # its trajectory is read from torch-order vectors
+    np.testing.assert_allclose(fused.trajectory_, auto.trajectory_, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(fused.trajectory_[-1], fused.params_[:, list(track)])
+
+
 def test_training_reduces_loss_and_fits(boston):
     m = BatchedMLP(hidden=(16,), n_epochs=200, n_students=4).fit(boston.X_train, boston.y_train)
     mse = ((m.predict(boston.X_test) - boston.y_test) ** 2).mean(axis=1)

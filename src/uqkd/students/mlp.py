@@ -599,7 +599,10 @@ class BatchedMLP:
         traj = None
         if track_idx is not None:
             traj = torch.empty(self.n_epochs + 1, R, len(track_idx), dtype=X1.dtype)
-            traj[0] = self._vec_view(flat, R)[:, track_idx]
+            # where each tracked entry of each student sits in the blocked buffer: one gather per epoch
+            # instead of rebuilding every student's whole parameter vector (same values)
+            where = self._vec_view(torch.arange(flat.numel()), R)[:, track_idx]  # (R, len(track)) offsets
+            traj[0] = flat[where]
         thr_bwd = torch.ops.aten.threshold_backward.grad_input
         h1 = Ws[0].shape[1]
         fast = L == 2 and self.n_outputs_ == 1
@@ -661,7 +664,7 @@ class BatchedMLP:
             torch.sqrt(v, out=denom).div_(bc2_sqrt).add_(eps)
             flat.addcdiv_(m, denom, value=-lr / bc1)
             if traj is not None:
-                traj[t] = self._vec_view(flat, R)[:, track_idx]
+                torch.index_select(flat, 0, where.view(-1), out=traj[t].view(-1))
         self._forward(X1, flat, R, acts, Z)
         if regression:
             loss = ((Z - T) ** 2 * wn).sum(dim=(1, 2))
