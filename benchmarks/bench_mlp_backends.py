@@ -5,7 +5,7 @@ one after another, each timed as the minimum of ``--reps`` runs:
 
 * ``fused``: :class:`uqkd.students.mlp.BatchedMLP` ``backend="fused"`` (hand-written forward,
   backward and Adam over one flat buffer), with its float32 first-layer GEMMs in oneDNN (the
-  default, ``uqkd.students.mlp.ONEDNN_GEMM``) and with MKL's bmm instead (``fused, bmm``);
+  default, ``uqkd.students.mlp.ONEDNN_GEMM``) and with MKL's bmm instead (``fused kernel, MKL bmm``);
 * ``autograd``: ``backend="autograd"``: stacked (R, out, in) parameters, autograd, and
   ``torch.optim.Adam`` with ``foreach=True`` / ``fused=True`` / the for-loop implementation;
 * ``torch.func``: ``vmap(grad(loss of one student))`` over the stacked parameters + ``torch.optim.Adam``;

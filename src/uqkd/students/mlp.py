@@ -544,10 +544,9 @@ class BatchedMLP:
             acts = [torch.empty(R, W.shape[1], n, dtype=X1.dtype) for W in Ws[:-1]]
         if Z is None:
             Z = torch.empty(R, Ws[-1].shape[1], n, dtype=X1.dtype)
-        # first layer, bias included: per student (h1, d+1) @ (d+1, n), one bmm over the shared [X | 1]^T
-        # (expanded, not copied). On MKL this beats the single (R*h1, d+1) @ (d+1, n) mm with its inner
-        # dimension of d+1 = 14, and the gradient's bmm beats (R*h1, n) @ (n, d+1) more (both printed by
-        # benchmarks/bench_mlp_backends.py). With the 10 MB chunks: whole fits 2.1x faster than before.
+        # first layer, bias included: oneDNN's single GEMM where it applies (below), else per student
+        # (h1, d+1) @ (d+1, n), one MKL bmm over the shared [X | 1]^T (expanded, not copied), which on MKL
+        # beats the single (R*h1, d+1) @ (d+1, n) mm (all three printed by benchmarks/bench_mlp_backends.py)
         if self._use_onednn(X1) and _malloc.recycles_large_blocks():
             # one (R*h1, d+1) @ (d+1, n) GEMM with the ReLU fused in (see ONEDNN_GEMM). Its output is a
             # fresh multi-megabyte tensor each epoch: only where the allocator recycles such blocks
