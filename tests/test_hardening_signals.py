@@ -79,3 +79,26 @@ def test_signal_mid_sweep_then_resume_is_byte_identical(sig, workers, reference,
     res = run_experiment(EXP, out=out, overrides=dict(SETTINGS), progress=False, make_figures=False, workers=1)
     assert res.n_computed == n_cells - done
     assert res.results_csv.read_bytes() == ref_csv
+
+
+@pytest.mark.parametrize("where", ["open", "fsync", "replace"])
+def test_an_interrupt_at_any_step_of_an_atomic_write_leaves_no_temporary(tmp_path, monkeypatch, where):
+    """SIGINT/SIGTERM raise between any two bytecodes: also right after the temporary file exists."""
+    import os
+
+    from uqkd import _io
+
+    target = tmp_path / "cell.json"
+    target.write_text("old")
+    real = getattr(os, where)
+
+    def interrupted(*a, **kw):
+        real(*a, **kw) if where != "replace" else None  # the step ran (the temporary exists) ...
+        raise KeyboardInterrupt  # ... and the signal lands before the next line
+
+    monkeypatch.setattr(_io.os, where, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _io.atomic_write_text(target, "new")
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cell.json"]
+    assert target.read_text() == "old"
