@@ -226,6 +226,7 @@ def run_experiment(
             bar = _progress(len(todo), name, progress)
             try:
                 tasks = [(name, cfg, cells[i], seed) for i in todo]
+                imported = False
                 # in-process cells run under one thread limit for the whole sweep (not one per cell)
                 with limit_threads(exp.cell_threads):
                     for j, (rows, secs) in ex.map_unordered(_run_cell_task, tasks):
@@ -235,8 +236,8 @@ def run_experiment(
                         atomic_write_text(cell_dir / f"{ids[i]}.json", json.dumps(rec))
                         done[ids[i]] = rec
                         n_computed += 1
-                        if n_computed == 2:
-                            _import_publishing(exp, make_figures)
+                        if not imported and _has_workers(ex):
+                            imported = _import_publishing(exp, make_figures)
                         if bar is not None:
                             bar.update(1)
                         if stop_after is not None and n_computed >= stop_after:
@@ -287,17 +288,25 @@ def run_experiment(
     return RunResult(name, out_dir, csv_path, figures, len(cells), n_computed, time.perf_counter() - t0)
 
 
-def _import_publishing(exp: Experiment, make_figures: bool) -> None:
+def _has_workers(ex: Any) -> bool:
+    """Whether cells run in other processes (a pool; ``--workers auto`` once it has spawned one)."""
+    from .executors import AutoExecutor, ProcessPoolExecutor
+
+    return isinstance(ex, ProcessPoolExecutor) or (isinstance(ex, AutoExecutor) and ex.spawned)
+
+
+def _import_publishing(exp: Experiment, make_figures: bool) -> bool:
     """Import what publishing needs (pandas; pyplot if the experiment draws figures) mid-sweep.
 
-    Called after the second result, when the executor has started its workers (a pool starts at
-    submission, ``--workers auto`` after timing its first in-process cell): the ~0.6 s of imports
-    then overlaps the workers' cells instead of running after the sweep with the cores idle.
+    Only while workers run cells: the ~0.5 s of imports then overlaps their cells instead of
+    running after the sweep with the cores idle. In-process it would gain nothing, and it would
+    inflate the cell cost ``--workers auto`` measures before deciding to spawn.
     """
     import pandas  # noqa: F401
 
     if make_figures and exp.plot is not None:
         from .report import plots  # noqa: F401
+    return True
 
 
 # ------------------------------------------------------------------------------------------ cell records

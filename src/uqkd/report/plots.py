@@ -88,13 +88,15 @@ def save_figure(fig: plt.Figure, path: Path, dpi: int = 110, *, tight: bool = Tr
     the rest of drawing and saving together).
 
     Inside :func:`parallel_figures` the drawing (the expensive part: ticks, text, rasterising)
-    may run in a forked child process while this one builds the next figure; the file is the
-    same byte for byte.
+    may run in a forked child process while this one builds the next figure, and the file
+    exists when the block ends; it is the same byte for byte.
     """
     path = Path(path)
+    if _RENDERER is not None:
+        _RENDERER.add(fig, path, dpi, tight)
+        return path
     try:
-        if _RENDERER is None or not _RENDERER.submit(lambda: _render(fig, path, dpi, tight), path):
-            _render(fig, path, dpi, tight)
+        _render(fig, path, dpi, tight)
     finally:
         plt.close(fig)
     return path
@@ -118,6 +120,24 @@ class _ForkRenderer:
         self.children: dict[int, tuple[Path, int]] = {}  # pid -> (the figure it draws, its error pipe)
         self.failed: list[str] = []
         self.forked = 0
+        self.pending: tuple[plt.Figure, Path, int, bool] | None = None  # the last figure saved
+
+    def add(self, fig: plt.Figure, path: Path, dpi: int, tight: bool) -> None:
+        """Hold ``fig`` until the next one comes: only a figure with more to build after it is
+        forked; the last is drawn here while the children draw the others (one figure: no fork)."""
+        self.flush(last=False)
+        self.pending = (fig, path, dpi, tight)
+
+    def flush(self, *, last: bool) -> None:
+        if self.pending is None:
+            return
+        fig, path, dpi, tight = self.pending
+        self.pending = None
+        try:
+            if last or not self.submit(lambda: _render(fig, path, dpi, tight), path):
+                _render(fig, path, dpi, tight)
+        finally:
+            plt.close(fig)
 
     def submit(self, draw: Callable[[], None], path: Path) -> bool:
         """Start ``draw`` in a child; False (the caller draws it) when all children are busy."""
@@ -161,6 +181,9 @@ class _ForkRenderer:
 
     def close(self, *, kill: bool) -> None:
         if kill:
+            if self.pending is not None:
+                plt.close(self.pending[0])
+                self.pending = None
             for pid in self.children:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
@@ -196,9 +219,9 @@ def parallel_figures(max_children: int | None = None) -> Iterator[None]:
 
     Each figure is built here, then drawn and written by a forked child process (at most
     ``max_children``, default: cores + 1, as this process mostly waits once it has built the
-    figures) while this process builds the next one; with every child busy this process draws
-    the figure itself. On leaving the block every child has
-    finished; a figure whose child failed raises ``RuntimeError`` naming it. Where ``fork``
+    figures) while this process builds the next one; the last figure, and any that finds every
+    child busy, is drawn here (so a single figure is never forked). On leaving the block every
+    figure is written and every child has finished; a figure whose child failed raises ``RuntimeError`` naming it. Where ``fork``
     is unavailable or there is one core, figures are drawn here as without the block.
     """
     global _RENDERER
@@ -212,6 +235,7 @@ def parallel_figures(max_children: int | None = None) -> Iterator[None]:
     finished = False
     try:
         yield
+        renderer.flush(last=True)
         renderer.close(kill=False)
         finished = True
     finally:
