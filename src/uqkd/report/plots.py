@@ -119,7 +119,6 @@ class _ForkRenderer:
         self.max_children = max_children
         self.children: dict[int, tuple[Path, int]] = {}  # pid -> (the figure it draws, its error pipe)
         self.failed: list[str] = []
-        self.forked = 0
         self.pending: tuple[plt.Figure, Path, int, bool] | None = None  # the last figure saved
 
     def add(self, fig: plt.Figure, path: Path, dpi: int, tight: bool) -> None:
@@ -165,7 +164,6 @@ class _ForkRenderer:
                 os._exit(code)
         os.close(err_w)
         self.children[pid] = (path, err_r)
-        self.forked += 1
         return True
 
     def _reap(self, *, block: bool) -> None:
@@ -221,8 +219,9 @@ def parallel_figures(max_children: int | None = None) -> Iterator[None]:
     ``max_children``, default: cores + 1, as this process mostly waits once it has built the
     figures) while this process builds the next one; the last figure, and any that finds every
     child busy, is drawn here (so a single figure is never forked). On leaving the block every
-    figure is written and every child has finished; a figure whose child failed raises ``RuntimeError`` naming it. Where ``fork``
-    is unavailable or there is one core, figures are drawn here as without the block.
+    figure is written and every child has finished; a figure whose child failed raises
+    ``RuntimeError`` naming it. Where ``fork`` is unavailable or there is one core, figures are
+    drawn here as without the block.
     """
     global _RENDERER
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
