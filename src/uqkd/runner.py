@@ -52,7 +52,7 @@ from .config import (
     load_config_file,
     parse_overrides,
 )
-from .executors import Executor, auto_workers, limit_threads, make_executor
+from .executors import AutoExecutor, Executor, ProcessPoolExecutor, auto_workers, limit_threads, make_executor
 from .experiments.base import Experiment, get_experiment
 
 __all__ = ["RunResult", "run_experiment", "resolve_config", "atomic_write_text", "atomic_write_bytes", "SweepInterrupted",
@@ -290,8 +290,6 @@ def run_experiment(
 
 def _has_workers(ex: Any) -> bool:
     """Whether cells run in other processes (a pool; ``--workers auto`` once it has spawned one)."""
-    from .executors import AutoExecutor, ProcessPoolExecutor
-
     return isinstance(ex, ProcessPoolExecutor) or (isinstance(ex, AutoExecutor) and ex.spawned)
 
 

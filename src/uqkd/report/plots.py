@@ -224,7 +224,9 @@ def parallel_figures(max_children: int | None = None) -> Iterator[None]:
     drawn here as without the block.
     """
     global _RENDERER
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from ..executors import _cores
+
+    cores = _cores()
     if max_children is None:
         max_children = cores + 1 if cores > 1 else 0
     if _RENDERER is not None or max_children < 1 or not hasattr(os, "fork") or sys.platform != "linux":
