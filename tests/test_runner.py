@@ -124,3 +124,51 @@ def test_rerun_with_the_same_seed_is_byte_identical_and_timings_go_apart(tmp_pat
     assert t["cell_seconds_total"] == pytest.approx(sum(t["cell_seconds"].values()))
     resumed = _run(tmp_path / "a")  # a resumed run keeps the cells' recorded seconds
     assert json.loads((resumed.out_dir / "timings.json").read_text())["cell_seconds"] == t["cell_seconds"]
+
+
+_PUBLISH_PROBE = """
+import sys
+from uqkd import runner
+seen = []
+publish = runner._publish
+def probe(*a, **k):
+    seen.append("scipy.special" in sys.modules)
+    return publish(*a, **k)
+runner._publish = probe
+runner.run_experiment("variance-aware-linear", out=sys.argv[1], workers=int(sys.argv[2]), progress=False,
+                      overrides={"n_students": 20, "alphas": "0.1,1.0", "ks": "1,3,10,20,30,40,50"})
+print("preimported" if seen[0] else "not-preimported")
+"""
+
+
+@pytest.mark.parametrize("workers, expected", [(1, "not-preimported"), (2, "preimported")])
+def test_plot_imports_load_mid_sweep_only_while_workers_run(tmp_path, workers, expected):
+    # variance-aware-linear declares plot_imports=("scipy.special",) for the fit it draws: with a pool the
+    # runner imports it while the workers compute; in-process it leaves it to the plot (after the sweep)
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-c", _PUBLISH_PROBE, str(tmp_path), str(workers)], capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split()[-1] == expected
+    assert (tmp_path / "variance-aware-linear" / "variance_aware_linear_homoscedastic.png").is_file()
+
+
+def test_command_line_entry_freezes_the_heap_on_exit_but_a_call_with_argv_does_not(monkeypatch, capsys):
+    import gc
+
+    from uqkd.cli import main
+
+    gc.unfreeze()
+    try:
+        assert main(["list"]) == 0
+        assert gc.get_freeze_count() == 0  # an in-process caller (a test, a notebook) keeps its collector
+        monkeypatch.setattr("sys.argv", ["uqkd", "list"])
+        assert main() == 0
+        assert gc.get_freeze_count() > 0  # the command's last act: shutdown skips tracing the heap
+        monkeypatch.setattr("sys.argv", ["uqkd", "run", "no-such-experiment"])
+        assert main() == 2  # on the way out of an error too
+    finally:
+        gc.unfreeze()
+    assert "no-such-experiment" in capsys.readouterr().err

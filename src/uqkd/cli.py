@@ -194,7 +194,24 @@ def _load_plugins() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 2 user error)."""
+    """Entry point; returns the exit status (0 ok, 2 user error).
+
+    Called without ``argv`` (the ``uqkd`` command, ``python -m uqkd``) it is the process's last
+    work: it then freezes the garbage collector's objects (:func:`gc.freeze`) on the way out, so
+    the interpreter's shutdown does not trace the whole heap of pandas, matplotlib and the results
+    once more (about 0.13 s of every run on 2 cores). ``atexit`` handlers, file closing and every
+    object's reference-count cleanup still run; only cycles are left to the operating system.
+    """
+    try:
+        return _main(argv)
+    finally:
+        if argv is None:
+            import gc
+
+            gc.freeze()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from . import _malloc
 
     _malloc.tune()  # recycle the sweeps' multi-megabyte arrays instead of mmap/munmap per array

@@ -294,7 +294,7 @@ def _has_workers(ex: Any) -> bool:
 
 
 def _import_publishing(exp: Experiment, make_figures: bool) -> bool:
-    """Import what publishing needs (pandas; pyplot if the experiment draws figures) mid-sweep.
+    """Import what publishing needs (pandas; pyplot and ``plot_imports`` if the experiment draws figures) mid-sweep.
 
     Only while workers run cells: the ~0.5 s of imports then overlaps their cells instead of
     running after the sweep with the cores idle. In-process it would gain nothing, and it would
@@ -303,7 +303,12 @@ def _import_publishing(exp: Experiment, make_figures: bool) -> bool:
     import pandas  # noqa: F401
 
     if make_figures and exp.plot is not None:
+        import importlib
+
         from .report import plots  # noqa: F401
+
+        for mod in exp.plot_imports:
+            importlib.import_module(mod)
     return True
 
 

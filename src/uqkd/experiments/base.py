@@ -59,6 +59,10 @@ class Experiment:
         The order in which cells are computed (stable sort of the grid by this key); results
         stay in grid order. Cells that share cached work (e.g. one teacher draw) then run
         next to each other in a process. Speed only: no number may depend on it.
+    plot_imports : tuple of str
+        Modules ``plot`` imports beyond pandas and pyplot (e.g. ``"scipy.special"`` for a fit
+        drawn on a figure). The runner imports them mid-sweep while worker processes run cells,
+        as it does pandas and pyplot, instead of after the sweep. Speed only.
     """
 
     name: str
@@ -74,6 +78,7 @@ class Experiment:
     notes: str = ""
     tables: Callable[[Any], dict[str, Any]] | None = None
     schedule_key: Callable[[Cell], Any] | None = None
+    plot_imports: tuple[str, ...] = ()
 
 
 EXPERIMENTS: dict[str, Experiment] = {}

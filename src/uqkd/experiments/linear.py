@@ -777,6 +777,7 @@ register(
                "and alpha scale them, so curves across alpha and h differ by the design, not by independent "
                "Monte-Carlo error; cells of different k are independent, so the floor + b/k fits are unaffected."),
         tables=floor_fit_tables,
+        plot_imports=("scipy.special",),  # the floor + b/k fit drawn on the figure (uqkd.decomposition)
         profiles={
             "quick": {"n_students": 200, "ks": (1, 3, 5, 10, 20, 50)},
             "paper": {"n_students": 1000},

@@ -749,6 +749,7 @@ register(
         description="averaging and inverse-variance weighting of k teacher draws for MLP students (alpha x k grid)",
         notes=VARIANCE_AWARE_MLP_NOTES,
         tables=floor_fit_tables,
+        plot_imports=("scipy.special",),  # the floor + b/k fit drawn on the figure (uqkd.decomposition)
         config_cls=VarianceAwareMLPConfig,
         cells=_va_cells,
         run_cell=_va_run,
