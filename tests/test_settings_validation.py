@@ -119,6 +119,19 @@ def test_register_refuses_a_config_without_bounds():
         register(exp)
 
 
+@pytest.mark.parametrize("bad", ["scipy.special", ("scipy.special", ""), ["scipy.special"]])
+def test_register_refuses_plot_imports_that_are_not_a_tuple_of_module_names(bad):
+    # a bare string would be imported letter by letter, mid-sweep
+    @dataclasses.dataclass(frozen=True)
+    class Tight:
+        n_students: int = option(10, "students", min=2, max=100)
+
+    exp = Experiment(name="imports-test", section="9", description="", config_cls=Tight, cells=lambda c: [{}],
+                     run_cell=lambda c, cell, s: [], plot_imports=bad)
+    with pytest.raises(ValueError, match=r"'imports-test': plot_imports: expected a tuple of module names, got "):
+        register(exp)
+
+
 def test_configs_built_in_python_are_checked_too():
     from uqkd.experiments.linear import VarianceAwareLinearConfig
     from uqkd.experiments.mlp import VarianceAwareMLPConfig

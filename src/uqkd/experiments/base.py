@@ -91,6 +91,9 @@ def register(exp: Experiment) -> Experiment:
     for prof in ("quick", "paper"):
         if prof not in exp.profiles:
             raise ValueError(f"experiment {exp.name!r}: missing profile {prof!r}")
+    if not (isinstance(exp.plot_imports, tuple) and all(isinstance(m, str) and m for m in exp.plot_imports)):
+        raise ValueError(f"experiment {exp.name!r}: plot_imports: expected a tuple of module names, "
+                         f"got {exp.plot_imports!r}")
     missing = unbounded_fields(exp.config_cls)
     if missing:
         raise ValueError(f"experiment {exp.name!r}: numeric settings without declared bounds (option(..., min= or "
