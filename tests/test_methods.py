@@ -117,6 +117,7 @@ def test_linear_and_mlp_cells_dispatch_through_the_registry(monkeypatch):
     from uqkd.experiments import linear as L
 
     monkeypatch.setattr(L, "_SINGLE_CACHE", {})  # 'single' is fitted once per alpha and cached: start empty
+    monkeypatch.setattr(L, "_WLS_CACHE", L.OrderedDict())  # so is the unit-scale WLS fit, once for every alpha
     rows = lin.run_cell(cfg, {"noise": "homoscedastic", "hetero_strength": 0.0, "alpha": 0.5, "k": 3}, 0)
     assert seen == list(methods) and [r["method"] for r in rows] == list(methods)
 

@@ -61,6 +61,8 @@ def test_schedule_order_does_not_change_results(tmp_path):
     finally:
         object.__setattr__(exp, "schedule_key", L._va_schedule)
     pd.testing.assert_frame_equal(pd.read_csv(a.results_csv), pd.read_csv(b.results_csv))
+    # byte for byte: the WLS memo (one fit per (noise, strength, k) for every alpha) misses at other cells
+    assert a.results_csv.read_bytes() == b.results_csv.read_bytes()
 
 
 def test_assume_valid_skips_only_value_scans_and_only_inside_its_block():
@@ -117,3 +119,50 @@ def test_symmetric_gram_fit_equals_the_full_outer_product_fit():
     G = (W.T @ (D[:, :, None] * D[:, None, :]).reshape(n, p * p)).reshape(R, p, p)  # every p^2 entry
     want = np.linalg.solve(G, ((W * Y).T @ D)[:, :, None])[:, :, 0].T
     np.testing.assert_allclose(fit_wls_batched(X, Y, W), want, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("noise, h, sampling", [("homoscedastic", 0.0, "exact"), ("heteroscedastic", 1.5, "exact"),
+                                                ("heteroscedastic", 0.5, "draws")])
+def test_wls_students_from_the_unit_scale_fit_equal_the_direct_fit_at_every_alpha(noise, h, sampling):
+    cfg = L.VarianceAwareLinearConfig(n_students=60, teacher_sampling=sampling)
+    setup = L.linear_setup(cfg.dataset, 0)
+    g_tr, _ = setup.noise_profile(noise, h)
+    ids = np.arange(cfg.n_students)
+    ident = ("variance-aware-linear", cfg.dataset, noise) + ((h,) if noise == "heteroscedastic" else ())
+    for k in (3, 20):
+        L._WLS_CACHE.clear()
+        th_mu, th_u = L._wls_unit_scale(cfg, setup, g_tr, k, ids, 0, ident)
+        assert L._wls_unit_scale(cfg, setup, g_tr, k, ids, 0, ident)[1] is th_u  # a hit: the same arrays
+        for a in (0.01, 0.5, 1.0, 4.0):
+            nv = a * setup.var_y * g_tr
+            m, v = L.teacher_moments(setup.mu_train, nv, k, ids, 0, L._VA_DRAWS + (cfg.dataset,), sampling)
+            direct = L.fit_method("variance-weighting-wls", setup, m, v, k, nv, m)
+            fast = th_mu + np.sqrt(a) * th_u
+            # rounding only: far below the spread of the students (the quantity the cell reports)
+            assert np.max(np.abs(fast - direct) / direct.std(axis=0)) < 1e-8, (k, a)
+            # and not the averaging fit (the weights matter here): the comparison can fail
+            if noise == "heteroscedastic":
+                avg = L.fit_method("averaging", setup, m, v, k, nv, m)
+                assert np.max(np.abs(fast - avg) / direct.std(axis=0)) > 1e-2
+    L._WLS_CACHE.clear()
+
+
+def test_wls_multi_equals_one_fit_per_label_set_on_both_solver_paths():
+    from uqkd.students.linear import fit_wls_batched, fit_wls_batched_multi
+
+    rng = np.random.default_rng(4)
+    n, d, R = 60, 4, 25
+    X, W = rng.normal(size=(n, d)), rng.gamma(2.0, size=(n, R))
+    Ys = [rng.normal(size=n), rng.normal(size=(n, R)), rng.normal(size=(n, R))]
+    W_def = W.copy()
+    W_def[3:, :5] = 0.0  # students 0-4 see 3 rows for 5 parameters: the minimum-norm path
+    for w in (W, W_def):
+        got = fit_wls_batched_multi(X, Ys, w)
+        for g, Y in zip(got, Ys):
+            np.testing.assert_allclose(g, fit_wls_batched(X, Y, w), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match=r"Ys: expected at least one label set, got none"):
+        fit_wls_batched_multi(X, [], W)
+    with pytest.raises(ValueError, match=r"Ys\[1\]: expected shape \(60,\) or \(60, 25\), got \(60, 3\)"):
+        fit_wls_batched_multi(X, [Ys[0], Ys[1][:, :3]], W)
+    with pytest.raises(ValueError, match=r"W: student 2 \(column 2 of 25\) has all-zero weights"):
+        fit_wls_batched_multi(X, Ys, np.where(np.arange(R) == 2, 0.0, W))

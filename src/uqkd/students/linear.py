@@ -14,7 +14,7 @@ import numpy as np
 
 from .._validation import check_array
 
-__all__ = ["fit_ols_batched", "fit_wls_batched", "loo_predictions", "BatchedLinearRegression"]
+__all__ = ["fit_ols_batched", "fit_wls_batched", "fit_wls_batched_multi", "loo_predictions", "BatchedLinearRegression"]
 
 
 def _add_intercept(X: np.ndarray, fit_intercept: bool) -> np.ndarray:
@@ -84,36 +84,70 @@ def fit_wls_batched(
     Y = check_array(Y, "Y", ndim=(1, 2))
     if Y.shape[0] != n or (Y.ndim == 2 and Y.shape[1] != W.shape[1]):
         raise ValueError(f"Y: expected shape ({n},) or ({n}, {W.shape[1]}), got {Y.shape}")
+    _check_some_weight(W)
+    return _wls_solve(_add_intercept(X, fit_intercept), W, [Y], rcond)[0]
+
+
+def fit_wls_batched_multi(
+    X: np.ndarray, Ys: list[np.ndarray], W: np.ndarray, fit_intercept: bool = True, rcond: float = 1e-10
+) -> list[np.ndarray]:
+    """:func:`fit_wls_batched` for several label sets on the same weights: one Gram matrix and
+    factorisation per student for all of them. Each ``Ys[j]`` is (n, R) or (n,); returns one (p, R)
+    array per label set, equal to :func:`fit_wls_batched` on it up to rounding."""
+    X = check_array(X, "X", ndim=2)
+    n = X.shape[0]
+    W = check_array(W, "W", ndim=2, nonnegative=True)
+    if W.shape[0] != n:
+        raise ValueError(f"W: expected {n} rows to match X, got shape {W.shape}")
+    if not Ys:
+        raise ValueError("Ys: expected at least one label set, got none")
+    checked = []
+    for j, Y in enumerate(Ys):
+        Y = check_array(Y, f"Ys[{j}]", ndim=(1, 2))
+        if Y.shape[0] != n or (Y.ndim == 2 and Y.shape[1] != W.shape[1]):
+            raise ValueError(f"Ys[{j}]: expected shape ({n},) or ({n}, {W.shape[1]}), got {Y.shape}")
+        checked.append(Y)
+    _check_some_weight(W)
+    return _wls_solve(_add_intercept(X, fit_intercept), W, checked, rcond)
+
+
+def _check_some_weight(W: np.ndarray) -> None:
     empty = np.flatnonzero(~np.any(W > 0, axis=0))
     if empty.size:
         raise ValueError(f"W: student {int(empty[0])} (column {int(empty[0])} of {W.shape[1]}) has all-zero weights"
                          + (f", and {empty.size - 1} more" if empty.size > 1 else "")
                          + "; its coefficients are undefined (expected a positive weight on some row)")
-    D = _add_intercept(X, fit_intercept)  # (n, p)
+
+
+def _wls_solve(D: np.ndarray, W: np.ndarray, Ys: list[np.ndarray], rcond: float) -> list[np.ndarray]:
+    """Per-student WLS of design D (n, p), weights W (n, R), for each label set in Ys; (p, R) each."""
     p = D.shape[1]
     # the p(p+1)/2 distinct entries of each Gram matrix in one matmul, mirrored by a gather:
     # half the FLOPs of W.T @ (D ⊗ D); each entry is the same dot product (measured bit-identical
     # with numpy's OpenBLAS: the variance-aware-linear paper results.csv did not change)
     iu, ju = np.triu_indices(p)
     G = (W.T @ (D[:, iu] * D[:, ju]))[:, _sym_gather(p)].reshape(-1, p, p)  # (R, p, p)
-    WY = W * (Y if Y.ndim == 2 else Y[:, None])  # (n, R)
-    b = WY.T @ D  # (R, p)
+    bs = [(W * (Y if Y.ndim == 2 else Y[:, None])).T @ D for Y in Ys]  # (R, p) each
     try:
         # Fast path: every student's weighted Gram matrix is positive definite.
         L = np.linalg.cholesky(G)  # (R, p, p)
         scale = np.einsum("rii->r", G) / p
         if np.all(np.einsum("rii->ri", L).min(axis=1) ** 2 > 1e3 * rcond * scale):
-            theta = np.linalg.solve(G, b[:, :, None])[:, :, 0]  # (R, p)
-            return theta.T
+            if len(bs) == 1:
+                return [np.linalg.solve(G, bs[0][:, :, None])[:, :, 0].T]  # (p, R)
+            theta = np.linalg.solve(G, np.stack(bs, axis=2))  # (R, p, m): one factorisation, m right-hand sides
+            return [theta[:, :, j].T for j in range(len(bs))]
     except np.linalg.LinAlgError:
         pass
     # Minimum-norm path (rank-deficient students, e.g. small bootstrap samples).
     evals, evecs = np.linalg.eigh(G)  # (R, p), (R, p, p)
     cut = rcond * np.max(np.abs(evals), axis=1, keepdims=True)
     inv = np.where(evals > cut, 1.0 / np.where(evals > cut, evals, 1.0), 0.0)  # (R, p)
-    proj = np.einsum("rpq,rp->rq", evecs, b)  # V^T b  (R, p)
-    theta = np.einsum("rpq,rq->rp", evecs, inv * proj)  # (R, p)
-    return theta.T
+    out = []
+    for b in bs:
+        proj = np.einsum("rpq,rp->rq", evecs, b)  # V^T b  (R, p)
+        out.append(np.einsum("rpq,rq->rp", evecs, inv * proj).T)  # (p, R)
+    return out
 
 
 def loo_predictions(X: np.ndarray, Y: np.ndarray, fit_intercept: bool = True) -> np.ndarray:
