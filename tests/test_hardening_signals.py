@@ -102,3 +102,43 @@ def test_an_interrupt_at_any_step_of_an_atomic_write_leaves_no_temporary(tmp_pat
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cell.json"]
     assert target.read_text() == "old"
+
+
+def test_cell_records_are_written_without_fsync_and_published_results_with_it(tmp_path, monkeypatch):
+    """A cell record is a checksummed cache (a crash-damaged one is recomputed): atomic, no fsync.
+    results.csv, config.json and timings.json are fsynced before they are renamed into place."""
+    import os
+
+    from uqkd import _io
+    from uqkd.runner import run_experiment
+
+    synced = []
+    real = os.fsync
+
+    def counting(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else str(fd))
+        return real(fd)
+
+    monkeypatch.setattr(_io.os, "fsync", counting)
+    res = run_experiment("variance-aware-linear", out=tmp_path, progress=False, make_figures=False, workers=1,
+                         overrides={"n_students": 20, "alphas": "0.1,1.0", "ks": "1,3,10"})
+    assert res.n_computed == res.n_cells == 30
+    assert len(synced) == 3  # the published unit only, not the 30 records
+    if os.path.exists("/proc/self/fd"):
+        assert sorted(os.path.basename(p).split(".")[1] for p in synced) == ["config", "results", "timings"]
+    assert len(list((tmp_path / "variance-aware-linear" / "cells").glob("*.json"))) == 30
+
+
+def test_atomic_write_without_durability_is_still_atomic(tmp_path, monkeypatch):
+    import os
+
+    from uqkd import _io
+
+    target = tmp_path / "rec.json"
+    target.write_text("old")
+    monkeypatch.setattr(_io.os, "fsync", lambda fd: (_ for _ in ()).throw(AssertionError("fsync called")))
+    _io.atomic_write_text(target, "new", durable=False)
+    assert target.read_text() == "new"
+    with pytest.raises(AssertionError, match="fsync called"):
+        _io.atomic_write_text(target, "newer")  # durable by default
+    assert target.read_text() == "new" and sorted(os.listdir(tmp_path)) == ["rec.json"]
