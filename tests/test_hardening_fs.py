@@ -34,10 +34,10 @@ def _leftovers(out):
 def _full_disk_on(monkeypatch, predicate):
     real = runner.atomic_write_text
 
-    def write(path, text):
+    def write(path, text, **kw):
         if predicate(path):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        return real(path, text)
+        return real(path, text, **kw)
 
     monkeypatch.setattr(runner, "atomic_write_text", write)
 
