@@ -133,6 +133,7 @@ def test_wls_students_from_the_unit_scale_fit_equal_the_direct_fit_at_every_alph
         L._WLS_CACHE.clear()
         th_mu, th_u = L._wls_unit_scale(cfg, setup, g_tr, k, ids, 0, ident)
         assert L._wls_unit_scale(cfg, setup, g_tr, k, ids, 0, ident)[1] is th_u  # a hit: the same arrays
+        assert not th_u.flags.writeable  # which no caller can change
         for a in (0.01, 0.5, 1.0, 4.0):
             nv = a * setup.var_y * g_tr
             m, v = L.teacher_moments(setup.mu_train, nv, k, ids, 0, L._VA_DRAWS + (cfg.dataset,), sampling)
@@ -145,6 +146,15 @@ def test_wls_students_from_the_unit_scale_fit_equal_the_direct_fit_at_every_alph
                 avg = L.fit_method("averaging", setup, m, v, k, nv, m)
                 assert np.max(np.abs(fast - avg) / direct.std(axis=0)) > 1e-2
     L._WLS_CACHE.clear()
+    big = L._WLS_CACHE_MAX_BYTES
+    try:  # an entry too large to keep is recomputed: the same numbers, nothing stored
+        L._WLS_CACHE_MAX_BYTES = 0
+        again = L._wls_unit_scale(cfg, setup, g_tr, 20, ids, 0, ident)
+        assert not L._WLS_CACHE
+        np.testing.assert_array_equal(again[0], th_mu)
+        np.testing.assert_array_equal(again[1], th_u)
+    finally:
+        L._WLS_CACHE_MAX_BYTES = big
 
 
 def test_wls_multi_equals_one_fit_per_label_set_on_both_solver_paths():

@@ -654,7 +654,8 @@ def _single_stats(cfg: VarianceAwareLinearConfig, setup: LinearSetup, nv: np.nda
 
 
 _WLS_CACHE: OrderedDict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = OrderedDict()
-_WLS_CACHE_SIZE = 16  # entries of two (R, p) arrays: 2.2 MB at the paper's 1,000 students
+_WLS_CACHE_SIZE = 4  # the cells of one (noise, strength, k) run next to each other (schedule_key)
+_WLS_CACHE_MAX_BYTES = 8 * 2**20  # per entry (two (R, p) arrays: 224 KB at the paper's 1,000 students)
 
 
 def _wls_unit_scale(cfg: VarianceAwareLinearConfig, setup: LinearSetup, g_tr: np.ndarray, k: int, ids: np.ndarray,
@@ -685,6 +686,10 @@ def _wls_unit_scale(cfg: VarianceAwareLinearConfig, setup: LinearSetup, g_tr: np
         raise AssertionError("variance-weighting-wls: the unit-scale fit assumes weighted k-draw means")
     th_mu, th_u = fit_wls_batched_multi(setup.D[:, 1:], [setup.mu_train, u.T], w.T)
     hit = (th_mu.T, th_u.T)  # (R, p) each
+    if th_mu.nbytes + th_u.nbytes > _WLS_CACHE_MAX_BYTES:
+        return hit  # too large to keep: each alpha cell fits it again (the same numbers)
+    for a in hit:
+        a.flags.writeable = False
     _WLS_CACHE[key] = hit
     while len(_WLS_CACHE) > _WLS_CACHE_SIZE:
         _WLS_CACHE.popitem(last=False)
@@ -707,7 +712,8 @@ def _va_run_cell(cfg: VarianceAwareLinearConfig, cell: dict[str, Any], seed: int
     g_tr, g_te = setup.noise_profile(noise, h)
     nv = alpha * setup.var_y * g_tr  # (n,) per-draw noise variance
     ids = np.arange(cfg.n_students)
-    ident = ("variance-aware-linear", cfg.dataset, noise, alpha) + ((h,) if noise == "heteroscedastic" else ())
+    strength = (h,) if noise == "heteroscedastic" else ()
+    ident = ("variance-aware-linear", cfg.dataset, noise, alpha) + strength
     # common random numbers: the standard draws depend on k only (noise model, strength and alpha
     # enter as the scale sd_i), so the 20 (noise, h, alpha) cells of one k reuse one draw
     mean_k, var_k = teacher_moments(setup.mu_train, nv, k, ids, seed, _VA_DRAWS + (cfg.dataset,),
@@ -725,7 +731,8 @@ def _va_run_cell(cfg: VarianceAwareLinearConfig, cell: dict[str, Any], seed: int
         if method == "single":
             row.update(_single_stats(cfg, setup, nv, ids, seed, ident))
         elif method == "variance-weighting-wls" and k > 1:
-            th_mu, th_u = _wls_unit_scale(cfg, setup, g_tr, k, ids, seed, ident[:3] + ident[4:])  # ident less alpha
+            th_mu, th_u = _wls_unit_scale(cfg, setup, g_tr, k, ids, seed,
+                                          ("variance-aware-linear", cfg.dataset, noise) + strength)  # no alpha
             row.update(_stats(setup, th_mu + np.sqrt(alpha) * th_u, train=False))
         else:
             row.update(_stats(setup, fit_method(method, setup, mean_k, var_k, k, nv, mean_k, scratch),
