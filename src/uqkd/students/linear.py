@@ -76,15 +76,7 @@ def fit_wls_batched(
     -------
     array of shape (p, R)
     """
-    X = check_array(X, "X", ndim=2)
-    n = X.shape[0]
-    W = check_array(W, "W", ndim=2, nonnegative=True)
-    if W.shape[0] != n:
-        raise ValueError(f"W: expected {n} rows to match X, got shape {W.shape}")
-    Y = check_array(Y, "Y", ndim=(1, 2))
-    if Y.shape[0] != n or (Y.ndim == 2 and Y.shape[1] != W.shape[1]):
-        raise ValueError(f"Y: expected shape ({n},) or ({n}, {W.shape[1]}), got {Y.shape}")
-    _check_some_weight(W)
+    X, W, (Y,) = _check_wls_inputs(X, W, [Y], ["Y"])
     return _wls_solve(_add_intercept(X, fit_intercept), W, [Y], rcond)[0]
 
 
@@ -94,29 +86,32 @@ def fit_wls_batched_multi(
     """:func:`fit_wls_batched` for several label sets on the same weights: one Gram matrix and
     factorisation per student for all of them. Each ``Ys[j]`` is (n, R) or (n,); returns one (p, R)
     array per label set, equal to :func:`fit_wls_batched` on it up to rounding."""
+    if not Ys:
+        raise ValueError("Ys: expected at least one label set, got none")
+    X, W, checked = _check_wls_inputs(X, W, list(Ys), [f"Ys[{j}]" for j in range(len(Ys))])
+    return _wls_solve(_add_intercept(X, fit_intercept), W, checked, rcond)
+
+
+def _check_wls_inputs(X: np.ndarray, W: np.ndarray, Ys: list[np.ndarray], names: list[str]
+                      ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """X (n, d), W (n, R) non-negative with a positive weight per student, each label set (n,) or (n, R)."""
     X = check_array(X, "X", ndim=2)
     n = X.shape[0]
     W = check_array(W, "W", ndim=2, nonnegative=True)
     if W.shape[0] != n:
         raise ValueError(f"W: expected {n} rows to match X, got shape {W.shape}")
-    if not Ys:
-        raise ValueError("Ys: expected at least one label set, got none")
     checked = []
-    for j, Y in enumerate(Ys):
-        Y = check_array(Y, f"Ys[{j}]", ndim=(1, 2))
+    for Y, name in zip(Ys, names, strict=True):
+        Y = check_array(Y, name, ndim=(1, 2))
         if Y.shape[0] != n or (Y.ndim == 2 and Y.shape[1] != W.shape[1]):
-            raise ValueError(f"Ys[{j}]: expected shape ({n},) or ({n}, {W.shape[1]}), got {Y.shape}")
+            raise ValueError(f"{name}: expected shape ({n},) or ({n}, {W.shape[1]}), got {Y.shape}")
         checked.append(Y)
-    _check_some_weight(W)
-    return _wls_solve(_add_intercept(X, fit_intercept), W, checked, rcond)
-
-
-def _check_some_weight(W: np.ndarray) -> None:
     empty = np.flatnonzero(~np.any(W > 0, axis=0))
     if empty.size:
         raise ValueError(f"W: student {int(empty[0])} (column {int(empty[0])} of {W.shape[1]}) has all-zero weights"
                          + (f", and {empty.size - 1} more" if empty.size > 1 else "")
                          + "; its coefficients are undefined (expected a positive weight on some row)")
+    return X, W, checked
 
 
 def _wls_solve(D: np.ndarray, W: np.ndarray, Ys: list[np.ndarray], rcond: float) -> list[np.ndarray]:
@@ -133,8 +128,6 @@ def _wls_solve(D: np.ndarray, W: np.ndarray, Ys: list[np.ndarray], rcond: float)
         L = np.linalg.cholesky(G)  # (R, p, p)
         scale = np.einsum("rii->r", G) / p
         if np.all(np.einsum("rii->ri", L).min(axis=1) ** 2 > 1e3 * rcond * scale):
-            if len(bs) == 1:
-                return [np.linalg.solve(G, bs[0][:, :, None])[:, :, 0].T]  # (p, R)
             theta = np.linalg.solve(G, np.stack(bs, axis=2))  # (R, p, m): one factorisation, m right-hand sides
             return [theta[:, :, j].T for j in range(len(bs))]
     except np.linalg.LinAlgError:
