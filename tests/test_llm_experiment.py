@@ -64,8 +64,21 @@ def test_variance_aware_tiny_end_to_end(tmp_path):
     # multi-response trains on all k answers per question
     assert set(df["split"]) == {"transfer", "heldout"}
     assert "seconds" not in df.columns and students["inter_var_se"].notna().all()
-    mr = students[students["split"] == "heldout"].set_index("method")
-    assert mr.loc["multi-response", "train_rows"] > mr.loc["single", "train_rows"]
+    ep = students[(students["split"] == "heldout") & (students["step_budget"] == "epochs")].set_index("method")
+    assert ep.loc["multi-response", "train_rows"] > ep.loc["single", "train_rows"]
+    # compute-matched budget: every method single-response KD's optimiser steps; a method that already took
+    # them is not retrained (same students), multi-response is
+    eq = students[(students["split"] == "heldout") & (students["step_budget"] == "equal-steps")].set_index("method")
+    assert (eq["optimizer_steps"] == ep.loc["single", "optimizer_steps"]).all()
+    assert ep.loc["multi-response", "optimizer_steps"] > eq.loc["multi-response", "optimizer_steps"]
+    assert eq.loc["single", "same_students_as"] == "epochs" and pd.isna(eq.loc["multi-response", "same_students_as"])
+    # knowledge change against the student before distillation, per student and question
+    assert ep["accuracy_before_mean"].notna().all() and ep["first_train_loss"].gt(0).all()
+    qs = full[(full["record"] == "question") & (full["method"] == "single") & (full["step_budget"] == "epochs")]
+    right = qs["accuracy_before"] == 1
+    assert qs.loc[right, "learned_noise"].eq(1 - qs.loc[right, "accuracy"]).all()
+    assert qs.loc[~right, "learned_noise"].isna().all() and qs.loc[right, "fixed"].isna().all()
+    assert qs.loc[~right, "fixed"].eq(qs.loc[~right, "accuracy"]).all()
     # same seed, fresh output directory and a warm sample cache: the same numbers
     res2 = run_experiment("llm-variance-aware", profile="quick", out=tmp_path / "out2", overrides=over, progress=False,
                           make_figures=False)
@@ -77,10 +90,13 @@ def test_variance_aware_tiny_end_to_end(tmp_path):
 
     r1 = {r.claim_id: r for r in evaluate_claims({"llm-variance-aware": full})}
     r2 = {r.claim_id: r for r in evaluate_claims({"llm-variance-aware": pd.read_csv(res2.results_csv)})}
-    for cid in ("F5-llm", "B-llm-uqkd-methods", "B-llm-hallucination"):
-        assert r1[cid].verdict in CLAIM_VERDICTS, (cid, r1[cid])
-        assert "crossed cluster bootstrap" in r1[cid].statistic and "Welch across students" not in r1[cid].statistic
+    for cid in ("F5-llm", "B-llm-uqkd-methods", "B-llm-hallucination", "B-llm-learned-noise",
+                "B-llm-uncertainty-fidelity"):
+        assert r1[cid].verdict in CLAIM_VERDICTS and r1[cid].verdict != "error", (cid, r1[cid])
         assert r1[cid] == r2[cid]
+    for cid in ("F5-llm", "B-llm-uqkd-methods", "B-llm-hallucination"):
+        assert "crossed cluster bootstrap" in r1[cid].statistic and "Welch across students" not in r1[cid].statistic
+        assert "verdict from step budget equal-steps" in r1[cid].statistic and "epochs" in r1[cid].interval
 
 
 def _check_question_rows(full, n_students, n_q, methods=None):
@@ -90,6 +106,13 @@ def _check_question_rows(full, n_students, n_q, methods=None):
     summ = full[full["record"] == "summary"]
     q = full[full["record"] == "question"]
     inter = full[full["record"] == "question-inter"]
+    if "step_budget" in full.columns:  # one budget at a time (the teacher and untrained rows have none)
+        budgets = full["step_budget"].dropna().unique()
+        if len(budgets) > 1:
+            for b in budgets:
+                _check_question_rows(full[full["step_budget"].isna() | (full["step_budget"] == b)], n_students, n_q,
+                                     methods)
+            return
     for (m, split), row in summ.set_index(["method", "split"]).iterrows():
         if methods is not None and m not in methods:
             continue

@@ -38,7 +38,8 @@ from .generate import DecodingConfig, SampleCache, generate_samples
 from .models import LoadedLM
 
 __all__ = ["ModelEval", "evaluate_model", "summarize_students", "question_rows", "inter_var_per_question",
-           "PER_MODEL_METRICS", "QUESTION_METRICS"]
+           "knowledge_change", "uncertainty_fidelity", "summarize_change", "PER_MODEL_METRICS", "QUESTION_METRICS",
+           "CHANGE_METRICS"]
 
 PER_MODEL_METRICS = ("mse", "cosine", "alignment", "intra_var", "exact_match", "accuracy", "hallucination", "empty_rate")
 #: per-(model, question) values written as ``record = "question"`` rows
@@ -132,6 +133,74 @@ def evaluate_model(
     return ModelEval(greedy, s.texts, ge, se, m, pq)
 
 
+#: per-(student, question) knowledge change, written beside :data:`QUESTION_METRICS` when a "before" exists
+CHANGE_METRICS = ("accuracy_before", "hallucination_before", "learned_noise", "fixed")
+
+
+def knowledge_change(after: ModelEval, before: ModelEval) -> dict[str, np.ndarray]:
+    """Per question, what distillation changed in one student's greedy answer, against the same student before.
+
+    Returns arrays (n,): ``accuracy_before`` and ``hallucination_before`` (0/1, the student before
+    distillation); ``learned_noise``: on questions it answered correctly before, 1 if it no longer does
+    (noise learned as knowledge), 0 if it still does, NaN on questions it had wrong; ``fixed``: on questions
+    it had wrong before, 1 if it now answers correctly, else 0, NaN on questions it had right. The
+    learned-noise rate is ``nanmean(learned_noise)``; the net accuracy change is ``accuracy - accuracy_before``.
+    """
+    a_b = np.asarray(before.per_question["accuracy"], dtype=float)  # (n,)
+    a_a = np.asarray(after.per_question["accuracy"], dtype=float)  # (n,)
+    if a_b.shape != a_a.shape:
+        raise ValueError(f"before: expected the same {a_a.shape[0]} questions as after, got {a_b.shape[0]}")
+    right = a_b == 1
+    return {
+        "accuracy_before": a_b,
+        "hallucination_before": np.asarray(before.per_question["hallucination"], dtype=float),
+        "learned_noise": np.where(right, 1.0 - a_a, np.nan),
+        "fixed": np.where(right, np.nan, a_a),
+    }
+
+
+def uncertainty_fidelity(student: ModelEval, teacher_intra_var: np.ndarray) -> float:
+    """Spearman rank correlation across questions between the teacher's per-question dispersion (the variance
+    of its sampled answers) and the student's own: does the student stay uncertain where the teacher was?
+    NaN when either is constant."""
+    from scipy.stats import spearmanr
+
+    x = np.asarray(teacher_intra_var, dtype=float)
+    y = np.asarray(student.per_question["intra_var"], dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"teacher_intra_var: expected shape {y.shape}, got {x.shape}")
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
+
+
+def summarize_change(evals: Sequence[ModelEval], before: Sequence[ModelEval] | None,
+                     teacher_intra_var: np.ndarray | None = None) -> dict[str, Any]:
+    """Across students, mean and std (ddof=1) of the per-student learned-noise rate, fix rate, accuracy before
+    and net accuracy change (with ``before``, one per student) and of the uncertainty fidelity (with the
+    teacher's per-question dispersion). A student with no question right (or wrong) before has no
+    learned-noise (fix) rate: NaN, left out of the mean."""
+    out: dict[str, Any] = {}
+    per: dict[str, list[float]] = {}
+    if before is not None:
+        for e, b in zip(evals, before):
+            ch = knowledge_change(e, b)
+            for key in ("learned_noise", "fixed"):
+                v = ch[key]
+                per.setdefault(key, []).append(float(np.nanmean(v)) if np.isfinite(v).any() else float("nan"))
+            per.setdefault("accuracy_before", []).append(float(ch["accuracy_before"].mean()))
+            per.setdefault("accuracy_change", []).append(float(e.per_question["accuracy"].mean()
+                                                               - ch["accuracy_before"].mean()))
+    if teacher_intra_var is not None:
+        per["fidelity"] = [uncertainty_fidelity(e, teacher_intra_var) for e in evals]
+    for key, vals in per.items():
+        v = np.asarray(vals, dtype=float)
+        v = v[np.isfinite(v)]
+        out[f"{key}_mean"] = float(v.mean()) if v.size else float("nan")
+        out[f"{key}_std"] = float(v.std(ddof=1)) if v.size >= 2 else float("nan")
+    return out
+
+
 def summarize_students(evals: Sequence[ModelEval]) -> dict[str, Any]:
     """Mean and standard deviation (ddof=1) across students of every per-model metric, plus ``inter_var``.
 
@@ -175,11 +244,14 @@ def inter_deviations(evals: Sequence[ModelEval]) -> np.ndarray:
     return r / (r - 1) * ((emb - emb.mean(axis=0)) ** 2).sum(axis=-1)
 
 
-def question_rows(evals: Sequence[ModelEval], method: str, split: str) -> list[dict[str, Any]]:
+def question_rows(evals: Sequence[ModelEval], method: str, split: str,
+                  before: Sequence[ModelEval] | None = None) -> list[dict[str, Any]]:
     """Compact per-question rows of ``evals`` (the students of one method, or one model).
 
     ``record = "question"``: one row per (student, question) with ``student``, ``question`` (the
-    index in the evaluation list, the same across methods) and the :data:`QUESTION_METRICS`;
+    index in the evaluation list, the same across methods) and the :data:`QUESTION_METRICS`; with
+    ``before`` (each student's evaluation before distillation, on the same questions) also the
+    :data:`CHANGE_METRICS` of :func:`knowledge_change` (NaN where a rate does not apply);
     with two or more students, each of those rows also has ``inter_dev`` (:func:`inter_deviations`)
     and ``record = "question-inter"`` rows give each question's ``inter_var`` across the students. Models without per-question values give none.
     """
@@ -189,9 +261,14 @@ def question_rows(evals: Sequence[ModelEval], method: str, split: str) -> list[d
         if not e.per_question:
             return []
         cols = [np.asarray(e.per_question[k], dtype=float) for k in QUESTION_METRICS]
+        names = list(QUESTION_METRICS)
+        if before is not None:
+            ch = knowledge_change(e, before[r])
+            cols += [ch[k] for k in CHANGE_METRICS]
+            names += list(CHANGE_METRICS)
         for q in range(len(cols[0])):
             row = {"record": "question", "method": method, "split": split, "student": r, "question": q,
-                   **{k: float(c[q]) for k, c in zip(QUESTION_METRICS, cols)}}
+                   **{k: float(c[q]) for k, c in zip(names, cols)}}
             if dev is not None:
                 row["inter_dev"] = float(dev[r, q])
             out.append(row)

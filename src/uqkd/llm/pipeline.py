@@ -22,7 +22,7 @@ import numpy as np
 from .._seeding import seed_sequence
 from ..data.qa import QAItem, countryinfo_qa, load_qa, split_qa
 from .embed import Embedder, load_embedder
-from .evaluate import ModelEval, evaluate_model, question_rows, summarize_students
+from .evaluate import ModelEval, evaluate_model, question_rows, summarize_change, summarize_students
 from .generate import DecodingConfig, SampleCache, generate_samples
 from .models import LoadedLM, default_cache_dir, derive_student, load_causal_lm, perturb_weights
 from .select import build_training_set, embedding_dispersion
@@ -62,7 +62,12 @@ def get_resources(
     device: str = "auto",
     dtype: str = "auto",
 ) -> Resources:
-    """Load (or reuse) teacher, student (``""``: derived from the teacher), embedder and sample cache."""
+    """Load (or reuse) teacher, student, embedder and sample cache.
+
+    ``student == ""`` derives the student from the teacher: with ``student_every == 1`` it is the teacher's
+    own weights (self-distillation, uqkd's CPU design), with ``student_every = m > 1`` the teacher cut to
+    every m-th decoder layer (:func:`~uqkd.llm.models.derive_student`).
+    """
     if threads:
         import torch
 
@@ -71,8 +76,14 @@ def get_resources(
     key = (teacher, student, student_every, embedder, str(cache_root), device, dtype)
     if key not in _RES:
         t = load_causal_lm(teacher, cache_dir=cache_root, device=device, dtype=dtype)
-        s = (derive_student(t, student_every) if not student
-             else load_causal_lm(student, cache_dir=cache_root, device=device, dtype=dtype))
+        if student:
+            s = load_causal_lm(student, cache_dir=cache_root, device=device, dtype=dtype)
+        elif student_every == 1:
+            # self-distillation (the CPU default): the student starts as the teacher. The weights are shared,
+            # not copied: every step that changes a student (training, init noise) works on its own copy.
+            s = LoadedLM(f"{t.name}|every=1", t.model, t.tokenizer, t.chat, t.revision)
+        else:
+            s = derive_student(t, student_every)
         _RES[key] = Resources(t, s, load_embedder(embedder, device=device), SampleCache(cache_root / "samples"))
     return _RES[key]
 
@@ -144,8 +155,15 @@ def _param_probe(model: Any, n: int, seed: int) -> tuple[list[tuple[str, int]], 
     return out, None
 
 
+def _plain_name(name: str) -> str:
+    """A parameter's name without peft's wrapping (``base_model.model.`` prefix, ``.base_layer`` infix)."""
+    return name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+
+
 def _probe_values(model: Any, probe: list[tuple[str, int]]) -> np.ndarray:
-    params = dict(model.named_parameters())
+    """The probe's values; under LoRA (before the merge) the frozen base weights, which training leaves as they
+    are: the parameter-variance design of llm-init-noise fine-tunes all weights (its profiles set lora=false)."""
+    params = {_plain_name(n): p for n, p in model.named_parameters()}
     return np.array([float(params[n].detach().reshape(-1)[i]) for n, i in probe])
 
 
@@ -170,6 +188,8 @@ def run_method(
     teacher_transfer_emb: np.ndarray | None = None,
     track_params: int = 0,
     records_fn: Any = None,
+    before: dict[str, ModelEval] | None = None,
+    teacher_intra: dict[str, np.ndarray] | None = None,
 ) -> MethodResult:
     """Distil ``n_students`` students with one method and evaluate them on held-out and transfer questions.
 
@@ -187,6 +207,12 @@ def run_method(
     ``["trajectory"]``).
     ``records_fn(r, base)``, when given, returns student r's ``(sample records, info)`` in place of
     :func:`teacher_records` (e.g. a variable number of teacher draws per question: ``llm-budget``).
+
+    Knowledge change: ``before`` (``{"transfer": ModelEval, "heldout": ModelEval}`` of the student before
+    distillation, shared by every student) is each student's "before" when there is no init noise; with
+    ``init_noise`` > 0 and ``before`` given, each student's perturbed starting point is evaluated instead
+    (``info["before"]``: per split, one evaluation per student). ``teacher_intra`` (per split, the
+    teacher's per-question sample variance) gives each student's uncertainty fidelity.
     """
     if teacher_answers not in TEACHER_ANSWERS:
         raise ValueError(f"teacher_answers: expected one of {', '.join(TEACHER_ANSWERS)}; got {teacher_answers!r}")
@@ -194,14 +220,20 @@ def run_method(
         raise ValueError(f"data_order: expected one of {', '.join(DATA_ORDERS)}; got {data_order!r}")
     evals: list[ModelEval] = []
     transfer: list[ModelEval] = []
-    info: dict[str, Any] = {"n_skipped": 0, "teacher_empty": 0, "train_rows": 0, "final_loss": [],
-                            "params_before": [], "params_after": [], "trajectory": []}
+    info: dict[str, Any] = {"n_skipped": 0, "teacher_empty": 0, "train_rows": 0, "final_loss": [], "first_loss": [],
+                            "n_steps": [], "params_before": [], "params_after": [], "trajectory": []}
+    befores: dict[str, list[ModelEval]] = {"transfer": [], "heldout": []}
     probe = _param_probe(res.student.model, track_params, seed)[0] if track_params else None
     t0 = time.perf_counter()
     for r in range(n_students):
         base = res.student
         if init_noise > 0:
             base = perturb_weights(base, init_noise, seed, "init-noise", r)
+        if before is not None:
+            for split, items in (("transfer", train_items), ("heldout", eval_items)):
+                befores[split].append(before[split] if init_noise == 0 else evaluate_model(
+                    base, items, res.embedder, k=k_eval, decoding=eval_dec,
+                    seed=derived_seed(seed, "eval-before", split, r)))
         draw_index = r if teacher_answers == "draws" else 0
         tdec = replace(dec, do_sample=False) if teacher_answers == "shared-greedy" else dec
         sk = k if method == "variance-weighting" else 0
@@ -236,8 +268,14 @@ def run_method(
         info["teacher_empty"] += tinfo["teacher_empty"]
         info["train_rows"] += binfo["n_rows"]
         info["final_loss"].append(trinfo["losses"][-1])
+        info["first_loss"].append(trinfo.get("first_loss", float("nan")))
+        info["n_steps"].append(trinfo.get("n_steps", 0))
         del trained
     info["final_loss"] = float(np.mean(info["final_loss"]))
+    info["first_loss"] = float(np.mean(info["first_loss"]))
+    info["n_steps"] = int(round(float(np.mean(info["n_steps"]))))
+    info["before"] = befores if before is not None else None
+    info["teacher_intra"] = teacher_intra
     info["seconds"] = time.perf_counter() - t0  # logged, never written to results.csv (reruns stay byte-identical)
     info["transfer"] = transfer
     info["design"] = f"teacher_answers={teacher_answers}, data_order={data_order}, init_noise={init_noise}"
@@ -257,11 +295,16 @@ def method_rows(mr: MethodResult) -> list[dict[str, Any]]:
         "skipped_questions": mr.info["n_skipped"],
         "teacher_empty_answers": mr.info["teacher_empty"],
         "final_train_loss": mr.info["final_loss"],
+        "first_train_loss": mr.info.get("first_loss", float("nan")),
+        "optimizer_steps": mr.info.get("n_steps", 0),
     }
     out = []
+    bef = mr.info.get("before") or {}
+    ti = mr.info.get("teacher_intra") or {}
     for split, evs in (("transfer", mr.info.get("transfer") or []), ("heldout", mr.evals)):
         if evs:
-            out.append({"method": mr.method, "split": split, **summarize_students(evs), **common})
+            change = summarize_change(evs, bef.get(split) or None, ti.get(split))
+            out.append({"method": mr.method, "split": split, **summarize_students(evs), **change, **common})
     return out
 
 
@@ -269,9 +312,10 @@ def method_question_rows(mr: MethodResult) -> list[dict[str, Any]]:
     """Per-question rows of both splits (:func:`uqkd.llm.evaluate.question_rows`): ``record = "question"``
     (one per student and question) and ``record = "question-inter"`` (per question, across students)."""
     out: list[dict[str, Any]] = []
+    bef = mr.info.get("before") or {}
     for split, evs in (("transfer", mr.info.get("transfer") or []), ("heldout", mr.evals)):
         if evs:
-            out += question_rows(evs, mr.method, split)
+            out += question_rows(evs, mr.method, split, before=bef.get(split) or None)
     return out
 
 

@@ -43,6 +43,9 @@ class SFTConfig:
     lora_alpha: int = 16
     lora_target_modules: tuple[str, ...] = ()
     adapter_only: bool = False
+    #: > 0: train for exactly this many optimiser steps (epochs cycle, each with its own data order;
+    #: ``epochs`` is then ignored): the equal-optimiser-steps comparison of methods
+    max_steps: int = 0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
@@ -51,6 +54,8 @@ class SFTConfig:
             raise UserError(f"epochs: expected an integer >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise UserError(f"batch_size: expected an integer >= 1, got {self.batch_size}")
+        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 0:
+            raise UserError(f"max_steps: expected an integer >= 0 (0: epochs decide), got {self.max_steps!r}")
         if self.max_length < 8:
             raise UserError(f"max_length: expected an integer >= 8, got {self.max_length}")
         if self.lora and self.lora_r < 1:
@@ -229,7 +234,8 @@ def train_student(
     -------
     trained : LoadedLM
     info : dict
-        ``losses`` (mean weighted loss per epoch), ``n_examples``, ``n_steps``.
+        ``losses`` (mean weighted loss per epoch), ``first_loss`` (the loss of the first batch, before
+        any update), ``n_examples``, ``n_steps``.
     """
     import torch
 
@@ -248,10 +254,14 @@ def train_student(
             from peft import LoraConfig, get_peft_model
         except ImportError:
             raise UserError("lora: needs the 'peft' package: pip install 'uqkd[llm]'") from None
-        model = get_peft_model(
-            model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
-                              target_modules=list(cfg.lora_target_modules) or None)
-        )
+        # the adapters' random init (A ~ Kaiming uniform; B = 0) from a generator named by the student, so the
+        # student is a pure function of (seed, identity), untouched global torch state
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(make_rng(seed, *ident, "lora-init").integers(2**62)))
+            model = get_peft_model(
+                model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
+                                  target_modules=list(cfg.lora_target_modules) or None)
+            )
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
@@ -259,18 +269,23 @@ def train_student(
     losses: list[float] = []
     steps = 0
     bar = None
+    per_epoch = -(-len(data) // cfg.batch_size)
+    n_total = cfg.max_steps or cfg.epochs * per_epoch
+    n_epochs = -(-n_total // per_epoch)  # the last epoch may stop part-way (max_steps)
+    first_loss = float("nan")
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.epochs * -(-len(data) // cfg.batch_size), desc=f"train {student.name}"[:40],
-                   unit="step", leave=False)
+        bar = tqdm(total=n_total, desc=f"train {student.name}"[:40], unit="step", leave=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(make_rng(seed, *ident, "torch").integers(2**62)))
         model.train()
-        for epoch in range(cfg.epochs):
+        for epoch in range(n_epochs):
             order = make_rng(seed, *ident, "data-order", epoch).permutation(len(data))
             tot, cnt = 0.0, 0
             for b in range(0, len(order), cfg.batch_size):
+                if steps >= n_total:
+                    break
                 batch = [data[i] for i in order[b:b + cfg.batch_size]]
                 ids, lab, mask, w = _collate(batch, pad)
                 ids, lab, mask, w = ids.to(dev), lab.to(dev), mask.to(dev), w.to(dev)
@@ -282,6 +297,8 @@ def train_student(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if steps == 0:
+                    first_loss = float(loss.detach())
                 steps += 1
                 tot += float(loss.detach()) * len(batch)
                 cnt += len(batch)
@@ -298,7 +315,7 @@ def train_student(
     if cfg.lora and not cfg.adapter_only:
         model = model.merge_and_unload()
     lm.model = model
-    return lm, {"losses": losses, "n_examples": len(data), "n_steps": steps}
+    return lm, {"losses": losses, "first_loss": first_loss, "n_examples": len(data), "n_steps": steps}
 
 
 # --------------------------------------------------------------------------- TRL path
@@ -376,6 +393,7 @@ def trl_trainer(student: LoadedLM, rows: Sequence[dict[str, Any]], cfg: SFTConfi
         "disable_tqdm": not sys.stderr.isatty(),  # TRL's step bar (with the loss) on a terminal
         "bf16": student.dtype == torch.bfloat16, "fp16": student.dtype == torch.float16,
         "use_cpu": student.device.type == "cpu", "dataset_num_proc": None, "max_grad_norm": 0.0,
+        "max_steps": cfg.max_steps or -1,
         **trl_args,
     }
     return Trainer(model=student.model, args=TRLConfig(**args), train_dataset=data,

@@ -384,8 +384,37 @@ _VA_WELCH = ("MSE difference by a Welch t interval across students, inter-studen
              "method (SE across questions)")
 
 
+#: llm-variance-aware step budgets: the verdict uses the compute-matched one where both were run
+VERDICT_BUDGET, PUBLISHED_BUDGET = "equal-steps", "epochs"
+
+
+def by_budget(df, run: Callable):
+    """``run(rows)`` per step budget of llm-variance-aware (rows without a budget, the teacher and the untrained
+    student, go with every budget). The verdict is the ``equal-steps`` (compute-matched: every method the
+    optimiser steps of single-response KD) budget's where it was run, so "a method beats single" cannot come
+    from training longer; the published ``epochs`` budget is shown beside. A table without ``step_budget``
+    is one budget."""
+    if "step_budget" not in df.columns or df["step_budget"].dropna().nunique() < 1:
+        return run(df)
+    budgets = list(dict.fromkeys(str(x) for x in df["step_budget"].dropna()))
+    budgets.sort(key=lambda x: x != VERDICT_BUDGET)
+    res = {b: run(df[df["step_budget"].isna() | (df["step_budget"] == b)]) for b in budgets}
+    first = budgets[0]
+    stat, value, interval, verdict = res[first]
+    if len(budgets) == 1:
+        return stat + f"; step budget {first}", value, interval, verdict
+    beside = "; ".join(f"[step budget {b}: {res[b][3].verdict}: {res[b][1]}]" for b in budgets[1:])
+    why = ("compute-matched: every method the optimiser steps of single-response KD" if first == VERDICT_BUDGET
+           else "")
+    return (stat + f"; verdict from step budget {first}" + (f" ({why})" if why else "") + ", "
+            + ", ".join(budgets[1:]) + " shown beside", value, " ".join(x for x in (interval, beside) if x), verdict)
+
+
 def _f5_llm(t):
-    df = t["llm-variance-aware"]
+    return by_budget(t["llm-variance-aware"], _f5_llm_rows)
+
+
+def _f5_llm_rows(df):
     return by_split(df, _va_split(_paper_methods, "the paper's methods (" + ", ".join(PAPER_METHODS) + ")", "F5-llm"),
                     _stat_text(df, "single-response KD minus each paper method (multi-response, averaging, "
                                "variance-weighting) at the largest k: embedding-space MSE (the unit: per-student "
@@ -400,7 +429,10 @@ register_claim(ClaimSpec(
 
 
 def _b_uqkd_llm(t):
-    df = t["llm-variance-aware"]
+    return by_budget(t["llm-variance-aware"], _b_uqkd_llm_rows)
+
+
+def _b_uqkd_llm_rows(df):
     return by_split(df, _va_split(_uqkd_methods, "uqkd's own methods (inverse-variance-loss, ...)",
                                   "B-llm-uqkd-methods"),
                     _stat_text(df, "single-response KD minus each of uqkd's own methods (inverse-variance-loss, "
@@ -440,7 +472,10 @@ def _hallu_split(d, split) -> SplitResult:
 
 
 def _b_hallucination(t):
-    df = t["llm-variance-aware"]
+    return by_budget(t["llm-variance-aware"], _b_hallucination_rows)
+
+
+def _b_hallucination_rows(df):
     return by_split(df, _hallu_split,
                     _stat_text(df, "hallucination rate (answer lacks every accepted alias), single-response KD minus "
                                "each paper method at the largest k: {how}, Bonferroni over the methods; holds if "
@@ -689,3 +724,165 @@ register_claim(ClaimSpec(
     "B-llm-students-learn", "6", "The distilled LLM students measurably learned the teacher's answers on the questions "
                                  "they were distilled on (sanity check of the CPU-sized setup)", ("llm-output",),
     _b_learn, beyond=True))
+
+
+# ----------------------------------------------------------------------- knowledge change, uncertainty fidelity
+
+
+def rate_tables(d, a: str, b: str, metric: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Students x questions tables of a conditional per-question rate (``learned_noise``: NaN where the student
+    had the question wrong before; ``fixed``: NaN where it had it right) for methods ``a`` and ``b``, kept on the
+    questions where every student of both has a value (with one shared starting point, the questions the
+    student had right, or wrong, before). Returns ``(table_a, table_b, n_questions_kept)``."""
+    out = []
+    for m in (a, b):
+        q = _method_rows(d, "question", m)
+        if not len(q) or metric not in q.columns:
+            raise NotComputable(f"no per-question {metric} for {m} (rerun the experiment with this uqkd version)")
+        out.append(q.pivot_table(index="student", columns="question", values=metric, aggfunc="first",
+                                 dropna=False))
+    ta, tb = out
+    cols = [c for c in ta.columns if c in tb.columns and ta[c].notna().all() and tb[c].notna().all()]
+    if len(cols) < 2:
+        raise NotComputable(f"{metric}: fewer than two questions where every student has a rate")
+    return ta[cols].to_numpy(dtype=float), tb[cols].to_numpy(dtype=float), len(cols)
+
+
+def boot_rate_difference(d, a: str, b: str, metric: str, label: str, direction: str, level: float,
+                         identity: tuple) -> Comparison:
+    """Crossed bootstrap of ``rate(a) - rate(b)`` of a conditional per-question rate (:func:`rate_tables`)."""
+    ya, yb, nq = rate_tables(d, a, b, metric)
+    est, boot = crossed_means([ya, yb], identity)
+    e, bt = difference(est, boot)
+    n = min(ya.shape[0], yb.shape[0])
+    return bootstrap_comparison(label, e, bt, direction, level=level, n=n, unit=_unit(n, nq), scale=1.0)
+
+
+def _mean_rate(d, m: str, metric: str) -> float:
+    q = _method_rows(d, "question", m)
+    return float(np.nanmean(q[metric].to_numpy(dtype=float))) if len(q) and metric in q.columns else float("nan")
+
+
+def _learned_split(d, split) -> SplitResult:
+    k = _largest_k(d)
+    rows = _by_method(d, k)
+    ms = _methods_present(rows, PAPER_METHODS, "the paper's methods (" + ", ".join(PAPER_METHODS) + ")")
+    if "single" not in rows:
+        raise NotComputable("needs single-response rows")
+    lvl = bonferroni_level(len(ms))
+    dk = _at_k(d, k)
+    if not has_question_rows(dk):
+        raise NotComputable("needs per-question rows (rerun the experiment with this uqkd version)")
+    tests = [_guard(lambda m=m: boot_rate_difference(dk, "single", m, "learned_noise", m, ">", lvl,
+                                                     ("B-llm-learned-noise", split, k, m)), m) for m in ms]
+    verdict = any_of(x.verdict for x in tests)
+    if verdict == NOT_COMPUTABLE:
+        raise NotComputable(_why(tests))
+    best = min(tests, key=lambda x: (_RANK[x.verdict], -(x.estimate if np.isfinite(x.estimate) else -np.inf)))
+
+    def desc(m: str) -> str:
+        r = rows[m]
+        return (f"{m}: learned noise {_mean_rate(dk, m, 'learned_noise'):.2f}, fixed {_mean_rate(dk, m, 'fixed'):.2f}, "
+                f"accuracy {float(r.get('accuracy_before_mean', np.nan)):.2f} -> {float(r['accuracy_mean']):.2f}")
+
+    return SplitResult(f"k={k}; {desc('single')}; best {best.label}: reduction {_t(best)}",
+                       "; ".join([desc(m) for m in ms] + [_t(x) for x in tests]), verdict,
+                       best.mde if best.verdict == INCONCLUSIVE else "")
+
+
+def _b_learned(t):
+    return by_budget(t["llm-variance-aware"], _b_learned_rows)
+
+
+def _b_learned_rows(df):
+    return by_split(df, _learned_split,
+                    "learned-noise rate: of the questions a student answered correctly before distillation (greedy, "
+                    "an accepted alias), the share it answers wrongly after; single-response KD minus each paper "
+                    "method at the largest k, on the questions the shared starting point had right; "
+                    f"{BOOTSTRAP_TEXT}; Bonferroni over the methods; holds if some method's reduction > 0 "
+                    "(fix rate and net accuracy change shown beside)")
+
+
+register_claim(ClaimSpec(
+    "B-llm-learned-noise", "7", "Single-response KD teaches the teacher's sampling noise as knowledge (right answers "
+                                "made wrong); the paper's variance-aware methods teach less of it",
+    ("llm-variance-aware",), _b_learned, beyond=True))
+
+
+def fidelity_bootstrap(teacher: np.ndarray, students: np.ndarray, identity: tuple,
+                       n_boot: int = N_BOOT) -> tuple[float, np.ndarray]:
+    """Mean over students of the Spearman correlation across questions between the teacher's per-question
+    dispersion ``teacher`` (Q,) and each student's ``students`` (S, Q), and its crossed-bootstrap resamples
+    (questions jointly for teacher and students, students within)."""
+    from scipy.stats import rankdata
+
+    from .._seeding import make_rng
+
+    t = np.asarray(teacher, dtype=float)
+    y = np.asarray(students, dtype=float)
+    if not (np.isfinite(t).all() and np.isfinite(y).all()):
+        raise NotComputable("a per-question dispersion is NaN or infinite")
+    s_n, q_n = y.shape
+    if q_n < 3:
+        raise NotComputable(f"needs at least three questions (got {q_n})")
+
+    def rho(tq: np.ndarray, yq: np.ndarray) -> np.ndarray:  # tq (B, Q), yq (B, S, Q) -> (B,)
+        rt = rankdata(tq, axis=-1)
+        ry = rankdata(yq, axis=-1)
+        rt = rt - rt.mean(-1, keepdims=True)
+        ry = ry - ry.mean(-1, keepdims=True)
+        num = (rt[:, None, :] * ry).sum(-1)
+        den = np.sqrt((rt ** 2).sum(-1)[:, None] * (ry ** 2).sum(-1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)  # (B, S)
+        return np.nanmean(r, axis=1) if np.isfinite(r).any() else np.full(r.shape[0], np.nan)
+
+    est = float(rho(t[None], y[None])[0])
+    rng = make_rng(0, "fidelity-bootstrap", *[str(i) for i in identity])
+    qi = rng.integers(q_n, size=(n_boot, q_n))  # (B, Q)
+    si = rng.integers(s_n, size=(n_boot, s_n)) if s_n >= 2 else np.zeros((n_boot, 1), dtype=int)  # (B, S)
+    yb = y[si[:, :, None], qi[:, None, :]]  # (B, S, Q)
+    with np.errstate(all="ignore"):
+        boot = rho(t[qi], yb)
+    return est, boot
+
+
+def _fidelity_split(d, split) -> SplitResult:
+    k = _largest_k(d)
+    dk = _at_k(d, k) if "k" in d.columns else d
+    if not has_question_rows(dk):
+        raise NotComputable("needs per-question rows")
+    tq = _method_rows(dk, "question", "teacher").sort_values("question")
+    if not len(tq):
+        raise NotComputable("needs the teacher's per-question rows")
+    ys, ids = question_table(dk, "single", "intra_var")
+    t = tq.set_index("question")["intra_var"].reindex(list(ids)).to_numpy(dtype=float)
+    est, boot = fidelity_bootstrap(t, ys, ("B-llm-uncertainty-fidelity", split, k))
+    if not np.isfinite(est) or not np.isfinite(boot).all():
+        raise NotComputable("a dispersion is constant across questions (no rank correlation)")
+    x = bootstrap_comparison("Spearman", est, boot, ">", level=0.95, n=ys.shape[0],
+                             unit=_unit(ys.shape[0], ys.shape[1]), scale=1.0)
+    rows = _by_method(dk, k)
+    others = ", ".join(f"{m} {float(r['fidelity_mean']):.2f}" for m, r in rows.items()
+                       if "fidelity_mean" in r and np.isfinite(r["fidelity_mean"]) and m not in ("single", "teacher"))
+    return SplitResult(f"k={k}, single-response students: {x.text()}", f"mean per-student Spearman of the other "
+                       f"models: {others}" if others else "", x.verdict, x.mde)
+
+
+def _b_fidelity(t):
+    return by_budget(t["llm-variance-aware"], _b_fidelity_rows)
+
+
+def _b_fidelity_rows(df):
+    return by_split(df, _fidelity_split,
+                    "uncertainty fidelity: Spearman correlation across questions between the teacher's per-question "
+                    "dispersion (variance of its sampled answers' SBERT embeddings) and each single-response "
+                    "student's own, averaged over students; crossed cluster bootstrap, questions resampled jointly "
+                    f"for teacher and students, students within, {N_BOOT} resamples, 95% percentile interval; holds "
+                    "if above 0 (the student stays uncertain where the teacher was)")
+
+
+register_claim(ClaimSpec(
+    "B-llm-uncertainty-fidelity", "6", "Distilled LLM students keep the teacher's per-question uncertainty: their "
+                                      "answer dispersion is high where the teacher's was (rank correlation > 0)",
+    ("llm-variance-aware",), _b_fidelity, beyond=True))
