@@ -28,8 +28,8 @@ def test_registered_with_profiles():
     exp = get_experiment("llm-budget")
     assert exp.section == "7"
     quick, demo, paper = (resolve_config(exp, p) for p in ("quick", "demo", "paper"))
-    assert (quick.budget_per_question, quick.pilot, quick.n_students, quick.n_train) == (8, 4, 3, 24)
-    assert quick.qa_kinds == ("capital", "continent") and quick.method == "averaging"
+    assert (quick.budget_per_question, quick.pilot, quick.n_students, quick.n_train) == (8, 4, 5, 48)
+    assert quick.qa_kinds == ("capital", "country-of-capital") and quick.method == "averaging"
     assert demo.n_train <= 8 and demo.n_eval <= 4 and demo.n_students == 2 and demo.epochs <= 2  # `make demo` runs it
     assert paper.n_students > quick.n_students and paper.budget_per_question > quick.budget_per_question
     assert [c["scheme"] for c in exp.cells(quick)] == ["reference", "uniform", "adaptive"]

@@ -64,3 +64,30 @@ def test_real_derived_student(teacher):
 
     s = derive_student(teacher, 3)
     assert s.n_layers == 10 and s.n_params < 0.6 * teacher.n_params
+
+
+def test_default_student_starts_competent(teacher, tmp_path):
+    """The default LLM student (the teacher's own weights through LoRA) starts far below a uniform guess over the
+    vocabulary on the teacher's sampled answers, while the layer-cut student (student_every=3) starts above it:
+    the reason the default changed."""
+    import math
+
+    from uqkd.data.qa import countryinfo_qa, split_qa
+    from uqkd.llm.generate import DecodingConfig, generate_samples
+    from uqkd.llm.pipeline import get_resources
+    from uqkd.llm.train import SFTConfig, train_student
+
+    res = get_resources("smollm2", "", 1, "hash", tmp_path, 0)
+    assert res.student.model is res.teacher.model  # shared weights: no copy until a student trains
+    items = split_qa(countryinfo_qa(("capital",)), 0.2, seed=0)[0][:8]
+    qs = [it.question for it in items]
+    g = generate_samples(res.teacher, qs, 1, DecodingConfig(max_new_tokens=12), seed=0)
+    rows = [{"prompt": [{"role": "user", "content": q}], "completion": [{"role": "assistant", "content": a[0]}]}
+            for q, a in zip(qs, g.texts)]
+    ln_v = math.log(len(res.teacher.tokenizer))
+    _, info = train_student(res.student, rows, SFTConfig(lr=5e-4, epochs=1, batch_size=8, lora=True), seed=0)
+    assert info["first_loss"] < 0.5 * ln_v, info
+    from uqkd.llm.models import derive_student
+
+    _, cut = train_student(derive_student(res.teacher, 3), rows, SFTConfig(lr=5e-4, epochs=1, batch_size=8), seed=0)
+    assert cut["first_loss"] > ln_v, cut

@@ -81,3 +81,31 @@ def test_errors(lm):
         SFTConfig(lr=0)
     with pytest.raises(UserError, match="epochs"):
         SFTConfig(epochs=0)
+
+
+def test_max_steps_trains_exactly_that_many_steps_across_epochs(lm):
+    # 6 rows, batch 4: 2 steps per epoch; 5 steps = 2 full epochs + 1 step of a third, whatever `epochs` says
+    tr, info = train_student(lm, ROWS, SFTConfig(lr=1e-3, epochs=1, batch_size=4, max_steps=5), seed=0)
+    assert info["n_steps"] == 5 and len(info["losses"]) == 3
+    # the first epochs are the same steps as an epochs-budget run of the same student
+    a, ia = train_student(lm, ROWS, SFTConfig(lr=1e-3, epochs=2, batch_size=4), seed=0, identity=("x",))
+    b, ib = train_student(lm, ROWS, SFTConfig(lr=1e-3, epochs=9, batch_size=4, max_steps=4), seed=0, identity=("x",))
+    assert ia["losses"] == ib["losses"] and ia["n_steps"] == ib["n_steps"] == 4
+    with pytest.raises(UserError, match="max_steps: expected an integer >= 0"):
+        SFTConfig(max_steps=-1)
+
+
+def test_lora_students_are_a_function_of_seed_and_identity(lm):
+    """The adapters' random init comes from the student's identity, not from global torch state."""
+    pytest.importorskip("peft")
+    cfg = SFTConfig(lr=1e-2, epochs=1, batch_size=3, lora=True, lora_r=4)
+    a, ia = train_student(lm, ROWS, cfg, seed=3, identity=("s", 0))
+    torch.manual_seed(12345)  # global state moved between two runs: no effect
+    b, _ = train_student(lm, ROWS, cfg, seed=3, identity=("s", 0))
+    c, _ = train_student(lm, ROWS, cfg, seed=3, identity=("s", 1))
+    pa, pb, pc = _params(a), _params(b), _params(c)
+    assert all(torch.equal(pa[n], pb[n]) for n in pa)
+    assert not all(torch.equal(pa[n], pc[n]) for n in pa)
+    # LoRA starts at the base model (B = 0): the first loss is the base model's own loss on the data
+    _, full = train_student(lm, ROWS, SFTConfig(lr=1e-9, epochs=1, batch_size=3), seed=3, identity=("s", 0))
+    assert ia["first_loss"] == pytest.approx(full["first_loss"], rel=1e-5)

@@ -44,7 +44,7 @@ from typing import Any
 
 from ..config import option
 from .base import Experiment, register
-from .llm import DEMO, PAPER, QUICK, LLMConfig, _bar_plot, _setup, _teacher_eval, _untrained_rows
+from .llm import DEMO, PAPER, QUICK, LLMConfig, _bar_plot, _setup, _teacher_eval, _untrained_evals, _untrained_rows
 
 __all__ = ["LLMBudgetConfig", "LLM_BUDGET_SCHEMES", "LLM_BUDGET_METHODS", "budget_draws_seed"]
 
@@ -182,10 +182,15 @@ def _run(cfg: LLMBudgetConfig, cell: dict[str, Any], seed: int) -> list[dict[str
         return recs, {"teacher_hits": g.cache_hits, "teacher_misses": g.cache_misses, "teacher_empty": g.n_empty,
                       "teacher_tokens": g.generated_tokens, "teacher_seconds": g.seconds}
 
+    # every student's "before" (the untrained student; its generation is cached by the reference cell) and the
+    # teacher's per-question dispersion: knowledge change and uncertainty fidelity per student
+    before = _untrained_evals(res, train, test, cfg, eval_dec, seed, ttr.sample_emb, tev.sample_emb)
+    t_intra = {"transfer": ttr.per_question["intra_var"], "heldout": tev.per_question["intra_var"]}
     mr = run_method(res, cfg.method, train, test, k=cfg.budget_per_question, n_students=cfg.n_students, dec=dec,
                     eval_dec=eval_dec, k_eval=cfg.k_eval, sft=sft, seed=seed, teacher_eval_emb=tev.sample_emb,
                     teacher_transfer_emb=ttr.sample_emb, multi_response_epochs_scale=cfg.multi_response_epochs_scale,
-                    teacher_answers="draws", data_order=cfg.data_order, records_fn=records)
+                    teacher_answers="draws", data_order=cfg.data_order, records_fn=records, before=before,
+                    teacher_intra=t_intra)
     kst = {**_k_stats(ks_by_student, budget), **_pilot_stats(alloc, cfg.n_students)}
     design = (f"{scheme} allocation of B={budget} teacher answers ({cfg.budget_per_question}/question"
               + (f", pilot {cfg.pilot}" if scheme == "adaptive" else "") + f"), own draws per student, "
@@ -241,7 +246,7 @@ def _plot(df: Any, cfg: LLMBudgetConfig, out_dir: Path) -> list[Path]:
 
 def _budget_profile(base: dict[str, Any], **over: Any) -> dict[str, Any]:
     keep = {k: v for k, v in base.items() if k not in ("k_values", "k", "temperatures", "init_noises", "methods",
-                                                     "track_params")}
+                                                     "track_params", "step_budgets")}
     return {**keep, **over}
 
 
@@ -261,7 +266,7 @@ register(
                "n_uniform_allocations counts students whose allocation came out uniform (shrinkage pooled the "
                "pilot dispersions), in which case the comparison says nothing about allocation."),
         profiles={
-            "quick": _budget_profile(QUICK, budget_per_question=8, pilot=4, n_students=3),
+            "quick": _budget_profile(QUICK, budget_per_question=8, pilot=4, n_students=5),
             "demo": _budget_profile(DEMO, budget_per_question=3, pilot=2, n_students=2, n_train=6, n_eval=3),
             "paper": _budget_profile(PAPER, budget_per_question=10, pilot=4, n_students=10),  # 3 pilot df: less pooling
         },
