@@ -109,3 +109,36 @@ def test_lora_students_are_a_function_of_seed_and_identity(lm):
     # LoRA starts at the base model (B = 0): the first loss is the base model's own loss on the data
     _, full = train_student(lm, ROWS, SFTConfig(lr=1e-9, epochs=1, batch_size=3), seed=3, identity=("s", 0))
     assert ia["first_loss"] == pytest.approx(full["first_loss"], rel=1e-5)
+
+
+def test_answer_position_logits_give_the_full_logits_loss(lm):
+    """The loss with the vocabulary projection only at answer positions equals the full-logits loss, and so do
+    its gradients (plain and under LoRA); a model outside the known architectures takes the full path."""
+    from uqkd.llm.train import _answer_path, _collate, answer_loss, weighted_sequence_loss
+
+    data = tokenize_rows(lm, ROWS, 512)
+    ids, lab, mask, _ = _collate(data[:4], lm.tokenizer.pad_token_id)
+    w = torch.tensor([1.0, 0.5, 2.0, 0.0])
+    m = lm.model
+    assert _answer_path(m) is not None
+    full = weighted_sequence_loss(m(input_ids=ids, attention_mask=mask).logits, lab, w)
+    g_full = torch.autograd.grad(full, [m.model.layers[0].self_attn.q_proj.weight])[0]
+    fast = answer_loss(m, ids, mask, lab, w)
+    g_fast = torch.autograd.grad(fast, [m.model.layers[0].self_attn.q_proj.weight])[0]
+    assert fast.item() == pytest.approx(full.item(), rel=1e-6)
+    torch.testing.assert_close(g_fast, g_full, rtol=1e-5, atol=1e-7)
+    pytest.importorskip("peft")
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    pm = get_peft_model(copy.deepcopy(m), LoraConfig(r=2, lora_alpha=4, task_type="CAUSAL_LM"))
+    assert _answer_path(pm) is not None
+    a = answer_loss(pm, ids, mask, lab, w)
+    b = weighted_sequence_loss(pm(input_ids=ids, attention_mask=mask).logits, lab, w)
+    assert a.item() == pytest.approx(b.item(), rel=1e-6)
+
+    class Other(torch.nn.Module):  # an unknown architecture: the full-logits path
+        config = type("C", (), {"model_type": "gemma2"})()
+
+    assert _answer_path(Other()) is None

@@ -321,3 +321,25 @@ def test_missing_ray_names_the_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "uqkd.executors_ray", None)  # as if Ray were not installed
     with pytest.raises(UserError, match=re.escape("pip install 'uqkd[ray]'")):
         make_executor(kind="ray")
+
+
+def test_llm_cells_run_on_the_cluster_bit_identical(cluster, tmp_path):
+    """LLM experiment cells (tiny teacher on disk, self-distilled LoRA students) as Ray tasks on the two-node
+    cluster: the same results.csv as in-process."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    from uqkd.llm.models import save_lm, tiny_causal_lm
+
+    save_lm(tiny_causal_lm(seed=0, n_layers=2), tmp_path / "teacher")
+    over = {"teacher": str(tmp_path / "teacher"), "embedder": "hash", "n_train": 3, "n_eval": 2, "k": 2,
+            "n_students": 2, "max_new_tokens": 3, "k_eval": 2, "epochs": 1, "batch_size": 4, "threads": 1,
+            "temperatures": "0.5,1.5", "cache_dir": str(tmp_path / "cache")}
+    ref = run_experiment("llm-teacher-noise", profile="quick", out=tmp_path / "ref", overrides=over, progress=False,
+                         make_figures=False)
+    over["cache_dir"] = str(tmp_path / "cache2")  # a cold sample cache on the cluster: everything recomputed
+    res = run_experiment("llm-teacher-noise", profile="quick", out=tmp_path / "ray", overrides=over, progress=False,
+                         make_figures=False, executor="ray", ray_address=cluster.address)
+    assert res.n_computed == res.n_cells == 2
+    strip = [ln for ln in ref.results_csv.read_text().splitlines()]
+    got = [ln for ln in res.results_csv.read_text().splitlines()]
+    assert got == strip

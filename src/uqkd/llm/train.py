@@ -26,6 +26,7 @@ from ..config import UserError
 from .models import LoadedLM, clone_lm
 
 __all__ = ["SFTConfig", "train_student", "tokenize_rows", "tokenize_row", "check_row", "weighted_sequence_loss",
+           "answer_loss",
            "trl_trainer", "train_student_trl"]
 
 
@@ -179,6 +180,56 @@ def weighted_sequence_loss(logits: Any, labels: Any, weights: Any) -> Any:
     return (weights.to(per_ex.dtype) * per_ex).sum() / per_ex.shape[0]
 
 
+#: architectures whose logits are exactly ``lm_head(last_hidden_state)`` (no soft-capping or logit scaling), for
+#: which :func:`answer_loss` computes logits only at the answer positions
+ANSWER_LOGITS_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gpt2")
+
+
+def _answer_path(model: Any) -> tuple[Any, Any] | None:
+    """``(decoder body, lm_head)`` of a causal LM (peft-wrapped or not) whose logits are the head applied to the
+    body's last hidden state; None for any other model (the caller then takes the full-logits path)."""
+    hf = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cfg = getattr(hf, "config", None)
+    if getattr(cfg, "model_type", None) not in ANSWER_LOGITS_TYPES:
+        return None
+    body = getattr(hf, getattr(hf, "base_model_prefix", ""), None)
+    head = hf.get_output_embeddings() if hasattr(hf, "get_output_embeddings") else None
+    if body is None or head is None or body is hf:
+        return None
+    return body, head
+
+
+def answer_loss(model: Any, ids: Any, mask: Any, labels: Any, weights: Any) -> Any:
+    r""":func:`weighted_sequence_loss` of ``model`` on a batch, with the vocabulary projection computed only at the
+    positions that predict an answer token.
+
+    The loss reads the logits of the answer positions only (the prompt is masked), so projecting every position
+    onto the vocabulary (49,152 columns for SmolLM2) wastes the head's matmul and a (B, L, V) logits tensor and its
+    gradient on the prompt. For architectures in :data:`ANSWER_LOGITS_TYPES` the decoder's last hidden state is
+    gathered at those positions first: the same loss (up to float summation order), measured faster in
+    ``benchmarks/bench_llm_train.py``. Other models take the full-logits path.
+    """
+    import torch
+
+    path = _answer_path(model)
+    if path is None:
+        return weighted_sequence_loss(model(input_ids=ids, attention_mask=mask).logits, labels, weights)
+    body, head = path
+    hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, L, d)
+    tgt = labels[:, 1:]  # (B, L-1)
+    sel = tgt != -100  # (B, L-1)
+    h = hidden[:, :-1][sel]  # (T, d): the positions that predict an answer token
+    lg = head(h)  # (T, V)
+    if lg.dtype in (torch.float16, torch.bfloat16):
+        lg = lg.float()
+    nll = torch.nn.functional.cross_entropy(lg, tgt[sel], reduction="none")  # (T,)
+    row = sel.nonzero(as_tuple=True)[0]  # (T,): the example of each answer token
+    b = ids.shape[0]
+    per_ex = torch.zeros(b, dtype=nll.dtype, device=nll.device).index_add(0, row, nll)  # (B,)
+    per_ex = per_ex / sel.sum(1).clamp_min(1).to(nll.dtype)
+    return (weights.to(per_ex.dtype) * per_ex).sum() / b
+
+
 def _collate(batch: list[dict[str, Any]], pad_id: int) -> tuple[Any, Any, Any, Any]:
     import torch
 
@@ -289,8 +340,7 @@ def train_student(
                 batch = [data[i] for i in order[b:b + cfg.batch_size]]
                 ids, lab, mask, w = _collate(batch, pad)
                 ids, lab, mask, w = ids.to(dev), lab.to(dev), mask.to(dev), w.to(dev)
-                logits = model(input_ids=ids, attention_mask=mask).logits  # (B, L, V)
-                loss = weighted_sequence_loss(logits, lab, w)
+                loss = answer_loss(model, ids, mask, lab, w)
                 if not torch.isfinite(loss):
                     raise UserError(f"train: the loss became {float(loss)} at epoch {epoch + 1}, step {steps + 1}; "
                                     f"training stopped (lower the learning rate, now {cfg.lr})")
