@@ -127,25 +127,43 @@ def test_fidelity_bootstrap_detects_correlation_and_covers_zero():
     rng = np.random.default_rng(3)
     t = rng.gamma(2.0, 1.0, 48)
     ys = 0.8 * t[None, :] + 0.2 * rng.gamma(2.0, 1.0, (5, 48))
-    est, boot = fidelity_bootstrap(t, ys, ("x",), n_boot=500)
-    assert est > 0.8 and np.quantile(boot, 0.025) > 0.5
-    est2, _ = fidelity_bootstrap(t, -ys, ("x",), n_boot=500)  # mutant: the sign of the student's dispersion
-    assert est2 == pytest.approx(-est)
+    est, boot = fidelity_bootstrap(t, [ys, -ys], ("x",), n_boot=500)
+    assert est[0] > 0.8 and np.quantile(boot[:, 0], 0.025) > 0.5
+    assert est[1] == pytest.approx(-est[0])  # mutant: the sign of the student's dispersion
+    with pytest.raises(NotComputable, match="same on every question for every student"):
+        fidelity_bootstrap(t, [np.ones((3, 48))], ("x",), n_boot=10)
     # A/A: students' dispersion independent of the teacher's; the 95% interval excludes 0 in about 5% of runs
     n_sim, miss = 100, 0
     for i in range(n_sim):
         t = rng.gamma(2.0, 1.0, 48)
         ys = rng.gamma(2.0, 1.0, (5, 48)) + rng.gamma(2.0, 1.0, (1, 48))  # a shared question effect, not the teacher's
-        _, b = fidelity_bootstrap(t, ys, ("aa", i), n_boot=400)
-        lo, hi = np.quantile(b, [0.025, 0.975])
+        _, b = fidelity_bootstrap(t, [ys], ("aa", i), n_boot=400)
+        lo, hi = np.quantile(b[:, 0], [0.025, 0.975])
         miss += not (lo <= 0 <= hi)
     assert miss / n_sim < 0.05 + 3 * np.sqrt(0.05 * 0.95 / n_sim), miss
 
 
+def _with_start(df, rng, fid_start):
+    """Add the untrained student's per-question dispersion with fidelity ``fid_start`` to the teacher's."""
+    t = df[(df["record"] == "question") & (df["method"] == "teacher")].sort_values("question")
+    ti = t["intra_var"].to_numpy()
+    iv = fid_start * ti + (1 - abs(fid_start)) * rng.gamma(2.0, 1.0, ti.size)
+    rows = [{"record": "question", "method": "untrained-student", "split": "transfer", "student": 0, "question": q,
+             "k": 3, "intra_var": float(v), "accuracy": 0.0} for q, v in enumerate(iv)]
+    summ = [{"record": "summary", "method": "untrained-student", "split": "transfer", "k": 3, "n_students": 1}]
+    return pd.concat([df, pd.DataFrame(summ + rows)], ignore_index=True)
+
+
 def test_fidelity_claim_verdicts():
     rng = np.random.default_rng(4)
-    assert _claim(_va_table(rng, {"single": 0.4}, fid=0.8), "B-llm-uncertainty-fidelity").verdict == "holds"
-    assert _claim(_va_table(rng, {"single": 0.4}, fid=-0.8), "B-llm-uncertainty-fidelity").verdict == "contradicted"
+    # distillation erodes fidelity (the start tracks the teacher, the students less): holds
+    erodes = _with_start(_va_table(rng, {"single": 0.4}, fid=0.2), rng, 0.9)
+    r = _claim(erodes, "B-llm-uncertainty-fidelity")
+    assert r.verdict == "holds" and "fidelity before" in r.value, r
+    # mutant: before and after swapped (the students track the teacher better than the start): contradicted
+    assert _claim(_with_start(_va_table(rng, {"single": 0.4}, fid=0.9), rng, 0.2),
+                  "B-llm-uncertainty-fidelity").verdict == "contradicted"
+    assert _claim(_va_table(rng, {"single": 0.4}, fid=0.5), "B-llm-uncertainty-fidelity").verdict == "not computable"
 
 
 def test_budget_verdict_comes_from_equal_steps_with_epochs_beside():

@@ -312,7 +312,7 @@ def _run_methods(cfg: LLMConfig, seed: int, methods: tuple[str, ...], k: int, te
     for budget in step_budgets:
         for m in methods:
             extra = {"step_budget": budget}
-            if budget == "equal-steps" and m in done and done[m].info["n_steps"] == n_equal:
+            if budget == "equal-steps" and m in done and all(n == n_equal for n in done[m].info["steps_per_student"]):
                 mr = done[m]
                 extra["same_students_as"] = "epochs"
             else:
@@ -378,22 +378,31 @@ def _bar_plot(df: Any, out: Path, group: str, title: str, metrics: tuple[str, ..
 
 def _va_plot(df: Any, cfg: LLMConfig, out_dir: Path) -> list[Path]:
     df = summary_rows(df)
-    d = df.sort_values(["split", "k", "method"]) if "split" in df else df.sort_values(["k", "method"])
-    return [_bar_plot(d, out_dir / "llm_variance_aware.png", "method,k,split" if "split" in df else "method,k",
+    if "step_budget" in df:  # the equal-steps rows of students reused from the epochs budget add nothing to a plot
+        df = df.assign(step_budget=df["step_budget"].fillna("-"))
+        if "same_students_as" in df:
+            df = df[df["same_students_as"].isna()]
+    keys = [c for c in ("split", "k", "step_budget", "method") if c in df]
+    d = df.sort_values(keys)
+    group = ",".join(c for c in ("method", "k", "step_budget", "split") if c in df)
+    return [_bar_plot(d, out_dir / "llm_variance_aware.png", group,
                       "LLM variance-aware distillation: mean ± std across students",
                       ("mse", "cosine", "alignment", "accuracy", "hallucination", "intra_var", "inter_var"))]
 
 
 def _va_summary(df: Any) -> Any:
-    cols = ["split", "k", "method", "n_students", "mse_mean", "mse_std", "cosine_mean", "alignment_mean", "accuracy_mean",
-            "hallucination_mean", "intra_var_mean", "inter_var"]
+    cols = ["split", "k", "step_budget", "method", "n_students", "optimizer_steps", "same_students_as",
+            "first_train_loss", "mse_mean", "mse_std", "cosine_mean", "alignment_mean", "accuracy_before_mean",
+            "accuracy_mean", "learned_noise_mean", "fixed_mean", "fidelity_mean", "hallucination_mean",
+            "intra_var_mean", "inter_var"]
     df = summary_rows(df)
     return df[[c for c in cols if c in df]]
 
 
 
-_SUMMARY_COLS = ("output_design", "split", "temperature", "init_noise", "k", "method", "n_students", "mse_mean", "mse_std", "cosine_mean",
-                 "alignment_mean", "accuracy_mean", "hallucination_mean", "hallucination_std", "intra_var_mean",
+_SUMMARY_COLS = ("output_design", "split", "temperature", "init_noise", "k", "method", "n_students", "first_train_loss",
+                 "mse_mean", "mse_std", "cosine_mean", "alignment_mean", "accuracy_before_mean", "accuracy_mean",
+                 "learned_noise_mean", "fixed_mean", "fidelity_mean", "hallucination_mean", "hallucination_std", "intra_var_mean",
                  "inter_var", "inter_var_se", "empty_rate_mean", "param_var_before", "param_var_after")
 
 

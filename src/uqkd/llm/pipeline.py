@@ -246,6 +246,8 @@ def run_method(
         cfg = sft
         if method == "multi-response" and multi_response_epochs_scale != 1.0:
             cfg = replace(sft, epochs=max(1, int(round(sft.epochs * multi_response_epochs_scale))))
+        # data_order=fixed holds every source but the teacher's answers fixed: one data order and one LoRA
+        # adapter init for all students of a method (both derive from this identity)
         ident = ("sft", method, k, r) if data_order == "per-student" else ("sft", method, k)
         traj: list[float] = []
         cb = None
@@ -273,6 +275,7 @@ def run_method(
         del trained
     info["final_loss"] = float(np.mean(info["final_loss"]))
     info["first_loss"] = float(np.mean(info["first_loss"]))
+    info["steps_per_student"] = list(info["n_steps"])
     info["n_steps"] = int(round(float(np.mean(info["n_steps"]))))
     info["before"] = befores if before is not None else None
     info["teacher_intra"] = teacher_intra
@@ -297,6 +300,8 @@ def method_rows(mr: MethodResult) -> list[dict[str, Any]]:
         "final_train_loss": mr.info["final_loss"],
         "first_train_loss": mr.info.get("first_loss", float("nan")),
         "optimizer_steps": mr.info.get("n_steps", 0),
+        "optimizer_steps_min": min(mr.info.get("steps_per_student") or [0]),
+        "optimizer_steps_max": max(mr.info.get("steps_per_student") or [0]),
     }
     out = []
     bef = mr.info.get("before") or {}

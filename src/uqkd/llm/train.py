@@ -256,6 +256,15 @@ def check_finite_params(model: Any, when: str) -> None:
                             "(lower the learning rate)")
 
 
+def _rng_devices(model: Any) -> list[Any]:
+    """The devices whose generators ``fork_rng`` saves and restores: on a GPU every CUDA device
+    (``torch.manual_seed`` reseeds them all), so training leaves the caller's global random state as it was."""
+    import torch
+
+    dev = next(model.parameters()).device
+    return list(range(torch.cuda.device_count())) if dev.type == "cuda" else []
+
+
 def train_student(
     student: LoadedLM,
     rows: Sequence[dict[str, Any]],
@@ -307,7 +316,7 @@ def train_student(
             raise UserError("lora: needs the 'peft' package: pip install 'uqkd[llm]'") from None
         # the adapters' random init (A ~ Kaiming uniform; B = 0) from a generator named by the student, so the
         # student is a pure function of (seed, identity), untouched global torch state
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=_rng_devices(model)):
             torch.manual_seed(int(make_rng(seed, *ident, "lora-init").integers(2**62)))
             model = get_peft_model(
                 model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
@@ -328,7 +337,7 @@ def train_student(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_total, desc=f"train {student.name}"[:40], unit="step", leave=False)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=_rng_devices(model)):
         torch.manual_seed(int(make_rng(seed, *ident, "torch").integers(2**62)))
         model.train()
         for epoch in range(n_epochs):
