@@ -169,7 +169,7 @@ def main() -> None:
 
     s_full = timed(full_step, a.steps)
     rows.append(("full, one student", s_full, B * L, flops_per_token(model, L, True)))
-    del m, opt
+    m = opt = None  # free the full copy before the LoRA students
 
     # LoRA, one student at a time (R students: R x the steps)
     students = peft_students(model, R, a.rank, 2.0 * a.rank, seed=1)
@@ -207,7 +207,6 @@ def main() -> None:
                  flops_per_token(model, L, False)))
     fast_worst = max(float((p - q).abs().max()) for s, f in zip(students, fast_students)
                      for (n, p), (_, q) in zip(s.named_parameters(), f.named_parameters()) if p.requires_grad)
-    del fast_students, fopts
 
     # LoRA, R students stacked in one forward pass
     stk.train()

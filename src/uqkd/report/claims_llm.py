@@ -813,12 +813,16 @@ def _learned_split(d, split) -> SplitResult:
                        best.mde if best.verdict == INCONCLUSIVE else base.mde)
 
 
-def _b_learned(t):
-    return by_budget(t["llm-variance-aware"], _b_learned_rows)
+def _va_claim(split_fn: Callable, statistic: str) -> Callable:
+    """A claim on llm-variance-aware: ``split_fn`` per split (:func:`by_split`) within each step budget
+    (:func:`by_budget`), with a fixed statistic text."""
+    def run(t):
+        return by_budget(t["llm-variance-aware"], lambda df: by_split(df, split_fn, statistic))
+
+    return run
 
 
-def _b_learned_rows(df):
-    return by_split(df, _learned_split,
+_b_learned = _va_claim(_learned_split,
                     "learned-noise rate: of the questions a student answered correctly before distillation (greedy, "
                     "an accepted alias), the share it answers wrongly after; single-response KD minus each paper "
                     "method at the largest k, on the questions the shared starting point had right; "
@@ -907,12 +911,7 @@ def _fidelity_split(d, split) -> SplitResult:
                        f"the other methods' mean per-student fidelity: {others}" if others else "", x.verdict, x.mde)
 
 
-def _b_fidelity(t):
-    return by_budget(t["llm-variance-aware"], _b_fidelity_rows)
-
-
-def _b_fidelity_rows(df):
-    return by_split(df, _fidelity_split,
+_b_fidelity = _va_claim(_fidelity_split,
                     "uncertainty fidelity: Spearman correlation across questions between the teacher's per-question "
                     "dispersion (variance of its sampled answers' SBERT embeddings) and a student's own, averaged over "
                     "students; after single-response KD minus before (the untrained student on the same questions); "
