@@ -42,7 +42,7 @@ def test_variance_aware_tiny_end_to_end(tmp_path):
 
     save_lm(tiny_causal_lm(seed=0, n_layers=4), tmp_path / "teacher")
     over = {"teacher": str(tmp_path / "teacher"), "student_every": 2, "embedder": "hash", "n_train": 4,
-            "n_eval": 3, "k_values": "2", "n_students": 2, "max_new_tokens": 4, "k_eval": 2, "epochs": 1,
+            "n_eval": 3, "k_values": "2", "step_budgets": "epochs,equal-steps", "n_students": 2, "max_new_tokens": 4, "k_eval": 2, "epochs": 1,
             "batch_size": 4, "lr": 1e-3, "cache_dir": str(tmp_path / "cache"), "threads": 0}
     res = run_experiment("llm-variance-aware", profile="quick", out=tmp_path / "out", overrides=over, progress=False)
     import pandas as pd
@@ -90,8 +90,9 @@ def test_variance_aware_tiny_end_to_end(tmp_path):
 
     r1 = {r.claim_id: r for r in evaluate_claims({"llm-variance-aware": full})}
     r2 = {r.claim_id: r for r in evaluate_claims({"llm-variance-aware": pd.read_csv(res2.results_csv)})}
+    assert qs["target_correct"].notna().any() and ep["target_accuracy_mean"].notna().all()
     for cid in ("F5-llm", "B-llm-uqkd-methods", "B-llm-hallucination", "B-llm-learned-noise",
-                "B-llm-uncertainty-fidelity"):
+                "B-llm-uncertainty-fidelity", "B-llm-label-noise"):
         assert r1[cid].verdict in CLAIM_VERDICTS and r1[cid].verdict != "error", (cid, r1[cid])
         assert r1[cid] == r2[cid]
     for cid in ("F5-llm", "B-llm-uqkd-methods", "B-llm-hallucination"):

@@ -52,7 +52,7 @@ def test_uncertainty_fidelity_is_a_rank_correlation():
 
 
 def _va_table(rng, rates: dict[str, float], n_students=5, n_q=48, p_before=0.4, q_sd=1.0, fid=None,
-              budget="equal-steps"):
+              budget="equal-steps", label_acc=None):
     """llm-variance-aware rows: one shared starting point (right on a fraction p_before of the questions); per
     method a per-question probability of breaking a right answer, logit = method effect + question effect
     (shared across methods: paired) + student effect; per-question dispersion with fidelity ``fid``."""
@@ -68,6 +68,7 @@ def _va_table(rng, rates: dict[str, float], n_students=5, n_q=48, p_before=0.4, 
         broke = rng.random((n_students, n_q)) < 1 / (1 + np.exp(-logit))
         fixed = rng.random((n_students, n_q)) < 0.1
         acc = np.where(before[None, :] == 1, ~broke, fixed).astype(float)
+        label_ok = rng.random((n_students, n_q)) < (label_acc or {}).get(m, 0.2)
         c = 0.0 if fid is None else fid
         intra = c * t_intra[None, :] + (1 - abs(c)) * rng.gamma(2.0, 1.0, (n_students, n_q))
         for r in range(n_students):
@@ -77,6 +78,7 @@ def _va_table(rng, rates: dict[str, float], n_students=5, n_q=48, p_before=0.4, 
                              "k": 3, "step_budget": budget, "accuracy": acc[r, q], "hallucination": 1 - acc[r, q],
                              "mse": 1.0, "alignment": 0.5, "intra_var": float(intra[r, q]),
                              "accuracy_before": before[q], "learned_noise": (1 - acc[r, q]) if right else np.nan,
+                             "target_correct": float(label_ok[r, q]),
                              "fixed": np.nan if right else acc[r, q]})
         summ.append({"record": "summary", "method": m, "split": "transfer", "k": 3, "step_budget": budget,
                      "n_students": n_students, "accuracy_mean": acc.mean(), "accuracy_before_mean": before.mean(),
@@ -174,3 +176,25 @@ def test_budget_verdict_comes_from_equal_steps_with_epochs_beside():
     r = _claim(pd.concat([ep, eq], ignore_index=True), "B-llm-learned-noise")
     assert r.verdict == "holds" and "verdict from step budget equal-steps" in r.statistic
     assert "[step budget epochs: contradicted" in r.interval
+
+
+def test_label_noise_claim_and_its_mutant():
+    rng = np.random.default_rng(6)
+    good = _va_table(rng, {"single": 0.5, "averaging": 0.5}, label_acc={"single": 0.1, "averaging": 0.3})
+    r = _claim(good, "B-llm-label-noise")
+    assert r.verdict == "holds" and "label accuracy single" in r.value, r
+    # mutant: averaging keeps the answer farthest from the mean (fewer right labels than single)
+    bad = _va_table(rng, {"single": 0.5, "averaging": 0.5}, label_acc={"single": 0.3, "averaging": 0.1})
+    assert _claim(bad, "B-llm-label-noise").verdict == "contradicted"
+
+
+def test_target_accuracy_reads_the_training_labels():
+    from uqkd.data.qa import QAItem
+    from uqkd.llm.pipeline import target_accuracy
+
+    items = [QAItem("a", "Capital of France?", "Paris"), QAItem("b", "Capital of Peru?", "Lima"),
+             QAItem("c", "Capital of Chad?", "N'Djamena")]
+    rows = [{"id": "a", "completion": [{"role": "assistant", "content": "It is Paris."}]},
+            {"id": "b", "completion": "Cusco, I think"}, {"id": "b", "completion": "Lima"}]
+    np.testing.assert_array_equal(target_accuracy(rows, items)[:2], [1.0, 0.5])
+    assert np.isnan(target_accuracy(rows, items)[2])  # no label for c (all its answers were empty)

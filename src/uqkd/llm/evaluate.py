@@ -245,13 +245,15 @@ def inter_deviations(evals: Sequence[ModelEval]) -> np.ndarray:
 
 
 def question_rows(evals: Sequence[ModelEval], method: str, split: str,
-                  before: Sequence[ModelEval] | None = None) -> list[dict[str, Any]]:
+                  before: Sequence[ModelEval] | None = None,
+                  extra: dict[str, Sequence[np.ndarray]] | None = None) -> list[dict[str, Any]]:
     """Compact per-question rows of ``evals`` (the students of one method, or one model).
 
     ``record = "question"``: one row per (student, question) with ``student``, ``question`` (the
     index in the evaluation list, the same across methods) and the :data:`QUESTION_METRICS`; with
     ``before`` (each student's evaluation before distillation, on the same questions) also the
-    :data:`CHANGE_METRICS` of :func:`knowledge_change` (NaN where a rate does not apply);
+    :data:`CHANGE_METRICS` of :func:`knowledge_change` (NaN where a rate does not apply); ``extra`` adds
+    columns given per student as (n,) arrays (e.g. ``target_correct``, the accuracy of the training labels);
     with two or more students, each of those rows also has ``inter_dev`` (:func:`inter_deviations`)
     and ``record = "question-inter"`` rows give each question's ``inter_var`` across the students. Models without per-question values give none.
     """
@@ -266,6 +268,9 @@ def question_rows(evals: Sequence[ModelEval], method: str, split: str,
             ch = knowledge_change(e, before[r])
             cols += [ch[k] for k in CHANGE_METRICS]
             names += list(CHANGE_METRICS)
+        for key, per_student in (extra or {}).items():
+            cols.append(np.asarray(per_student[r], dtype=float))
+            names.append(key)
         for q in range(len(cols[0])):
             row = {"record": "question", "method": method, "split": split, "student": r, "question": q,
                    **{k: float(c[q]) for k, c in zip(names, cols)}}

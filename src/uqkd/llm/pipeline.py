@@ -29,6 +29,7 @@ from .select import build_training_set, embedding_dispersion
 from .train import SFTConfig, train_student
 
 __all__ = ["Resources", "get_resources", "derived_seed", "teacher_records", "run_method", "load_items", "method_rows",
+           "target_accuracy",
            "method_question_rows", "teacher_row"]
 
 
@@ -167,6 +168,24 @@ def _probe_values(model: Any, probe: list[tuple[str, int]]) -> np.ndarray:
     return np.array([float(params[n].detach().reshape(-1)[i]) for n, i in probe])
 
 
+def target_accuracy(rows: Sequence[dict[str, Any]], items: Sequence[QAItem]) -> np.ndarray:
+    """Per question of ``items``, the share of a student's training labels that state a right fact (contain an
+    accepted alias): 0/1 for one label per question, a fraction for multi-response; NaN for a question without
+    rows (all its teacher answers were empty) or without reference aliases. The noise the student is taught, before
+    any training: shape (n,)."""
+    from ..data.qa import contains_alias
+
+    by_id: dict[str, list[float]] = {}
+    aliases = {it.id: it.aliases for it in items}
+    for r in rows:
+        c = r["completion"]
+        text = c[-1]["content"] if isinstance(c, list) else str(c)
+        al = aliases.get(str(r["id"]))
+        if al:
+            by_id.setdefault(str(r["id"]), []).append(float(contains_alias(text, al)))
+    return np.array([float(np.mean(by_id[it.id])) if it.id in by_id else np.nan for it in items])
+
+
 def run_method(
     res: Resources,
     method: str,
@@ -221,6 +240,7 @@ def run_method(
     evals: list[ModelEval] = []
     transfer: list[ModelEval] = []
     info: dict[str, Any] = {"n_skipped": 0, "teacher_empty": 0, "train_rows": 0, "final_loss": [], "first_loss": [],
+                            "target_correct": [],
                             "n_steps": [], "params_before": [], "params_after": [], "trajectory": []}
     befores: dict[str, list[ModelEval]] = {"transfer": [], "heldout": []}
     probe = _param_probe(res.student.model, track_params, seed)[0] if track_params else None
@@ -243,6 +263,7 @@ def run_method(
             recs, tinfo = teacher_records(res, train_items, k, tdec, seed, draw_index, student_k=sk, student_lm=base)
         rows, binfo = build_training_set(recs, method, res.embedder, seed=seed, student_index=draw_index,
                                          format="conversational" if base.chat else "standard")
+        info["target_correct"].append(target_accuracy(rows, train_items))
         cfg = sft
         if method == "multi-response" and multi_response_epochs_scale != 1.0:
             cfg = replace(sft, epochs=max(1, int(round(sft.epochs * multi_response_epochs_scale))))
@@ -306,10 +327,16 @@ def method_rows(mr: MethodResult) -> list[dict[str, Any]]:
     out = []
     bef = mr.info.get("before") or {}
     ti = mr.info.get("teacher_intra") or {}
+    tc = [np.asarray(x, dtype=float) for x in mr.info.get("target_correct") or []]
+    per_student = [float(np.nanmean(x)) if np.isfinite(x).any() else np.nan for x in tc]
+    v = np.array([x for x in per_student if np.isfinite(x)])
+    labels = ({"target_accuracy_mean": float(v.mean()) if v.size else float("nan"),
+               "target_accuracy_std": float(v.std(ddof=1)) if v.size >= 2 else float("nan")} if tc else {})
     for split, evs in (("transfer", mr.info.get("transfer") or []), ("heldout", mr.evals)):
         if evs:
             change = summarize_change(evs, bef.get(split) or None, ti.get(split))
-            out.append({"method": mr.method, "split": split, **summarize_students(evs), **change, **common})
+            out.append({"method": mr.method, "split": split, **summarize_students(evs), **change,
+                        **(labels if split == "transfer" else {}), **common})
     return out
 
 
@@ -318,9 +345,11 @@ def method_question_rows(mr: MethodResult) -> list[dict[str, Any]]:
     (one per student and question) and ``record = "question-inter"`` (per question, across students)."""
     out: list[dict[str, Any]] = []
     bef = mr.info.get("before") or {}
+    tc = mr.info.get("target_correct") or []
     for split, evs in (("transfer", mr.info.get("transfer") or []), ("heldout", mr.evals)):
         if evs:
-            out += question_rows(evs, mr.method, split, before=bef.get(split) or None)
+            extra = {"target_correct": tc} if split == "transfer" and len(tc) == len(evs) else None
+            out += question_rows(evs, mr.method, split, before=bef.get(split) or None, extra=extra)
     return out
 
 

@@ -837,6 +837,44 @@ register_claim(ClaimSpec(
     ("llm-variance-aware",), _b_learned, beyond=True))
 
 
+def _label_split(d, split) -> SplitResult:
+    if split != TRANSFER:
+        raise NotComputable("training labels exist only for the questions distilled on (the transfer split)")
+    k = _largest_k(d)
+    rows = _by_method(d, k)
+    ms = _methods_present(rows, PAPER_METHODS, "the paper's methods (" + ", ".join(PAPER_METHODS) + ")")
+    lvl = bonferroni_level(len(ms))
+    dk = _at_k(d, k)
+    if not has_question_rows(dk):
+        raise NotComputable("needs per-question rows")
+    tests = [_guard(lambda m=m: boot_rate_difference(dk, m, "single", "target_correct", m, ">", lvl,
+                                                     ("B-llm-label-noise", split, k, m)), m) for m in ms]
+    verdict = any_of(x.verdict for x in tests)
+    if verdict == NOT_COMPUTABLE:
+        raise NotComputable(_why(tests))
+    best = min(tests, key=lambda x: (_RANK[x.verdict], -(x.estimate if np.isfinite(x.estimate) else -np.inf)))
+    acc = {m: rate_interval(dk, m, "target_correct", ("B-llm-label-noise", split, k, m)) for m in ("single", *ms)}
+    te = rows.get("teacher")
+    greedy = f"; the teacher's greedy answers {float(te['accuracy_mean']):.2f}" if te is not None else ""
+    return SplitResult(f"k={k}; label accuracy single {acc['single']}, best {best.label} {acc[best.label]}: "
+                       f"gain {_t(best)}",
+                       "; ".join(f"{m}: {acc[m]}" for m in ms) + greedy + "; " + "; ".join(_t(x) for x in tests),
+                       verdict, best.mde if best.verdict == INCONCLUSIVE else "")
+
+
+_b_label = _va_claim(_label_split,
+                     "label accuracy: the share of a student's training labels (the teacher answers its method "
+                     "selected) that state a right fact (contain an accepted alias), per question of the transfer "
+                     "split; each paper method minus single-response KD at the largest k; "
+                     f"{BOOTSTRAP_TEXT}; Bonferroni over the methods; holds if some method's gain > 0 (the noise a "
+                     "student is taught, measured before any training)")
+
+register_claim(ClaimSpec(
+    "B-llm-label-noise", "7", "The paper's variance-aware methods build LLM training sets with fewer wrong facts than "
+                              "single-response KD (less teacher noise to learn)", ("llm-variance-aware",), _b_label,
+    beyond=True))
+
+
 def fidelity_bootstrap(teacher: np.ndarray, tables, identity: tuple,
                        n_boot: int = N_BOOT) -> tuple[np.ndarray, np.ndarray]:
     """Uncertainty fidelity of each group and its crossed-bootstrap resamples.
