@@ -18,6 +18,9 @@ def test_registered_with_profiles(name):
     paper = resolve_config(exp, "paper")
     assert exp.cells(quick)
     assert quick.n_students >= 2 and paper.n_students >= quick.n_students
+    # the CPU design (self-distillation through LoRA) at quick; the published full fine-tuning at paper
+    assert quick.student_every == 1 and quick.n_students >= 5 and quick.lora == (name != "llm-init-noise")
+    assert not paper.lora and paper.lr == 5e-5
 
 
 @pytest.mark.parametrize(
@@ -29,6 +32,10 @@ def test_registered_with_profiles(name):
         ({"temperature": 0}, "temperature"),
         ({"k_eval": 1}, "k_eval"),
         ({"output_designs": "published,bogus"}, "output_designs: expected one or more of published"),
+        ({"step_budgets": "epochs,forever"}, "step_budgets: expected distinct values among epochs, equal-steps"),
+        ({"step_budgets": "epochs,epochs"}, "step_budgets: expected distinct values"),
+        ({"lora_r": 0}, "lora_r"),
+        ({"lora_alpha": 0}, "lora_alpha"),
     ],
 )
 def test_config_checks(override, match):

@@ -142,3 +142,9 @@ def test_answer_position_logits_give_the_full_logits_loss(lm):
         config = type("C", (), {"model_type": "gemma2"})()
 
     assert _answer_path(Other()) is None
+
+
+def test_lora_target_modules_not_in_the_model_is_a_user_error(lm):
+    pytest.importorskip("peft")
+    with pytest.raises(UserError, match="lora_target_modules: no_such_proj"):
+        train_student(lm, ROWS, SFTConfig(lora=True, lora_target_modules=("no_such_proj",)), seed=0)

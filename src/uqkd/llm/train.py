@@ -318,10 +318,14 @@ def train_student(
         # student is a pure function of (seed, identity), untouched global torch state
         with torch.random.fork_rng(devices=_rng_devices(model)):
             torch.manual_seed(int(make_rng(seed, *ident, "lora-init").integers(2**62)))
-            model = get_peft_model(
-                model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
-                                  target_modules=list(cfg.lora_target_modules) or None)
-            )
+            try:
+                model = get_peft_model(
+                    model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                      task_type="CAUSAL_LM", target_modules=list(cfg.lora_target_modules) or None)
+                )
+            except ValueError as exc:  # e.g. target modules not in the model
+                raise UserError(f"lora_target_modules: {', '.join(cfg.lora_target_modules) or '(peft default)'}: "
+                                f"{exc}".splitlines()[0]) from None
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
