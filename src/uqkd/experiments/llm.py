@@ -162,7 +162,7 @@ QUICK = {
 }
 # ``make demo``: every LLM section on the real teacher in a few minutes on 2 CPU cores (a look at the pipeline and
 # the metrics; too small for verdicts: expect "inconclusive")
-DEMO = {**QUICK, "qa_kinds": ("capital",), "n_train": 8, "n_eval": 4, "k_values": (2,), "k": 2, "n_students": 2,
+DEMO = {**QUICK, "qa_kinds": ("capital",), "n_train": 6, "n_eval": 4, "k_values": (2,), "k": 2, "n_students": 2,
         "max_new_tokens": 8, "k_eval": 2, "epochs": 2, "temperatures": (0.5, 1.5), "init_noises": (0.0, 0.01),
         "methods": ("single", "multi-response", "averaging", "variance-weighting"), "track_params": 500,
         "step_budgets": ("epochs",)}

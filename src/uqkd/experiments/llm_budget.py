@@ -44,7 +44,18 @@ from typing import Any
 
 from ..config import option
 from .base import Experiment, register
-from .llm import DEMO, PAPER, QUICK, LLMConfig, _bar_plot, _setup, _teacher_eval, _untrained_evals, _untrained_rows
+from .llm import (
+    DEMO,
+    DESIGN_NOTE,
+    PAPER,
+    QUICK,
+    LLMConfig,
+    _bar_plot,
+    _setup,
+    _teacher_eval,
+    _untrained_evals,
+    _untrained_rows,
+)
 
 __all__ = ["LLMBudgetConfig", "LLM_BUDGET_SCHEMES", "LLM_BUDGET_METHODS", "budget_draws_seed"]
 
@@ -261,7 +272,8 @@ register(
         run_cell=_run,
         plot=_plot,
         summary=_summary,
-        notes=("Both schemes spend exactly B = budget_per_question x n_train teacher answers per student "
+        notes=(DESIGN_NOTE + " "
+               "Both schemes spend exactly B = budget_per_question x n_train teacher answers per student "
                "(budget_used). The adaptive scheme is the two-stage allocation of `uqkd llm sample --budget`; "
                "n_uniform_allocations counts students whose allocation came out uniform (shrinkage pooled the "
                "pilot dispersions), in which case the comparison says nothing about allocation."),
