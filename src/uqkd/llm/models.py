@@ -12,8 +12,10 @@ A model is named by a *spec*:
 GGUF files are de-quantised once and the result is kept as safetensors under the cache
 directory, so later loads take a second instead of twenty.
 
-The default *student* is made from the teacher by keeping every m-th decoder layer (plus the
-embeddings, final norm and head), sharing the tokenizer: a real, trainable, smaller model.
+A *derived* student is made from the teacher by keeping every m-th decoder layer (plus the embeddings,
+final norm and head), sharing the tokenizer: a real, trainable, smaller model. The experiments' default
+(``student_every=1``) is the teacher's own weights, fine-tuned through LoRA (self-distillation): a cut of
+SmolLM2-135M starts worse than a uniform guess over the vocabulary.
 """
 
 from __future__ import annotations
