@@ -18,8 +18,9 @@ without the ``llm`` extra.
 The CPU default is self-distillation (a labelled uqkd design, :data:`DESIGN_NOTE`): the student starts as the
 teacher (SmolLM2-135M-Instruct) and is fine-tuned through LoRA adapters; every student is evaluated before and
 after distillation, question by question (``learned_noise``, ``fixed``, ``accuracy_before``, fidelity). The
-``quick`` profile (48 transfer / 24 held-out capital and country-of-capital questions, k = 3, 5 students per
-method, 2 epochs at lr 5e-4, batch 8) and what it costs are in the README.
+``quick`` profile (48 transfer / 24 held-out capital and country-of-capital questions, k = 5 in
+llm-variance-aware and 3 elsewhere, 5 students per method, 2 epochs at lr 5e-4, batch 8) and what it costs are
+in the README.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ from .base import Experiment, register
 __all__ = ["LLMConfig", "LLM_METHODS"]
 
 LLM_METHODS = ("single", "multi-response", "averaging", "variance-weighting", "inverse-variance-loss")
-#: llm-output designs -> (teacher_answers, data_order); "published" is the published §6 LLM script's
 #: llm-variance-aware training budgets: the published per-method epochs, or compute-matched optimiser steps
 STEP_BUDGETS = ("epochs", "equal-steps")
+#: llm-output designs -> (teacher_answers, data_order); "published" is the published §6 LLM script's
 OUTPUT_DESIGNS = {"published": ("shared-greedy", "fixed"), "per-student-order": ("shared-greedy", "per-student"),
                   "own-draws": ("draws", "fixed")}
 
