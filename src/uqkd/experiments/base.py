@@ -15,10 +15,32 @@ from typing import Any
 
 from ..config import UserError, unbounded_fields
 
-__all__ = ["Experiment", "register", "get_experiment", "list_experiments", "EXPERIMENTS"]
+__all__ = ["Deviation", "Experiment", "register", "get_experiment", "list_experiments", "EXPERIMENTS"]
 
 Cell = dict[str, Any]
 Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """One difference between uqkd's ``paper`` profile of an experiment and the published script.
+
+    Attributes
+    ----------
+    setting : str
+        What differs, e.g. ``"train/test split"``.
+    published : str
+        What the published script does.
+    uqkd : str
+        What uqkd's ``paper`` profile does.
+    why : str
+        Why uqkd differs (a bug fixed, an offline substitute, a labelled design of ours).
+    """
+
+    setting: str
+    published: str
+    uqkd: str
+    why: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,6 +85,10 @@ class Experiment:
         Modules ``plot`` imports beyond pandas and pyplot (e.g. ``"scipy.special"`` for a fit
         drawn on a figure). The runner imports them mid-sweep while worker processes run cells,
         as it does pandas and pyplot, instead of after the sweep. Speed only.
+    deviations : tuple of Deviation
+        Every difference between the ``paper`` profile and the published script, listed in
+        the experiment's report section and in the report's "Deviations from the published
+        scripts" table.
     """
 
     name: str
@@ -79,6 +105,7 @@ class Experiment:
     tables: Callable[[Any], dict[str, Any]] | None = None
     schedule_key: Callable[[Cell], Any] | None = None
     plot_imports: tuple[str, ...] = ()
+    deviations: tuple[Deviation, ...] = ()
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
@@ -94,6 +121,8 @@ def register(exp: Experiment) -> Experiment:
     if not (isinstance(exp.plot_imports, tuple) and all(isinstance(m, str) and m for m in exp.plot_imports)):
         raise ValueError(f"experiment {exp.name!r}: plot_imports: expected a tuple of module names, "
                          f"got {exp.plot_imports!r}")
+    if not (isinstance(exp.deviations, tuple) and all(isinstance(d, Deviation) for d in exp.deviations)):
+        raise ValueError(f"experiment {exp.name!r}: deviations: expected a tuple of Deviation, got {exp.deviations!r}")
     missing = unbounded_fields(exp.config_cls)
     if missing:
         raise ValueError(f"experiment {exp.name!r}: numeric settings without declared bounds (option(..., min= or "

@@ -67,6 +67,7 @@ import numpy as np
 __all__ = [
     "ClaimSpec", "ClaimResult", "CLAIMS", "register_claim", "evaluate_claims",
     "HOLDS", "CONTRADICTED", "INCONCLUSIVE", "NOT_COMPUTABLE", "NOT_RUN", "DAMAGED", "ERROR", "CLAIM_VERDICTS", "VERDICTS",
+    "FINDING", "CODE_CHECK", "KINDS",
     "Verdict", "NotComputable", "Comparison", "require_finite", "critical_value", "t_interval", "welch",
     "satterthwaite_df", "chi2_variance_interval", "variance_ratio_interval", "verdict_from_interval",
     "agreement_verdict", "mde_two_sample", "mde_variance_ratio", "mde_text", "all_of", "any_of",
@@ -87,6 +88,10 @@ ERROR = "error"
 CLAIM_VERDICTS = (HOLDS, CONTRADICTED, INCONCLUSIVE, NOT_COMPUTABLE)
 #: every verdict in a report
 VERDICTS = (*CLAIM_VERDICTS, NOT_RUN, DAMAGED, ERROR)
+#: what a claim is: a finding about distillation, or a check of the code (see :class:`ClaimSpec`)
+FINDING = "finding"
+CODE_CHECK = "code check"
+KINDS = (FINDING, CODE_CHECK)
 POWER = 0.8
 ALPHA = 0.05
 STRICT_ALPHA = 0.001
@@ -134,6 +139,11 @@ class ClaimResult:
     verdict: str  # one of VERDICTS
     beyond: bool
     mde: str = ""  # minimum detectable effect text, beside "inconclusive"
+    kind: str = "finding"  # "finding", or "code check": a property no realistic mutant of the code can move
+
+    @property
+    def code_check(self) -> bool:
+        return self.kind == CODE_CHECK
 
     @property
     def verdict_text(self) -> str:
@@ -155,6 +165,13 @@ class ClaimSpec:
     experiments: tuple[str, ...]
     test: Callable[[Tables], tuple[Any, ...]]
     beyond: bool = False
+    #: ``"finding"`` or ``"code check"``: a claim whose verdict no realistic mutant of the code can
+    #: move is a check of the code (shown in its own report section), not a finding about distillation
+    kind: str = "finding"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind: expected one of {', '.join(KINDS)}; got {self.kind!r}")
 
 
 CLAIMS: list[ClaimSpec] = []
@@ -183,7 +200,8 @@ def _is_nonfinite_number(x: Any) -> bool:
 
 
 def _result(c: ClaimSpec, stat: str, value: str, interval: str, verdict: str, mde: str = "") -> ClaimResult:
-    return ClaimResult(c.claim_id, c.section, c.claim, c.experiments, stat, value, interval, verdict, c.beyond, mde)
+    return ClaimResult(c.claim_id, c.section, c.claim, c.experiments, stat, value, interval, verdict, c.beyond, mde,
+                       c.kind)
 
 
 def _evaluate_one(c: ClaimSpec, tables: Tables) -> ClaimResult:
