@@ -54,6 +54,7 @@ from .. import methods as _registry
 from .._seeding import student_draws, student_normals, student_uniforms
 from ..config import check_options, option
 from ..metrics import student_mse
+from ._deviations import BEYOND_THE_PAPER, TABULAR_SPLIT
 from ._options import (
     DRAWS,
     EPOCHS,
@@ -439,6 +440,7 @@ register(
             "quick": {"n_students": 200, "strengths": (0.0, 1.5), "budgets": (2, 5, 20)},
             "paper": {"n_students": 1000},
         },
+        deviations=(BEYOND_THE_PAPER, TABULAR_SPLIT),
     )
 )
 
@@ -584,5 +586,6 @@ register(
             "quick": {"n_students": 50, "n_epochs": 100, "strengths": (0.0, 1.5), "budgets": (3, 10)},
             "paper": {"n_students": 500},
         },
+        deviations=(BEYOND_THE_PAPER, TABULAR_SPLIT),
     )
 )

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import option
+from ._deviations import BEYOND_THE_PAPER, LLM_SETTING
 from .base import Experiment, register
 from .llm import (
     DEMO,
@@ -282,5 +283,6 @@ register(
             "demo": _budget_profile(DEMO, budget_per_question=3, pilot=2, n_students=2, n_train=6, n_eval=3),
             "paper": _budget_profile(PAPER, budget_per_question=10, pilot=4, n_students=10),  # 3 pilot df: less pooling
         },
+        deviations=(BEYOND_THE_PAPER, *LLM_SETTING),
     )
 )

