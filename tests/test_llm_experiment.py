@@ -92,7 +92,7 @@ def test_variance_aware_tiny_end_to_end(tmp_path):
     assert res2.n_computed == 1
     assert res2.results_csv.read_bytes() == res.results_csv.read_bytes()  # byte-identical rerun
     _check_question_rows(full, n_students=2, n_q={"transfer": 4, "heldout": 3})
-    # the claims run on the per-question rows (crossed bootstrap), deterministically
+    # the claims run on the per-question rows (crossed mixed model), deterministically
     from uqkd.report.claims import CLAIM_VERDICTS, evaluate_claims
 
     r1 = {r.claim_id: r for r in evaluate_claims({"llm-variance-aware": full})}
@@ -105,7 +105,7 @@ def test_variance_aware_tiny_end_to_end(tmp_path):
         assert r1[cid].verdict in CLAIM_VERDICTS and r1[cid].verdict != "error", (cid, r1[cid])
         assert r1[cid] == r2[cid]
     for cid in ("F5-llm", "B-llm-uqkd-methods", "B-llm-hallucination"):
-        assert "crossed cluster bootstrap" in r1[cid].statistic and "Welch across students" not in r1[cid].statistic
+        assert "crossed mixed model" in r1[cid].statistic and "Welch across students" not in r1[cid].statistic
         assert "verdict from step budget equal-steps" in r1[cid].statistic and "epochs" in r1[cid].interval
 
 

@@ -1,7 +1,7 @@
 """Knowledge change per question (learned noise, fixes), uncertainty fidelity and their claims.
 
 Per-question values against the student before distillation (:mod:`uqkd.llm.evaluate`); claims on synthetic
-tables in the results.csv layout (the learned-noise difference by the crossed cluster bootstrap, the fidelity
+tables in the results.csv layout (the learned-noise difference by the crossed mixed model, the fidelity
 rank correlation by its own crossed bootstrap), including realistic mutants that must flip the verdict and
 A/A simulations of the intervals' error rates at the quick profile's size.
 """
@@ -92,14 +92,15 @@ def _claim(df, cid):
 
 def test_learned_noise_claim_holds_and_its_mutant_is_contradicted():
     rng = np.random.default_rng(0)
+    # 8 students: the crossed mixed model counts students as the unit (5 gives a t on 4 df for the student part)
     good = _va_table(rng, {"single": 0.6, "averaging": 0.25, "multi-response": 0.6, "variance-weighting": 0.6},
-                     n_q=120)
+                     n_q=120, n_students=8)
     r = _claim(good, "B-llm-learned-noise")
     assert r.verdict == "holds", r
     assert "learned noise" in r.value and "step budget equal-steps" in r.statistic
     # mutant: averaging picks the answer farthest from the mean (it now teaches more noise than single)
     bad = _va_table(rng, {"single": 0.25, "averaging": 0.6, "multi-response": 0.6, "variance-weighting": 0.6},
-                    n_q=120)
+                    n_q=120, n_students=8)
     assert _claim(bad, "B-llm-learned-noise").verdict == "contradicted"
 
 

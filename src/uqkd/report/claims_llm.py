@@ -7,26 +7,30 @@ students of one method answer the same questions as the students of another. Res
 and question with ``mse``, ``alignment``, ``hallucination``, ``accuracy``, ``intra_var``; ``record =
 "question-inter"``: per method and question, the inter-student variance ``inter_var``).
 
-With per-question rows every LLM effect gets a crossed cluster bootstrap
-(:mod:`uqkd.report.cluster_bootstrap`, :data:`~uqkd.report.cluster_bootstrap.N_BOOT` resamples,
-percentile intervals, seeded by the claim's identity so the text is deterministic): students are
-resampled with replacement independently within each method, questions with replacement jointly
-across the methods (or temperatures, or models) compared, which pairs the comparison by question.
-The statistics are functions of resampled grand means:
+With per-question rows every LLM mean difference, ratio and slope gets a t interval from a crossed
+mixed model (:mod:`uqkd.report.crossed`): students nested in their method, questions crossed with
+every method, a method x question interaction and a residual; ANOVA (method-of-moments) variance
+components and Satterthwaite degrees of freedom. Student r of every method at one k is distilled
+from the same teacher draws (its draw index), so comparisons between methods pair students by that
+index; temperatures have their own draws and are not paired. Below 5 students per group a
+comparison is ``inconclusive`` whatever its interval (coverage is checked by simulation from 5
+students x 24 questions up, ``tests/test_llm_crossed.py``; the crossed cluster bootstrap used
+before covered 0.80 at 3 x 24 and 0.89 at 5 x 50). The statistics:
 
-- differences of mean per-student MSE, hallucination rate, alignment (students x questions);
+- differences of mean per-student MSE, hallucination rate, alignment, learned-noise and label
+  accuracy rates (students x questions);
 - ratios of inter-student variances (F5-llm, B-llm-uqkd-methods): each question row carries
   ``inter_dev`` = R/(R-1) * ||e_rq - mean_r e_rq||^2, student r's share of question q's inter-student
-  variance (its mean over students is that variance exactly), so students are resampled as well as
-  questions. Tables without ``inter_dev`` resample questions only, from the ``question-inter`` rows;
-  that interval ignores a student who differs from the others everywhere and is too narrow with few
-  students (measured: two independent sets of 3 students under identical settings gave inter-student
-  variances in the ratio 0.67, where a questions-only interval spans about +-6%);
-- F4-llm: the students' intra-student variance (students x questions) over the teacher's own sample
-  variance (one model: questions only), and over the inter-student variance (``inter_dev``), both
-  sharing the question resample;
-- F1-llm: least-squares slope of the mean inter-student variance on the teacher temperature, questions
-  resampled jointly across the temperatures.
+  variance (its mean over students is that variance exactly); the log ratio's interval is the t
+  interval of the linearised shares (delta method) under the same model. Tables without
+  ``inter_dev`` cannot put students in the interval and are never more than inconclusive;
+- F4-llm: the students' intra-student variance over the teacher's own sample variance (one model: a
+  fixed reference per question) and over the inter-student variance (``inter_dev``), paired by student;
+- F1-llm: the least-squares slope of the mean inter-student variance on the teacher temperature, a
+  contrast of the temperatures' means.
+
+The uncertainty-fidelity claim (a rank correlation per student) keeps its crossed cluster bootstrap
+(:mod:`uqkd.report.cluster_bootstrap`).
 
 Tables without per-question rows (results written before uqkd had them) fall back to Welch t intervals
 across students from the summary rows and delta-method log-ratio intervals from ``inter_var_se``
@@ -74,10 +78,12 @@ from .claims import (
     first_mde,
     log_ratio_test,
     register_claim,
+    t_interval,
     weighted_slope,
     welch,
 )
-from .cluster_bootstrap import N_BOOT, bootstrap_comparison, crossed_means, difference, ratio, slope
+from .cluster_bootstrap import N_BOOT, bootstrap_comparison
+from .crossed import FEW_STUDENTS, METHOD_TEXT, MIN_STUDENTS, contrast_test, crossed_contrast, log_ratio_contrast_test
 
 __all__ = ["PAPER_METHODS", "TRANSFER", "HELDOUT", "splits", "hallucination_test", "inter_var_ratio_test",
            "mse_gain_llm", "summary_rows", "has_question_rows", "question_table", "inter_table", "BOOTSTRAP_TEXT",
@@ -91,8 +97,8 @@ _RANK = {HOLDS: 0, INCONCLUSIVE: 1, NOT_COMPUTABLE: 2, CONTRADICTED: 3}
 
 
 #: how the statistic text names the resampling
-BOOTSTRAP_TEXT = (f"crossed cluster bootstrap, {N_BOOT} resamples, percentile intervals: students resampled within "
-                  "each method, questions resampled jointly across the groups compared (paired by question)")
+BOOTSTRAP_TEXT = (f"{METHOD_TEXT}; variance ratios: t on the log scale over each student's share of the variance "
+                  "(delta method, the same model)")
 WELCH_FALLBACK = "(no per-question rows: Welch across students)"
 
 
@@ -312,28 +318,32 @@ def _stat_text(df, text: str, bootstrap: str, welch_text: str, crossed: bool = T
 
 
 def boot_difference(d, a: str, b: str, metric: str, label: str, direction: str, level: float,
-                    identity: tuple) -> Comparison:
-    """Crossed bootstrap of ``mean(a) - mean(b)`` of a per-(student, question) ``metric``: students resampled
-    within each method, questions jointly (paired). A one-model group (teacher, untrained) keeps its row."""
+                    identity: tuple = (), *, paired: bool = True, threshold: float = 0.0) -> Comparison:
+    """``mean(a) - mean(b)`` of a per-(student, question) ``metric`` by the crossed mixed model
+    (:mod:`uqkd.report.crossed`): students paired by teacher-draw index when both are student groups of
+    the same size, questions crossed. A one-model group (teacher, untrained) is a fixed reference.
+    (``identity`` is kept for callers; the interval is analytic.)"""
     ys = _paired(question_table(d, a, metric), question_table(d, b, metric))
-    est, boot = crossed_means(ys, identity)
-    e, bt = difference(est, boot)
-    n = min(y.shape[0] for y in ys if y.shape[0] >= 2) if any(y.shape[0] >= 2 for y in ys) else 1
-    return bootstrap_comparison(label, e, bt, direction, level=level, n=n, unit=_unit(n, ys[0].shape[1]),
-                                scale=float(max(np.abs(y).max() for y in ys)))
+    return contrast_test(label, ys, [1.0, -1.0], direction, level=level, paired=paired, threshold=threshold,
+                         scale=float(max(np.abs(y).max() for y in ys)))
 
 
-def boot_inter_ratio(d, single: str, m: str, label: str, level: float, identity: tuple) -> Comparison:
-    """``inter_var(m) / inter_var(single)`` with questions resampled jointly (paired) and students not:
-    a per-question inter-student variance needs the students' embeddings, which the table does not hold."""
+def boot_inter_ratio(d, single: str, m: str, label: str, level: float, identity: tuple = (), *,
+                     paired: bool = True) -> Comparison:
+    """``inter_var(m) / inter_var(single)`` from each student's share of the per-question inter-student
+    variance (``inter_dev``): the share-t on the log scale (:func:`uqkd.report.crossed.log_ratio_contrast_test`),
+    students paired by draw index. Tables without ``inter_dev`` fall back to the (1, Q) per-question
+    variances (questions only; too narrow with few students: the verdict is then inconclusive)."""
     (a, ra), (b, rb) = inter_group(d, single), inter_group(d, m)
     ys = _paired(a, b)
     if not np.any(ys[0] > 0):
-        raise NotComputable(f"{label}: the single-response students' inter-student variance is 0 on every question")
-    est, boot = crossed_means(ys, identity, resample_students=[ra, rb])
-    e, bt = ratio(est, boot, 1, 0)
-    return bootstrap_comparison(label, e, bt, "<", level=level, ratio=True, n=ys[0].shape[1],
-                                unit=_inter_unit(ra, rb))
+        raise NotComputable(f"{label}: the {single} students' inter-student variance is 0 on every question")
+    c = log_ratio_contrast_test(label, ys[1], ys[0], "<", level=level, paired=paired)
+    if not (ra and rb):
+        return Comparison(c.label, c.estimate, c.lo, c.hi, INCONCLUSIVE if c.verdict != NOT_COMPUTABLE else c.verdict,
+                          "no per-student shares (inter_dev) in the table: students not resampled, interval too "
+                          "narrow; rerun with this uqkd version", ratio=True)
+    return c
 
 
 def _va_split(methods_of: Callable[[dict], list[str]], what: str, claim_id: str) -> Callable:
@@ -376,10 +386,8 @@ def _uqkd_methods(rows) -> list[str]:
     return [m for m in rows if m not in PAPER_METHODS and m not in NOT_STUDENT_METHODS]
 
 
-_VA_BOOT = ("MSE difference by the crossed bootstrap; inter-student variance ratio from each student's share of "
-            "the per-question inter-student variance (inter_dev), students and questions resampled (older tables "
-            "without inter_dev: questions only, which is too narrow with few students; the interval's unit says "
-            "which)")
+_VA_BOOT = ("MSE difference and inter-student variance ratio (from each student's share of the per-question "
+            "inter-student variance, inter_dev) by the crossed mixed model")
 _VA_WELCH = ("MSE difference by a Welch t interval across students, inter-student variance ratio by the delta "
              "method (SE across questions)")
 
@@ -601,10 +609,7 @@ def _f4_boot_intra(d, lvl: float, split) -> Comparison:
     ys = _paired(question_table(d, "single", "intra_var"), question_table(d, "teacher", "intra_var"))
     if not np.any(ys[1] > 0):
         raise NotComputable("the teacher's own sample variance is 0 on every question")
-    est, boot = crossed_means(ys, ("F4-llm", split, "student/teacher intra"))
-    e, bt = ratio(est, boot, 0, 1)
-    return bootstrap_comparison("student/teacher intra", e, bt, "<", level=lvl, ratio=True, n=ys[0].shape[0],
-                                unit=_unit(ys[0].shape[0], ys[0].shape[1]))
+    return log_ratio_contrast_test("student/teacher intra", ys[0], ys[1], "<", level=lvl, paired=True)
 
 
 def _f4_boot_remains(d, st, lvl: float, split) -> Comparison:
@@ -614,11 +619,11 @@ def _f4_boot_remains(d, st, lvl: float, split) -> Comparison:
     if not np.any(inter[0] > 0):
         raise NotComputable(zero_inter_reason(st))
     ys = _paired(question_table(d, "single", "intra_var"), inter)
-    est, boot = crossed_means(ys, ("F4-llm", split, "intra/inter"), resample_students=[True, rs])
-    e, bt = ratio(est, boot, 0, 1)
-    return bootstrap_comparison(_REMAINS, e, bt, "<", level=lvl, ratio=True, n=ys[0].shape[0],
-                                unit=_unit(ys[0].shape[0], ys[0].shape[1])
-                                + ("" if rs else "; inter-student variance: questions only"))
+    c = log_ratio_contrast_test(_REMAINS, ys[0], ys[1], "<", level=lvl, paired=True)
+    if not rs:
+        return Comparison(c.label, c.estimate, c.lo, c.hi, INCONCLUSIVE, "no per-student shares (inter_dev) in the "
+                          "table: the inter-student variance is not resampled over students", ratio=True)
+    return c
 
 
 def _f4_llm(t):
@@ -651,10 +656,16 @@ def _f1_split(d, split) -> SplitResult:
         temps = [float(x) for x in s["temperature"]]
         groups = [inter_group(d[d["temperature"] == tt], "single") for tt in temps]
         ys = _paired(*(g for g, _ in groups))
-        est, boot = crossed_means(ys, ("F1-llm", split, "slope"), resample_students=[r for _, r in groups])
-        b, bt = slope(np.array(temps), est, boot)
-        x = bootstrap_comparison("slope", b, bt, ">", n=ys[0].shape[1],
-                                 unit=_inter_unit(*(r for _, r in groups)) + "/temperature")
+        xc = np.array(temps) - np.mean(temps)
+        if not np.sum(xc**2) > 0:
+            raise NotComputable("a slope needs at least two distinct temperatures")
+        # the slope of the group means on temperature is a contrast of them; temperatures have their own teacher
+        # draws, so their students are not paired
+        x = contrast_test("slope", ys, xc / np.sum(xc**2), ">", paired=False,
+                          scale=float(max(np.abs(y).max() for y in ys)))
+        if not all(r for _, r in groups):
+            x = Comparison(x.label, x.estimate, x.lo, x.hi, INCONCLUSIVE if x.verdict != NOT_COMPUTABLE else x.verdict,
+                           "no per-student shares (inter_dev) in the table: students not resampled")
     else:
         se = np.array([_inter_var_se(r) for _, r in s.iterrows()])
         b, b_se = weighted_slope(s["temperature"].to_numpy(dtype=float), s["inter_var"].to_numpy(dtype=float), se)
@@ -673,11 +684,12 @@ def _f1_llm(t):
     return by_split(df, _f1_split,
                     _stat_text(df, "slope of the single-response students' inter-student variance on teacher "
                                "temperature ({how}); holds if above 0",
-                               f"least-squares slope of the mean per-question inter-student variance; crossed "
-                               f"bootstrap, {N_BOOT} resamples, 95% percentile interval: questions resampled "
-                               "jointly across the temperatures (paired by question), students within each "
-                               "temperature through their shares of the variance (inter_dev; older tables: "
-                               "questions only)",
+                               "least-squares slope of the mean per-question inter-student variance on "
+                               "temperature, a contrast of the temperatures' means of each student's share of "
+                               "the variance (inter_dev), 95% t interval from the crossed mixed model (students "
+                               "nested in temperature, questions crossed, temperature x question interaction; "
+                               "Satterthwaite df; temperatures not paired: each has its own teacher draws; "
+                               "inconclusive below 5 students per temperature)",
                                "weighted by the SE across questions, 95% t interval", crossed=False))
 
 
@@ -751,13 +763,11 @@ def rate_tables(d, a: str, b: str, metric: str) -> tuple[np.ndarray, np.ndarray,
 
 
 def boot_rate_difference(d, a: str, b: str, metric: str, label: str, direction: str, level: float,
-                         identity: tuple) -> Comparison:
-    """Crossed bootstrap of ``rate(a) - rate(b)`` of a conditional per-question rate (:func:`rate_tables`)."""
+                         identity: tuple = ()) -> Comparison:
+    """``rate(a) - rate(b)`` of a conditional per-question rate (:func:`rate_tables`) by the crossed mixed
+    model, students paired by draw index."""
     ya, yb, nq = rate_tables(d, a, b, metric)
-    est, boot = crossed_means([ya, yb], identity)
-    e, bt = difference(est, boot)
-    n = min(ya.shape[0], yb.shape[0])
-    return bootstrap_comparison(label, e, bt, direction, level=level, n=n, unit=_unit(n, nq), scale=1.0)
+    return contrast_test(label, [ya, yb], [1.0, -1.0], direction, level=level, paired=True, scale=1.0)
 
 
 def rate_interval(d, m: str, metric: str, identity: tuple) -> str:
@@ -765,11 +775,11 @@ def rate_interval(d, m: str, metric: str, identity: tuple) -> str:
     (students and questions resampled), on the questions where every student has a value."""
     try:
         y, _, _ = rate_tables(d, m, m, metric)
-        est, boot = crossed_means([y], (*identity, "rate"))
+        ce = crossed_contrast([y], [1.0])
+        lo, hi = t_interval(ce.estimate, ce.se, ce.df)
     except NotComputable:
         return f"{_mean_rate(d, m, metric):.2f}"
-    lo, hi = np.quantile(boot[:, 0], [0.025, 0.975])
-    return f"{float(est[0]):.2f} [{lo:.2f}, {hi:.2f}]"
+    return f"{ce.estimate:.2f} [{max(lo, 0.0):.2f}, {min(hi, 1.0):.2f}]"
 
 
 def _mean_rate(d, m: str, metric: str) -> float:
@@ -792,9 +802,7 @@ def _learned_split(d, split) -> SplitResult:
 
     def single_learns() -> Comparison:  # the first half: single-response KD makes right answers wrong at all
         y, _, nq = rate_tables(dk, "single", "single", "learned_noise")
-        est, boot = crossed_means([y], ("B-llm-learned-noise", split, k, "single"))
-        return bootstrap_comparison("single learned noise", float(est[0]), boot[:, 0], ">", level=0.95,
-                                    n=y.shape[0], unit=_unit(y.shape[0], nq), scale=1.0)
+        return contrast_test("single learned noise", [y], [1.0], ">", scale=1.0)
 
     base = _guard(single_learns, "single learned noise")
     verdict = all_of([base.verdict, any_of(x.verdict for x in tests)])
@@ -941,6 +949,8 @@ def _fidelity_split(d, split) -> SplitResult:
     est, boot = fidelity_bootstrap(t, [single, start], ("B-llm-uncertainty-fidelity", split, k))
     x = bootstrap_comparison("fidelity change", float(est[0] - est[1]), boot[:, 0] - boot[:, 1], "<", level=0.95,
                              n=single.shape[0], unit=_unit(single.shape[0], single.shape[1]), scale=1.0)
+    if single.shape[0] < MIN_STUDENTS:
+        x = Comparison(x.label, x.estimate, x.lo, x.hi, INCONCLUSIVE, f"{FEW_STUDENTS} (smallest group {single.shape[0]})")
     rows = _by_method(dk, k)
     others = ", ".join(f"{m} {float(r['fidelity_mean']):.2f}" for m, r in rows.items()
                        if "fidelity_mean" in r and np.isfinite(r["fidelity_mean"])

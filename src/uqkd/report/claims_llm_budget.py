@@ -5,12 +5,17 @@
 the uniform k_i = B/n, and does not raise their MSE. Two parts, each a 95% interval, on each
 split (verdict from the transfer split, the held-out one shown beside; :func:`by_split`):
 
-* inter-student variance ratio adaptive / uniform, delta method on the log scale from each
-  row's ``inter_var_se`` (:func:`uqkd.report.claims_llm.inter_var_ratio_test`); holds below 1,
-  contradicted above 1;
-* MSE difference adaptive - uniform, Welch t across students (the students are the replicates),
-  read as non-inferiority with a margin of :data:`MSE_MARGIN` of the uniform students' MSE:
-  holds when the upper bound is below the margin, contradicted when the lower bound is above it.
+* inter-student variance ratio adaptive / uniform, from each student's share of the per-question
+  inter-student variance (``inter_dev``) on the log scale, by the crossed mixed model of
+  :mod:`uqkd.report.crossed` (students of the two schemes not paired: each draws its own teacher
+  answers); holds below 1, contradicted above 1;
+* MSE difference adaptive - uniform under the same model (students x questions), read as
+  non-inferiority with a margin of :data:`MSE_MARGIN` of the uniform students' MSE: holds when the
+  upper bound is below the margin, contradicted when the lower bound is above it.
+
+Below 5 students per scheme both parts are inconclusive whatever their intervals. Tables without
+per-question rows (older results) fall back to the delta method from ``inter_var_se`` and Welch t
+across students.
 
 Verdict: ``contradicted`` if a part is, ``holds`` if both hold, else ``inconclusive`` with the
 minimum detectable effect. ``not computable`` when a statistic cannot be formed, when the schemes
@@ -37,7 +42,15 @@ from .claims import (
     register_claim,
     welch,
 )
-from .claims_llm import SplitResult, by_split, inter_var_ratio_test
+from .claims_llm import (
+    SplitResult,
+    boot_difference,
+    boot_inter_ratio,
+    by_split,
+    has_question_rows,
+    inter_var_ratio_test,
+)
+from .crossed import METHOD_TEXT, MIN_STUDENTS
 
 __all__ = ["EXPERIMENT", "MSE_MARGIN", "UNIFORM_ALLOCATION"]
 
@@ -122,8 +135,17 @@ def _split(d: Any, split: str = "") -> SplitResult:
     if "uniform" not in rows or "adaptive" not in rows:
         raise NotComputable("needs uniform and adaptive rows")
     u, a = rows["uniform"], rows["adaptive"]
-    iv = _guard(lambda: inter_var_ratio_test(u, a, "inter-var adaptive/uniform", 0.95), "inter-var adaptive/uniform")
-    mse = _guard(lambda: _mse_test(u, a), "MSE adaptive-uniform")
+    if has_question_rows(d):
+        # the schemes draw their own teacher answers per student (no shared draw index): not paired
+        margin = MSE_MARGIN * float(u["mse_mean"])
+        iv = _guard(lambda: boot_inter_ratio(d, "uniform", "adaptive", "inter-var adaptive/uniform", 0.95,
+                                             paired=False), "inter-var adaptive/uniform")
+        mse = _guard(lambda: boot_difference(d, "adaptive", "uniform", "mse", "MSE adaptive-uniform", "<", 0.95,
+                                             paired=False, threshold=margin), "MSE adaptive-uniform")
+    else:
+        iv = _guard(lambda: inter_var_ratio_test(u, a, "inter-var adaptive/uniform", 0.95),
+                    "inter-var adaptive/uniform")
+        mse = _guard(lambda: _mse_test(u, a), "MSE adaptive-uniform")
     verdict = all_of([iv.verdict, mse.verdict])
     if verdict == NOT_COMPUTABLE:
         raise NotComputable(next(x.why for x in (iv, mse) if x.verdict == NOT_COMPUTABLE))
@@ -137,11 +159,19 @@ def _split(d: Any, split: str = "") -> SplitResult:
 def _b_llm_adaptive_budget(t: dict[str, Any]) -> tuple[Any, ...]:
     df = t[EXPERIMENT]
     _check_run(df)
-    return by_split(_students(df), _split,
+    d = df[df["method"].isin(["uniform", "adaptive"])]
+    if "record" in d.columns:
+        d = d[d["record"].isin(["summary", "question"])]
+    how = (f"crossed mixed model over students x questions ({METHOD_TEXT.split(', students paired')[0]}; the "
+           "schemes' students have their own teacher draws: not paired); the variance ratio from each student's "
+           "share of the per-question inter-student variance (inter_dev) on the log scale"
+           if has_question_rows(d) else
+           "delta method on the log scale, SE across questions, and Welch t across students (no per-question rows)")
+    return by_split(d, _split,
                     "at an equal budget of teacher answers: inter-student variance ratio adaptive (two-stage: pilot, "
-                    "shrunk SBERT dispersion) / uniform (delta method on the log scale, SE across questions) and MSE "
-                    f"difference adaptive - uniform (Welch t across students, non-inferiority margin "
-                    f"{MSE_MARGIN:.0%} of the uniform MSE); holds if the ratio is below 1 and the MSE is not raised")
+                    "shrunk SBERT dispersion) / uniform and MSE difference adaptive - uniform (non-inferiority "
+                    f"margin {MSE_MARGIN:.0%} of the uniform MSE), 95% intervals by the {how}; inconclusive below "
+                    f"{MIN_STUDENTS} students per scheme; holds if the ratio is below 1 and the MSE is not raised")
 
 
 register_claim(ClaimSpec(
