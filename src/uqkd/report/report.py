@@ -7,17 +7,19 @@ recomputes. The claims table at the top comes from :mod:`uqkd.report.claims`.
 from __future__ import annotations
 
 import base64
-import html
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from markupsafe import Markup, escape
 
 from .._io import atomic_write_text
 from .claims import (
+    CODE_CHECK,
     CONTRADICTED,
     DAMAGED,
     ERROR,
@@ -25,23 +27,36 @@ from .claims import (
     INCONCLUSIVE,
     NOT_COMPUTABLE,
     NOT_RUN,
+    VERDICTS,
     ClaimResult,
     evaluate_claims,
 )
 
 log = logging.getLogger("uqkd")
 
-__all__ = ["load_tables", "load_tables_checked", "build_report", "build_report_and_claims", "claims_summary", "VERDICT_LEGEND", "SECTIONS"]
+__all__ = ["load_tables", "load_tables_checked", "build_report", "build_report_and_claims", "claims_summary", "VERDICT_LEGEND",
+           "SECTIONS", "HTML_MAX_ROWS", "md_inline", "verdict_class"]
+
+#: each verdict and what it means (the legend under the claims tables)
+_LEGEND = (
+    (HOLDS, "the interval lies on the claimed side (closed forms: every Monte-Carlo estimate within its 95% band)"),
+    (CONTRADICTED, "the interval excludes the claimed direction (closed forms: outside the 99.9% band)"),
+    (INCONCLUSIVE, "the interval straddles the threshold, with the minimum detectable effect (MDE) at this run's "
+                   "sample size and 80% power beside it"),
+    (NOT_COMPUTABLE, "a statistic is NaN/inf or cannot be formed, with the reason"),
+    (NOT_RUN, "an experiment is missing"),
+    (DAMAGED, "an experiment's results are damaged (skipped, the reason shown)"),
+    (ERROR, "the claim's code raised (type and message shown)"),
+)
 
 #: what each verdict means, printed under the claims tables
-VERDICT_LEGEND = (
-    "Verdicts: `holds` = the interval lies on the claimed side (closed forms: every Monte-Carlo estimate within "
-    "its 95% band); `contradicted` = the interval excludes the claimed direction (closed forms: outside the "
-    "99.9% band); `inconclusive` = the interval straddles the threshold, with the minimum detectable effect "
-    "(MDE) at this run's sample size and 80% power beside it; `not computable` = a statistic is NaN/inf or "
-    "cannot be formed, with the reason; `not run` = an experiment is missing; `damaged` = an experiment's "
-    "results are damaged (skipped, the reason shown); `error` = the claim's code raised (type and message shown)."
-)
+VERDICT_LEGEND = "Verdicts: " + "; ".join(f"`{v}` = {meaning}" for v, meaning in _LEGEND) + "."
+
+#: the line under the "Code checks" heading
+CODE_CHECK_NOTE = ("These claims check the code: no realistic mutant of it can move their verdicts, so they are "
+                   "listed apart from the findings about distillation, with the verdict beside each.")
+
+DEVIATIONS_TITLE = "Deviations from the published scripts"
 
 SECTIONS = {
     "4": "Teacher output uncertainty",
@@ -200,17 +215,53 @@ def _md_table(df: Any) -> str:
     return "\n".join(lines)
 
 
-def _html_table(df: Any) -> str:
-    return _fmt_df(df).to_html(index=False, border=0, classes="tbl", escape=True)
+#: key-number rows the HTML shows before "N more rows" (a table at most this + 3 rows long is shown whole)
+HTML_MAX_ROWS = 12
 
 
-def _claims_frame(results: list[ClaimResult], beyond: bool) -> Any:
+def _table_data(df: Any, *, max_rows: int | None = None) -> dict[str, Any]:
+    """A table for the HTML template: column names, which are numeric, the formatted rows shown, how many left out."""
+    import pandas as pd
+
+    numeric = [df[c].dtype.kind in "fiu" for c in df.columns]
+    rows = [["" if (not isinstance(v, str) and pd.isna(v)) else str(v) for v in r]
+            for r in _fmt_df(df).itertuples(index=False, name=None)]
+    shown = rows if max_rows is None or len(rows) <= max_rows + 3 else rows[:max_rows]
+    return {"columns": [str(c) for c in df.columns], "numeric": numeric, "rows": shown,
+            "more": len(rows) - len(shown), "total": len(rows)}
+
+
+_CODE_SPAN = re.compile(r"`([^`\n]+)`")
+_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")
+
+
+def md_inline(text: Any) -> Markup:
+    """Markdown's inline ```code``` and ``**bold**`` in ``text`` as safe HTML (``<code>``, ``<strong>``).
+
+    The text is HTML-escaped first and only then are the two markups converted, so nothing in it can
+    inject markup; backticks without a partner and any other markdown stay as written.
+    """
+    out = []
+    for i, part in enumerate(_CODE_SPAN.split(str(text))):
+        if i % 2:
+            out.append(f"<code>{escape(part)}</code>")
+        else:
+            out.append(_BOLD.sub(r"<strong>\1</strong>", str(escape(part))))
+    return Markup("".join(out))
+
+
+def verdict_class(verdict: str) -> str:
+    """The CSS class of a verdict's badge: ``v-holds``, ``v-not-run``, ... (one per :data:`VERDICTS`)."""
+    return "v-" + re.sub(r"[^a-z0-9]+", "-", str(verdict).lower()).strip("-")
+
+
+def _claims_frame(results: list[ClaimResult]) -> Any:
     import pandas as pd
 
     rows = [
         {"id": r.claim_id, "§": r.section, "claim": r.claim, "statistic": r.statistic, "value": r.value,
          "interval": r.interval, "verdict": r.verdict_text}
-        for r in results if r.beyond == beyond
+        for r in results
     ]
     return pd.DataFrame(rows, columns=["id", "§", "claim", "statistic", "value", "interval", "verdict"])
 
@@ -229,10 +280,47 @@ def claims_summary(results: list[ClaimResult]) -> str:
             + "".join(f"; {e}" for e in extra) + ").")
 
 
+def _verdict_counts(results: list[ClaimResult]) -> list[dict[str, Any]]:
+    """The counts of a section's summary line: holds, contradicted, inconclusive always, the others when present."""
+    out = []
+    for v in VERDICTS:
+        n = sum(r.verdict == v for r in results)
+        if n or v in (HOLDS, CONTRADICTED, INCONCLUSIVE):
+            label = "hold" if v == HOLDS else ("error" if n == 1 else "errors") if v == ERROR else v
+            out.append({"verdict": v, "n": n, "text": f"{n} {label}"})
+    return out
+
+
 def build_report(root: str | Path, *, expected: list[str] | None = None) -> tuple[Path, Path]:
     """Write ``root/report.md`` and ``root/report.html``; return their paths (see :func:`build_report_and_claims`)."""
     md, html_path, _ = build_report_and_claims(root, expected=expected)
     return md, html_path
+
+
+def _deviation_rows(name: str, exp: Any) -> list[dict[str, str]]:
+    def one_line(text: str) -> str:  # a markdown table cell holds no line break
+        return " ".join(str(text).split())
+
+    return [{"experiment": name, "setting": one_line(d.setting), "published script": one_line(d.published),
+             "uqkd": one_line(d.uqkd), "why": one_line(d.why)} for d in (getattr(exp, "deviations", ()) or ())]
+
+
+def _deviations_md(rows: list[dict[str, str]], *, with_experiment: bool) -> str:
+    import pandas as pd
+
+    cols = (["experiment"] if with_experiment else []) + ["setting", "published script", "uqkd", "why"]
+    return _md_table(pd.DataFrame(rows, columns=cols))
+
+
+def _render_html(ctx: dict[str, Any]) -> str:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).with_name("templates"))),
+                             autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["md"] = md_inline
+    env.filters["plain"] = lambda text: re.sub(r"`|\*\*", "", str(text))  # for attributes (tooltips)
+    env.filters["vclass"] = verdict_class
+    return env.get_template("report.html.j2").render(**ctx)
 
 
 def build_report_and_claims(root: str | Path, *, expected: list[str] | None = None
@@ -247,7 +335,11 @@ def build_report_and_claims(root: str | Path, *, expected: list[str] | None = No
         Experiments that should be present; missing ones are listed as not run.
 
     A damaged experiment (:func:`load_tables_checked`) is skipped with a warning and listed as
-    damaged; the claims that read it get the verdict ``damaged`` with the reason.
+    damaged; the claims that read it get the verdict ``damaged`` with the reason. Claims of kind
+    ``code check`` are listed in their own section after the findings. The HTML is rendered from
+    ``templates/report.html.j2``: coloured verdict badges, a summary line per section, a table of
+    contents, "not run" claims folded into one line per section, wide tables in scrolling boxes,
+    long key-number tables cut to :data:`HTML_MAX_ROWS` rows (all rows are in ``report.md``).
     """
     from ..config import UserError
     from ..experiments import list_experiments
@@ -261,86 +353,108 @@ def build_report_and_claims(root: str | Path, *, expected: list[str] | None = No
     claims = evaluate_claims(tables, damaged=damaged)
     exps = {e.name: e for e in list_experiments()}
     md: list[str] = ["# uqkd reproduction report", ""]
-    h: list[str] = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>uqkd reproduction report</title><style>",
-        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}",
-        ".tbl{border-collapse:collapse;font-size:13px;margin:1em 0}.tbl td,.tbl th{border:1px solid #ccc;"
-        "padding:3px 6px;text-align:left;vertical-align:top}img{max-width:100%;border:1px solid #eee}"
-        "code{background:#f4f4f4;padding:0 3px}</style></head><body>",
-        "<h1>uqkd reproduction report</h1>",
-    ]
     profiles = sorted({m.get("profile", "?") for m in metas.values()})
     intro = (f"Results in `{root}`; profile(s): {', '.join(profiles)}. Verdicts are computed from the numbers "
              "in the result tables, never written by hand: a claim the data contradict is reported as "
              "contradicted, one the data cannot decide as inconclusive with the effect this run could detect.")
     md += [intro, ""]
-    h.append(f"<p>{html.escape(intro)}</p>")
-    paper = [c for c in claims if not c.beyond]
-    beyond = [c for c in claims if c.beyond]
-    s_paper, s_beyond = f"Claims of the paper: {claims_summary(paper)}", f"Beyond the paper: {claims_summary(beyond)}"
+    findings = [c for c in claims if not c.code_check]
+    checks = [c for c in claims if c.code_check]
+    parts = [("claims-paper", "Claims of the paper", [c for c in findings if not c.beyond]),
+             ("claims-beyond", "Beyond the paper", [c for c in findings if c.beyond])]
+    if checks:
+        parts.append(("code-checks", "Code checks", checks))
+    claim_sections = []
+    for anchor, title, part in parts:
+        summary = f"{title}: {claims_summary(part)}"
+        md += [f"## {title}", "", summary, ""]
+        if anchor == "code-checks":
+            md += [CODE_CHECK_NOTE, ""]
+        md += [_md_table(_claims_frame(part)), ""]
+        not_run = [c for c in part if c.verdict == NOT_RUN]
+        claim_sections.append({
+            "id": anchor, "title": title, "counts": _verdict_counts(part), "n": len(part),
+            "rows": [c for c in part if c.verdict != NOT_RUN], "not_run": not_run,
+            "not_run_missing": sorted({e for c in not_run for e in c.experiments if e not in tables}),
+        })
+    md += [VERDICT_LEGEND, ""]
     errors = [c for c in claims if c.verdict == ERROR]
-    md += ["## Claims of the paper", "", s_paper, "", _md_table(_claims_frame(claims, False)), ""]
-    h += ["<h2>Claims of the paper</h2>", f"<p>{html.escape(s_paper)}</p>", _html_table(_claims_frame(claims, False))]
-    md += ["## Beyond the paper", "", s_beyond, "", _md_table(_claims_frame(claims, True)), "", VERDICT_LEGEND, ""]
-    h += ["<h2>Beyond the paper</h2>", f"<p>{html.escape(s_beyond)}</p>", _html_table(_claims_frame(claims, True)),
-          f"<p><small>{html.escape(VERDICT_LEGEND)}</small></p>"]
+    errors_msg = damaged_msg = ""
     if errors:
-        msg = "Claims that raised an error: " + "; ".join(f"{c.claim_id} ({c.statistic})" for c in errors)
-        md += [f"**{msg}**", ""]
-        h.append(f"<p><strong>{html.escape(msg)}</strong></p>")
+        errors_msg = "Claims that raised an error: " + "; ".join(f"{c.claim_id} ({c.statistic})" for c in errors)
+        md += [f"**{errors_msg}**", ""]
     if damaged:
-        msg = "Damaged results, skipped (rerun the experiment to rebuild them): " + "; ".join(
+        damaged_msg = "Damaged results, skipped (rerun the experiment to rebuild them): " + "; ".join(
             f"{n} ({why})" for n, why in damaged.items())
-        md += [f"**{msg}**", ""]
-        h.append(f"<p><strong>{html.escape(msg)}</strong></p>")
+        md += [f"**{damaged_msg}**", ""]
     missing = [e for e in (expected or []) if e not in tables and e not in damaged]
     if missing:
         md += [f"Not run: {', '.join(missing)}", ""]
-        h.append(f"<p>Not run: {html.escape(', '.join(missing))}</p>")
     by_section: dict[str, list[str]] = {}
     for name in tables:
         sec = metas[name].get("section") or (exps[name].section if name in exps else "?")
         by_section.setdefault(str(sec), []).append(name)
+    deviations = [row for sec in sorted(by_section) for name in by_section[sec]
+                  for row in _deviation_rows(name, exps.get(name))]
+    exp_sections = []
     for sec in sorted(by_section):
         title = f"§{sec} {SECTIONS.get(sec, '')}".strip()
         md += [f"## {title}", ""]
-        h.append(f"<h2>{html.escape(title)}</h2>")
+        items = []
         for name in by_section[sec]:
             meta = metas[name]
-            desc = exps[name].description if name in exps else ""
+            exp = exps.get(name)
+            desc = exp.description if exp is not None else ""
             md += [f"### `{name}`", "", desc, ""]
-            h += [f"<h3><code>{html.escape(name)}</code></h3>", f"<p>{html.escape(desc)}</p>"]
-            notes = getattr(exps.get(name), "notes", "") if name in exps else ""
+            notes = getattr(exp, "notes", "") if exp is not None else ""
             if notes:
                 md += [notes, ""]
-                h.append(f"<p>{html.escape(notes)}</p>")
+            figures = []
             for png in sorted((root / name).glob("*.png")):
                 md += [f"![{png.stem}]({name}/{png.name})", ""]
-                b64 = base64.b64encode(png.read_bytes()).decode()
-                h.append(f"<p><img alt='{html.escape(png.stem)}' src='data:image/png;base64,{b64}'></p>")
+                figures.append({"alt": png.stem, "b64": base64.b64encode(png.read_bytes()).decode()})
+            key_error, key, extra_tables = "", None, []
             try:
                 summ = _summary(name, tables[name])
                 extra = _extra_tables(name, tables[name])
             except Exception as exc:  # noqa: BLE001 - a table the summary cannot read: say so, build the rest
-                msg = f"Key numbers could not be built from this table ({type(exc).__name__}: {exc})."
-                log.warning("report: %s: %s", root / name / "results.csv", msg)
-                md += [msg, ""]
-                h.append(f"<p>{html.escape(msg)}</p>")
+                key_error = f"Key numbers could not be built from this table ({type(exc).__name__}: {exc})."
+                log.warning("report: %s: %s", root / name / "results.csv", key_error)
+                md += [key_error, ""]
             else:
                 md += ["Key numbers:", "", _md_table(summ), ""]
-                h += ["<p>Key numbers:</p>", _html_table(summ)]
+                key = _table_data(summ, max_rows=HTML_MAX_ROWS)
                 for label, tbl in extra.items():
                     md += [f"{label}:", "", _md_table(tbl), ""]
-                    h += [f"<p>{html.escape(label)}:</p>", _html_table(tbl)]
+                    extra_tables.append({"label": label, "table": _table_data(tbl, max_rows=HTML_MAX_ROWS)})
+            devs = _deviation_rows(name, exp)
+            md += ["Deviations from the published script:" + ("" if devs else " none listed."), ""]
+            if devs:
+                md += [_deviations_md(devs, with_experiment=False), ""]
             cfg = meta.get("config", {})
             vers = meta.get("versions", {})
             settings = (f"profile `{meta.get('profile', '?')}`, seed {meta.get('seed', '?')}, "
                         + ", ".join(f"{k}={v}" for k, v in cfg.items())
                         + "; versions: " + ", ".join(f"{k} {v}" for k, v in vers.items() if k != "platform"))
             md += [f"Settings: {settings}", ""]
-            h.append(f"<p><small>Settings: {html.escape(settings)}</small></p>")
-    h.append("</body></html>")
+            items.append({
+                "name": name, "id": f"exp-{name}", "description": desc, "notes": notes, "figures": figures,
+                "claims": [c for c in claims if name in c.experiments], "key": key, "key_error": key_error,
+                "extra": extra_tables, "deviations": devs, "settings": settings,
+            })
+        exp_sections.append({"id": f"sec-{sec}", "title": title, "experiments": items})
+    md += [f"## {DEVIATIONS_TITLE}", ""]
+    md += [_deviations_md(deviations, with_experiment=True) if deviations
+           else "None listed for the experiments in this report.", ""]
+    ctx = {
+        "intro": intro, "claim_sections": claim_sections, "legend": _LEGEND, "code_check": CODE_CHECK,
+        "code_check_note": CODE_CHECK_NOTE, "errors_msg": errors_msg, "damaged": damaged,
+        "damaged_msg": damaged_msg, "missing": missing, "deviations_title": DEVIATIONS_TITLE,
+        "deviations": deviations, "exp_sections": exp_sections,
+        "deviation_groups": [{"experiment": e["name"], "rows": e["deviations"]}
+                             for sec in exp_sections for e in sec["experiments"] if e["deviations"]],
+    }
     md_path, html_path = root / "report.md", root / "report.html"
     atomic_write_text(md_path, "\n".join(md))
-    atomic_write_text(html_path, "\n".join(h))
+    atomic_write_text(html_path, _render_html(ctx))
     return md_path, html_path, claims
