@@ -64,7 +64,7 @@ def test_f2_mlp_without_se_column_uses_the_conservative_bound():
 # ------------------------------------------------------------------------------------------- F1
 
 
-def _teacher_noise_table(monkeypatch=None, mistake=False, n_students=200):
+def _teacher_noise_table(monkeypatch=None, mistake=False, n_students=1000):
     import uqkd.experiments.linear as L
     from uqkd.experiments import get_experiment
     from uqkd.runner import resolve_config

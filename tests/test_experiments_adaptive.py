@@ -116,11 +116,12 @@ def test_quick_profile_runs_with_figures_and_the_claim_holds(tmp_path):
 
 def _claim_table(het, hom, se=0.01):
     rows = []
-    for h, ratio, ref in ((1.5, het, "ratio_to_uniform"), (0.0, hom, "ratio_to_design_only")):
+    # the heteroscedastic part reads two-stage / sigma-blind (design-only): the gain that needs the pilot
+    for h, ratio, ref in ((1.5, het, "ratio_to_design_only"), (0.0, hom, "ratio_to_design_only")):
         for b in (5, 10):
             r = {"strength": h, "budget_per_input": b, "scheme": "two-stage", "rule": "averaging", "n_students": 1000,
-                 "ratio_to_uniform": het if h > 0 else 0.9, "ratio_to_uniform_se_log": se,
-                 "ratio_to_design_only": hom if h == 0 else 1.0, "ratio_to_design_only_se_log": se,
+                 "ratio_to_uniform": 0.6 if h > 0 else 0.9, "ratio_to_uniform_se_log": se,
+                 "ratio_to_design_only": 1.0, "ratio_to_design_only_se_log": se,
                  "theory_gain": 0.7, "predicted_gain_exact": 0.5}
             r[ref] = ratio
             rows.append(r)
@@ -141,6 +142,13 @@ def test_claim_verdict_follows_the_numbers(het, hom, se, verdict):
     out = _adaptive_budget({NAME: _claim_table(het, hom, se)})
     assert out[3] == verdict
     assert (out[4].startswith("MDE") and "students/cell" in out[4]) == (verdict == "inconclusive")
+
+
+def test_claim_reads_the_gain_over_the_sigma_blind_allocation():
+    """A pilot that is ignored (or misaligned) still beats uniform through the design's influence weights: with
+    two-stage / uniform at 0.6 but two-stage / sigma-blind at 1.0 the claim must not hold."""
+    out = _adaptive_budget({NAME: _claim_table(1.0, 1.0, 0.01)})
+    assert out[3] != "holds" and "two-stage/sigma-blind 1.000" in out[1] and "two-stage/uniform 0.600" in out[1]
 
 
 def test_mlp_variant_is_deterministic_and_shares_the_linear_checks():

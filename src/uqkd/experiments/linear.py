@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .. import aggregate, theory
 from .. import methods as _registry
-from .. import theory
 from .._seeding import student_draws, student_fill
 from .._validation import assume_valid
 from ..config import check_options, option
@@ -30,8 +30,9 @@ from ..data.tabular import TabularSplit, load_tabular
 from ..methods import check_methods, method_table
 from ..metrics import covariance_match_test, inter_student_var_se, student_mse
 from ..students.linear import _add_intercept
+from ._deviations import TABULAR_SPLIT, TABULAR_VA_METHODS
 from ._options import DRAWS, FRACTION, N_STUDENTS, NOISE, POSITIVE_NOISE, STRENGTH, TABULAR, n_train_and_features
-from .base import Experiment, register
+from .base import Deviation, Experiment, register
 
 __all__ = [
     "TeacherNoiseLinearConfig",
@@ -148,7 +149,7 @@ def teacher_moments(
     the above: :math:`\bar y_i \sim N(\mu_i, \sigma_i^2/k)` and, independently,
     :math:`s_i^2 \sim \sigma_i^2\chi^2_{k-1}/(k-1)`: two draws per input instead of k.
 
-    ``reuse=True`` (``exact`` only) keeps the standard draws of the last two (seed, identity, k,
+    ``reuse=True`` keeps the standard draws of the last two (seed, identity, k,
     students) in this process, for callers whose cells share one draw identity; the numbers are
     the same with or without it.
 
@@ -159,11 +160,10 @@ def teacher_moments(
     n = mu.shape[0]
     sd = np.sqrt(noise_var)  # (n,)
     if sampling == "draws":
-        z = student_draws(seed, (*identity, "draws", k), student_ids, lambda g, b: g.standard_normal((b, n, k)))
-        y = mu[None, :, None] + sd[None, :, None] * z  # (R, n, k)
-        mean = y.mean(axis=2)
-        var = y.var(axis=2, ddof=1) if k > 1 else np.zeros_like(mean)
-        return mean, var
+        zbar, s2 = _averaged_draws(seed, tuple(identity), int(k), np.asarray(student_ids).reshape(-1), n, reuse)
+        # mean(mu + sd z) = mu + sd mean(z), var(mu + sd z) = sd^2 var(z): the scale is applied after averaging
+        # so that cells sharing their draws (common random numbers) share the averaging too
+        return mu[None, :] + sd[None, :] * zbar, noise_var[None, :] * s2
     if sampling != "exact":
         raise ValueError(f"teacher_sampling: expected 'exact' or 'draws', got {sampling!r}")
 
@@ -223,6 +223,32 @@ def _standard_draws(seed: int, identity: tuple[Any, ...], k: int, ids: np.ndarra
     return z, c
 
 
+def _averaged_draws(seed: int, identity: tuple[Any, ...], k: int, ids: np.ndarray, n: int, reuse: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample variance (ddof=1; zeros for k = 1) of k standard-normal draws per student and input,
+    averaged by :func:`uqkd.aggregate.average` and :func:`uqkd.aggregate.sample_variance` (``teacher_sampling=
+    draws``: a claim about averaging k teacher responses runs the library's averaging on real draws). Kept for
+    the last few identities like :func:`_standard_draws` (``reuse``)."""
+    reuse = reuse and ids.size * n * 8 * 2 <= _DRAWS_CACHE_MAX_BYTES
+    key = ("draws", int(seed), identity, k, n,
+           hashlib.sha1(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).digest())
+    hit = _DRAWS_CACHE.get(key) if reuse else None
+    if hit is not None:
+        _DRAWS_CACHE.move_to_end(key)
+        return hit  # type: ignore[return-value]
+    z = student_draws(seed, (*identity, "draws", k), ids, lambda g, b: g.standard_normal((b, n, k)))  # (R, n, k)
+    zk = np.moveaxis(z, 0, 2)  # (n, k, R): inputs, draws, then the students as a trailing axis
+    zbar = np.ascontiguousarray(aggregate.average(zk).T)
+    s2 = np.ascontiguousarray(aggregate.sample_variance(zk).T) if k > 1 else np.zeros_like(zbar)
+    if reuse:
+        for a in (zbar, s2):
+            a.flags.writeable = False
+        _DRAWS_CACHE[key] = (zbar, s2)
+        while len(_DRAWS_CACHE) > _DRAWS_CACHE_SIZE:
+            _DRAWS_CACHE.popitem(last=False)
+    return zbar, s2
+
+
 def _wls(D: np.ndarray, Y: np.ndarray, W: np.ndarray) -> np.ndarray:
     """Per-student WLS, labels Y (R, n), weights W (R, n) -> theta (R, p)."""
     from ..students.linear import fit_wls_batched
@@ -269,10 +295,14 @@ def fit_method(
     return labels @ P.T if w is None else _wls(setup.D, labels, w)
 
 
-def _stats(setup: LinearSetup, theta: np.ndarray, train: bool = True) -> dict[str, float]:
-    """Test (and train) MSE against ground truth and inter-student variance; theta (R, p)."""
+def _stats(setup: LinearSetup, theta: np.ndarray, train: bool = True, keep: dict[str, Any] | None = None,
+           name: str = "") -> dict[str, float]:
+    """Test (and train) MSE against ground truth and inter-student variance; theta (R, p). ``keep[name]`` receives
+    the per-student test MSE (R,) (paired comparisons between methods fitted on the same draws)."""
     pred_te = theta @ setup.D_test.T  # (R, m)
     te = student_mse(pred_te, setup.split.y_test)
+    if keep is not None:
+        keep[name] = te
     R = theta.shape[0]
     out = {
         "mse_mean": float(te.mean()),
@@ -477,7 +507,9 @@ register(
         run_cell=_tn_run,
         plot=_tn_plot,
         summary=_tn_summary,
-        profiles={"quick": {"n_students": 200}, "paper": {"n_students": 1000}},
+        # quick: 1,000 students (as paper): F1's equivalence margin of 10% needs them (0.7 s of OLS)
+        deviations=(TABULAR_SPLIT,),
+        profiles={"quick": {"n_students": 1000}, "paper": {"n_students": 1000}},
     )
 )
 
@@ -582,6 +614,14 @@ register(
         run_cell=_bs_run,
         plot=_bs_plot,
         summary=_bs_summary,
+        deviations=(
+            TABULAR_SPLIT,
+            Deviation("teacher label noise", "noise-free teacher outputs only",
+                      "teacher_noises=(0.0, 0.1, 0.5): the noise-free cells plus teacher labels with Gaussian noise of "
+                      "variance 0.1 and 0.5 x Var(y_train), one draw per student",
+                      "with a noise-free linear teacher every full-rank bootstrap OLS student is identical, so the "
+                      "comparison holds by construction; the noisy cells make it one that can fail"),
+        ),
         profiles={"quick": {"n_students": 200}, "paper": {"n_students": 1000}},
     )
 )
@@ -605,7 +645,8 @@ class VarianceAwareLinearConfig:
         gt=0, max=STRENGTH["max"])
     n_students: int = option(200, "students per cell", **N_STUDENTS)
     teacher_sampling: Literal["exact", "draws"] = option(
-        "exact", "exact: sufficient statistics of the Gaussian draws; draws: sample every draw")
+        "draws", "draws: sample every teacher draw and average them with uqkd.aggregate (F2, F5 and S7 then test "
+        "that code); exact: the Gaussian sufficient statistics, drawn directly (the same distribution)")
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -724,19 +765,20 @@ def _va_run_cell(cfg: VarianceAwareLinearConfig, cell: dict[str, Any], seed: int
     ols_cov1 = theory.wls_param_cov(sp.X_train, nv, weights=np.ones(len(nv)), k=1)
     rows = []
     scratch: dict[Any, Any] = {}  # intermediate results the methods share (same numbers without it)
+    per_student: dict[str, np.ndarray] = {}
     for method in cfg.methods:
         row: dict[str, Any] = {"noise": noise, "hetero_strength": h, "alpha": alpha, "k": k, "method": method,
-                               "oracle": LINEAR_METHODS[method][0],
+                               "oracle": LINEAR_METHODS[method][0], "teacher_sampling": cfg.teacher_sampling,
                                "noise_var_max_min": float(g_tr.max() / g_tr.min())}
         if method == "single":
             row.update(_single_stats(cfg, setup, nv, ids, seed, ident))
         elif method == "variance-weighting-wls" and k > 1:
             th_mu, th_u = _wls_unit_scale(cfg, setup, g_tr, k, ids, seed,
                                           ("variance-aware-linear", cfg.dataset, noise) + strength)  # no alpha
-            row.update(_stats(setup, th_mu + np.sqrt(alpha) * th_u, train=False))
+            row.update(_stats(setup, th_mu + np.sqrt(alpha) * th_u, train=False, keep=per_student, name=method))
         else:
             row.update(_stats(setup, fit_method(method, setup, mean_k, var_k, k, nv, mean_k, scratch),
-                                     train=False))
+                                     train=False, keep=per_student, name=method))
         th_cov = {"single": ols_cov1, "averaging": ols_cov}.get(method)
         if th_cov is not None:
             bias = float(np.mean((setup.mu_test - sp.y_test) ** 2))
@@ -749,6 +791,16 @@ def _va_run_cell(cfg: VarianceAwareLinearConfig, cell: dict[str, Any], seed: int
         # Known-variance WLS: the floor any per-input weighting can reach (inter-student variance).
         row["optimal_wls_inter_student_var"] = theory.expected_inter_student_var(sp.X_test, opt_cov)
         rows.append(row)
+    # paired by student (the same teacher draws): each method's test-MSE gain over averaging, student by student
+    ref = per_student.get("averaging")
+    for row in rows:
+        te = per_student.get(row["method"])
+        if ref is None or te is None or len(te) < 2:
+            row["mse_gain_vs_averaging_mean"] = row["mse_gain_vs_averaging_std"] = float("nan")
+        else:
+            dlt = ref - te
+            row["mse_gain_vs_averaging_mean"] = float(dlt.mean())
+            row["mse_gain_vs_averaging_std"] = float(dlt.std(ddof=1))
     return rows
 
 
@@ -829,6 +881,19 @@ register(
                "cell directly up to rounding, ~1e-13 relative)."),
         tables=floor_fit_tables,
         plot_imports=("scipy.special",),  # the floor + b/k fit drawn on the figure (uqkd.decomposition)
+        deviations=(
+            TABULAR_SPLIT,
+            TABULAR_VA_METHODS,
+            Deviation("noise models", "homoscedastic teacher noise",
+                      "homoscedastic plus heteroscedastic cells at strengths h = 0.25, 0.5, 1.0, 1.5 (noise_models, "
+                      "hetero_strengths)", "uqkd's addition: per-input weighting matters where the noise differs "
+                      "between inputs"),
+            Deviation("random numbers across cells", "fresh draws per run",
+                      "common random numbers: the teacher draws depend on k only; alpha, the noise model and h scale "
+                      "them", "curves across alpha and h then differ by the design, not by independent Monte-Carlo "
+                      "error; the claims count one alpha (the others are rescaled copies) and the values of k as "
+                      "replicates"),
+        ),
         profiles={
             "quick": {"n_students": 200, "ks": (1, 3, 5, 10, 20, 50)},
             "paper": {"n_students": 1000},

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -660,6 +660,9 @@ class VarianceAwareMLPConfig(_TabularMLPConfig):
     lr: float = option(0.01, _MLP_FIELDS_HELP["lr"], **LR)
     n_epochs: int = option(200, _MLP_FIELDS_HELP["n_epochs"], **EPOCHS)
     num_threads: int | None = option(1, THREADS_HELP, **THREADS)
+    teacher_sampling: Literal["exact", "draws"] = option(
+        "draws", "draws: sample every teacher draw and average them with uqkd.aggregate (the claims test that code); "
+        "exact: the Gaussian sufficient statistics, drawn directly (faster, the same distribution)")
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -683,7 +686,7 @@ def _va_single(cfg: VarianceAwareMLPConfig, seed: int, noise: str, alpha: float)
     nv = _noise_var(tch, noise, alpha, cfg.hetero_strength)
     ids = np.arange(cfg.n_students)
     single, _ = teacher_moments(tch.mu_train, nv, 1, ids, seed, ("variance-aware-mlp", cfg.dataset, noise, alpha,
-                                                                  "single"))
+                                                                  "single"), cfg.teacher_sampling)
     labels, _ = _registry.method_targets("single", mean_k=single, var_k=None, k=1, single=single)
     stats = _fit_predict(_students(cfg, seed, ("variance-aware-mlp", cfg.dataset, "students")), tch, labels)
     return tuple(stats.items())
@@ -710,7 +713,7 @@ def _va_run(cfg: VarianceAwareMLPConfig, cell: dict[str, Any], seed: int) -> lis
     nv = _noise_var(tch, noise, alpha, cfg.hetero_strength)  # (n,)
     ids = np.arange(cfg.n_students)
     ident = ("variance-aware-mlp", cfg.dataset, noise, alpha)
-    mean_k, var_k = teacher_moments(tch.mu_train, nv, k, ids, seed, ident)  # (R, n) each
+    mean_k, var_k = teacher_moments(tch.mu_train, nv, k, ids, seed, ident, cfg.teacher_sampling)  # (R, n) each
     student_ident = ("variance-aware-mlp", cfg.dataset, "students")  # common random numbers across methods
     done: dict[str, dict[str, Any]] = {}
     rows = []
@@ -729,6 +732,7 @@ def _va_run(cfg: VarianceAwareMLPConfig, cell: dict[str, Any], seed: int) -> lis
                 kw = {} if w is None else {"sample_weight": w}
                 stats = _fit_predict(_students(cfg, seed, student_ident), tch, labels, **kw)
         row: dict[str, Any] = {"noise": noise, "alpha": alpha, "k": k, "method": method,
+                               "teacher_sampling": cfg.teacher_sampling,
                                "oracle": MLP_METHODS[method][0]}
         row.update(stats)
         rows.append(row)

@@ -71,7 +71,7 @@ __all__ = [
     "Verdict", "NotComputable", "Comparison", "require_finite", "critical_value", "t_interval", "welch",
     "satterthwaite_df", "chi2_variance_interval", "variance_ratio_interval", "verdict_from_interval",
     "agreement_verdict", "mde_two_sample", "mde_variance_ratio", "mde_text", "all_of", "any_of",
-    "difference_test", "variance_ratio_test", "log_ratio_test", "fmt_interval", "loglog_slope",
+    "difference_test", "equivalence_test", "variance_ratio_test", "log_ratio_test", "fmt_interval", "loglog_slope",
     "weighted_slope", "log_variance_se", "first_mde", "bonferroni_level", "key_columns",
 ]
 
@@ -537,6 +537,39 @@ def log_ratio_test(label: str, v1: float, se1: float, df1: float, v2: float, se2
         d = mde_two_sample(se, 1 - level, POWER, df)
         mde = mde_text(float(np.exp(-d if direction == "<" else d)), n, unit, ratio=True)
     return Comparison(label, float(np.exp(lr)), float(np.exp(lo)), float(np.exp(hi)), v, mde, ratio=True)
+
+
+def equivalence_test(label: str, estimate: float, se: float, df: float | None, target: float, margin: float, *,
+                     m: int = 1, alpha: float = ALPHA, n: Any = "", unit: str = "students/cell") -> Comparison:
+    """Agreement as equivalence (two one-sided tests, TOST) of ``estimate`` with ``target`` within ``margin``.
+
+    ``holds`` when the ``1 - 2 alpha/m`` interval lies inside ``[target - margin, target + margin]`` (both
+    one-sided tests reject a difference of ``margin`` or more, Bonferroni over ``m`` comparisons);
+    ``contradicted`` when the two-sided ``1 - alpha/m`` interval lies entirely outside that band (the
+    estimate differs from the target by more than the margin); else ``inconclusive``, with the smallest
+    margin the run could establish (80% power at a true difference of 0) as the MDE text. A wider
+    interval can never turn a verdict into ``holds`` (unlike "fails to reject agreement").
+    """
+    require_finite(estimate=estimate, standard_error=se, margin=margin)
+    if not margin > 0:
+        raise ValueError(f"margin: expected a positive number, got {margin!r}")
+    lo, hi = t_interval(estimate, se, df, 1 - 2 * alpha / m)
+    lo2, hi2 = t_interval(estimate, se, df, 1 - alpha / m)
+    band = (target - margin, target + margin)
+    if band[0] <= lo and hi <= band[1]:
+        v = HOLDS
+    elif hi2 < band[0] or lo2 > band[1]:
+        v = CONTRADICTED
+    else:
+        v = INCONCLUSIVE
+    mde = ""
+    if v == INCONCLUSIVE:
+        from scipy.stats import norm, t
+
+        q = (t.ppf(1 - alpha / m, df) + t.ppf(1 - (1 - POWER) / 2, df)) if df and np.isfinite(df) else (
+            norm.ppf(1 - alpha / m) + norm.ppf(1 - (1 - POWER) / 2))
+        mde = f"equivalence margin {margin:.3g}; this run could establish {float(q * se):.3g} at {n} {unit}, 80% power"
+    return Comparison(label, float(estimate), lo, hi, v, mde)
 
 
 def all_of(verdicts: Iterable[str]) -> str:

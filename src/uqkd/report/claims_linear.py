@@ -14,6 +14,7 @@ import numpy as np
 
 from .claims import (
     ALPHA,
+    CODE_CHECK,
     CONTRADICTED,
     HOLDS,
     INCONCLUSIVE,
@@ -22,12 +23,11 @@ from .claims import (
     Comparison,
     NotComputable,
     Verdict,
-    agreement_verdict,
     all_of,
     bonferroni_level,
     chi2_variance_interval,
-    critical_value,
     difference_test,
+    equivalence_test,
     first_mde,
     fmt_interval,
     log_variance_se,
@@ -60,42 +60,78 @@ def _f1_linear_propagation(t):
     R = _n(d)
     m = len(d)
     ratio = (d["param_var_mc"] / d["param_var_theory"]).to_numpy(dtype=float)
-    lvl, strict = bonferroni_level(m), bonferroni_level(m, STRICT_ALPHA)
+    lvl = 1 - 2 * ALPHA / m
     iv = [chi2_variance_interval(r, R, lvl) for r in ratio]
-    sv = [chi2_variance_interval(r, R, strict) for r in ratio]
-    v = agreement_verdict(iv, sv, 1.0)
+    sv = [chi2_variance_interval(r, R, 1 - ALPHA / m) for r in ratio]
+    band = (1 - F1_MARGIN, 1 + F1_MARGIN)
+    vs = [HOLDS if band[0] <= lo and hi <= band[1] else CONTRADICTED if hi2 < band[0] or lo2 > band[1]
+          else INCONCLUSIVE for (lo, hi), (lo2, hi2) in zip(iv, sv)]
+    v = CONTRADICTED if CONTRADICTED in vs else HOLDS if all(x == HOLDS for x in vs) else INCONCLUSIVE
     worst = int(np.argmax(np.abs(ratio - 1)))
-    outside = [f"sigma={s:g}" for s, (lo, hi) in zip(d["sigma"], iv) if not lo <= 1 <= hi]
-    return ("Monte-Carlo / closed-form mean parameter variance sigma_T^2 (X^T X)^-1, per sigma > 0; exact "
-            f"chi-square intervals (R-1={R - 1} df, conservative for a mean over parameters), Bonferroni over {m}",
+    return ("Monte-Carlo / closed-form mean parameter variance sigma_T^2 (X^T X)^-1, per sigma > 0: equivalence "
+            f"within +-{F1_MARGIN:.0%} (two one-sided tests on exact chi-square intervals, R-1={R - 1} df, "
+            f"conservative for a mean over parameters; Bonferroni over {m})",
             f"worst ratio {ratio[worst]:.3f} at sigma={d['sigma'].iloc[worst]:g}",
-            f"its {lvl:.2%} interval {fmt_interval(*iv[worst])}; "
-            + (f"outside: {', '.join(outside)}" if outside else "every interval contains 1")
-            + "; holds if all contain 1, contradicted if a 99.9% interval excludes it", v)
+            f"its {lvl:.2%} interval {fmt_interval(*iv[worst])}; {vs.count(HOLDS)}/{m} within [{band[0]:g}, "
+            f"{band[1]:g}]", v)
+
+
+#: agreement with a closed form is equivalence within these margins (two one-sided tests)
+F1_MARGIN = 0.10  # the Monte-Carlo parameter covariance's mean variance ratio within +-10% of 1
+F2_MARGIN = 0.10  # the log-log slope of inter-student variance on k within -1 +- 0.1
+CLOSED_FORM_MARGIN = 0.02  # Monte-Carlo expected test MSE within 2% of the closed form
 
 
 def _f1_full_covariance(d):
-    """Every sigma > 0: likelihood-ratio (Wishart) test of the whole Monte-Carlo parameter covariance."""
+    """Every sigma > 0: the mean variance ratio tr(W)/p of the whitened Monte-Carlo covariance is within
+    F1_MARGIN of 1 (TOST on its exact chi-square interval: p(R-1) tr(W)/p ~ chi2_{p(R-1)} x the true ratio), and
+    the likelihood-ratio test of the whole covariance does not reject its shape at 0.1%/m."""
     from scipy.stats import chi2
 
     stat = d["param_cov_lr_stat"].to_numpy(dtype=float)
     dof = d["param_cov_lr_df"].to_numpy(dtype=float)
     if not np.all(np.isfinite(stat)):
         raise NotComputable("a covariance statistic is NaN")
-    p = chi2.sf(stat, dof)
+    if "param_cov_scale" not in d or not np.all(np.isfinite(d["param_cov_scale"].to_numpy(dtype=float))):
+        raise NotComputable("no param_cov_scale (the mean variance ratio) to test equivalence on")
+    p_lr = chi2.sf(stat, dof)
     m = len(d)
-    hold_p, strict_p = ALPHA / m, STRICT_ALPHA / m
-    v = CONTRADICTED if np.any(p < strict_p) else HOLDS if np.all(p >= hold_p) else INCONCLUSIVE
-    worst = int(np.argmin(p))
-    scale = d["param_cov_scale"].to_numpy(dtype=float) if "param_cov_scale" in d else np.full(m, np.nan)
     R = _n(d)
-    return ("likelihood-ratio test of the whole Monte-Carlo parameter covariance (R=" + str(R) + " students) "
-            "against sigma_T^2 (X^T X)^-1 per sigma > 0: Bartlett-corrected n(tr W - log det W - p) on the whitened "
-            f"covariance W, chi-square on {int(dof[0])} df; Bonferroni over {m}",
-            f"smallest p {p[worst]:.3g} at sigma={d['sigma'].iloc[worst]:g} (chi2 {stat[worst]:.1f}/{int(dof[worst])}"
-            + (f", mean variance ratio {scale[worst]:.3f}" if np.isfinite(scale[worst]) else "") + ")",
-            f"mean variance ratios {np.nanmin(scale):.3f}..{np.nanmax(scale):.3f}; holds if every p >= "
-            f"{hold_p:.2g} (5%/m), contradicted if one p < {strict_p:.2g} (0.1%/m)", v)
+    p = int(round((np.sqrt(8 * dof[0] + 1) - 1) / 2))  # df = p(p+1)/2
+    nu = p * (R - 1)  # chi-square df of the trace
+    scale = d["param_cov_scale"].to_numpy(dtype=float)
+    verdicts, parts = [], []
+    for sg, sc in zip(d["sigma"], scale):
+        lo, hi = chi2_variance_interval(sc, nu + 1, 1 - 2 * ALPHA / m)
+        lo2, hi2 = chi2_variance_interval(sc, nu + 1, 1 - ALPHA / m)
+        if 1 - F1_MARGIN <= lo and hi <= 1 + F1_MARGIN:
+            verdicts.append(HOLDS)
+        elif hi2 < 1 - F1_MARGIN or lo2 > 1 + F1_MARGIN:
+            verdicts.append(CONTRADICTED)
+        else:
+            verdicts.append(INCONCLUSIVE)
+        parts.append((sg, sc, lo, hi))
+    shape_rejected = bool(np.any(p_lr < STRICT_ALPHA / m))
+    v = CONTRADICTED if shape_rejected or CONTRADICTED in verdicts else HOLDS if all(
+        x == HOLDS for x in verdicts) else INCONCLUSIVE
+    worst = max(range(m), key=lambda i: max(1 - parts[i][2], parts[i][3] - 1))
+    wl = int(np.argmin(p_lr))
+    mde = ""
+    if v == INCONCLUSIVE:
+        half = float(chi2_variance_interval(1.0, nu + 1, 1 - 2 * ALPHA / m)[1] - 1)
+        mde = f"equivalence margin {F1_MARGIN:.0%}; this run could establish about {half:.1%} at {R} students/cell"
+    return ("mean variance ratio tr(W)/p of the whitened Monte-Carlo parameter covariance W (R=" + str(R) + " students, "
+            f"p={p}) against sigma_T^2 (X^T X)^-1, per sigma > 0: equivalence within +-{F1_MARGIN:.0%} (two one-sided "
+            f"tests on its exact chi-square interval, {p}(R-1) df, Bonferroni over {m}); the shape of the whole "
+            "covariance by the Bartlett-corrected likelihood-ratio test n(tr W - log det W - p), chi-square on "
+            f"{int(dof[0])} df",
+            f"least favourable sigma={parts[worst][0]:g}: ratio {parts[worst][1]:.3f} "
+            f"{fmt_interval(parts[worst][2], parts[worst][3])}",
+            f"ratios {np.min(scale):.3f}..{np.max(scale):.3f}; {verdicts.count(HOLDS)}/{m} within the margin; "
+            f"likelihood-ratio smallest p {p_lr[wl]:.3g} at sigma={d['sigma'].iloc[wl]:g}; holds if every "
+            f"{1 - 2 * ALPHA / m:.2%} interval lies within [{1 - F1_MARGIN:g}, {1 + F1_MARGIN:g}] and no "
+            f"likelihood-ratio p < {STRICT_ALPHA / m:.2g}; contradicted if an interval lies outside the margin or "
+            "the shape is rejected", Verdict(v, mde=mde))
 
 
 register_claim(ClaimSpec(
@@ -121,20 +157,53 @@ def loglog_slopes(d, value: str = "inter_student_var", by: str = "alpha", x: str
     return out
 
 
+BY_CONSTRUCTION_SAMPLING = ("teacher_sampling=exact generates the mean of k draws directly as mu + sd z/sqrt(k): "
+                            "the 1/k is put in by hand and no averaging code runs; rerun with teacher_sampling=draws")
+
+
+def check_draws(d) -> None:
+    """Raise :class:`NotComputable` when the rows were made with ``teacher_sampling=exact`` (the averaging
+    claims would hold by construction)."""
+    if "teacher_sampling" in d and (d["teacher_sampling"] == "exact").any():
+        raise NotComputable("by construction: " + BY_CONSTRUCTION_SAMPLING)
+
+
+def crn_alpha(d):
+    """The rows of one alpha (the largest): under common random numbers the alpha cells of a variance-aware sweep
+    are exact rescalings of one another (the teacher draws depend on k only), so one alpha carries all the
+    replication; the others are not further replicates."""
+    return d[d["alpha"] == d["alpha"].max()]
+
+
 def _f2_averaging_slope(t):
     df = t["variance-aware-linear"]
     d = df[(df["method"] == "averaging") & (df["noise"] == "homoscedastic")]
-    slopes = loglog_slopes(d)
-    m = len(slopes)
-    lvl, strict = bonferroni_level(m), bonferroni_level(m, STRICT_ALPHA)
-    iv = [t_interval(b, se, None, lvl) for _, b, se in slopes]
-    sv = [t_interval(b, se, None, strict) for _, b, se in slopes]
-    v = agreement_verdict(iv, sv, -1.0)
-    s = np.array([b for _, b, _ in slopes])
-    parts = [f"alpha={a:g}: {b:.3f} {fmt_interval(*i)}" for (a, b, _), i in zip(slopes, iv)]
-    return ("log-log slope of inter-student variance vs k (averaging, homoscedastic), per alpha; SE from the "
-            f"sampling variance of a variance across {_n(d)} students; {lvl:.2%} intervals (Bonferroni over {m})",
-            f"{s.mean():.3f} (mean)", "; ".join(parts) + "; holds if every interval contains -1", v)
+    if d.empty:
+        raise NotComputable("no homoscedastic averaging rows")
+    check_draws(d)
+    g = crn_alpha(d).sort_values("k")
+    if len(g) < 3:
+        raise NotComputable("needs at least 3 values of k")
+    y = g["inter_student_var"].to_numpy(dtype=float)
+    if np.any(~(y > 0)):
+        raise NotComputable("an inter-student variance is not positive: no log-log slope")
+    if "inter_student_var_se" in g and np.all(np.isfinite(g["inter_student_var_se"].to_numpy(dtype=float))):
+        se = g["inter_student_var_se"].to_numpy(dtype=float) / y
+        how = "jackknife SEs of the inter-student variance (the table's inter_student_var_se), on the log scale"
+    else:
+        se = np.full(len(g), log_variance_se(_n(g)))
+        how = "SE of the log of a variance across the students (conservative for an average over inputs)"
+    b, b_se = weighted_slope(np.log(g["k"].to_numpy(dtype=float)), np.log(y), se)
+    x = equivalence_test("slope", b, b_se, None, -1.0, F2_MARGIN, n=_n(g), unit="students/cell")
+    others = sorted(set(d["alpha"]) - {g["alpha"].iloc[0]})
+    return ("log-log slope of inter-student variance vs k (averaging, homoscedastic, teacher draws averaged by "
+            f"uqkd.aggregate.average), weighted least squares with {how}; equivalence with -1 within "
+            f"+-{F2_MARGIN:g} (two one-sided tests, 90% interval); one alpha ({g['alpha'].iloc[0]:g}): under common "
+            "random numbers the other alphas are rescaled copies, not replicates",
+            f"{b:.3f}", f"{fmt_interval(x.lo, x.hi)} over {len(g)} values of k; holds if inside "
+            f"[{-1 - F2_MARGIN:g}, {-1 + F2_MARGIN:g}], contradicted if the 95% interval is outside it"
+            + (f"; alphas {', '.join(f'{a:g}' for a in others)} are copies" if others else ""),
+            Verdict(x.verdict, mde=x.mde))
 
 
 register_claim(ClaimSpec(
@@ -172,6 +241,30 @@ def _ratio_cells(a, w, R: int, label: str, unit: str = "students/cell") -> tuple
     return tests, Comparison("pooled", float(np.exp(lr)), float(np.exp(lo)), float(np.exp(hi)), pv, mde, ratio=True)
 
 
+def crn_pooled_log_ratio(a, w, R: int, unit: str = "values of k") -> Comparison:
+    """Geometric mean of ``w / a`` over cells with a t interval over independent units: the cells of one ``k``
+    share their teacher draws (common random numbers), so each k's mean log ratio is one replicate (t on
+    m_k - 1 df from their spread; conservative where the ratio changes with k)."""
+    import pandas as pd
+
+    r = np.log((w / a).dropna().astype(float))
+    if r.empty:
+        raise NotComputable("no cells with both rows")
+    ks = pd.Series(r.index.get_level_values("k"), index=r.index)
+    per_k = r.groupby(ks.to_numpy()).mean()
+    m = len(per_k)
+    if m < 2:
+        raise NotComputable("a pooled interval needs at least two values of k (the independent unit)")
+    est = float(per_k.mean())
+    se = float(per_k.std(ddof=1) / np.sqrt(m))
+    if not se > 0:
+        raise NotComputable("no spread across the values of k")
+    lo, hi = t_interval(est, se, m - 1)
+    pv = verdict_from_interval(lo, hi, "<", 0.0)
+    mde = mde_text(float(np.exp(-mde_two_sample(se, df=m - 1))), m, unit, ratio=True) if pv == INCONCLUSIVE else ""
+    return Comparison("pooled", float(np.exp(est)), float(np.exp(lo)), float(np.exp(hi)), pv, mde, ratio=True)
+
+
 def _strength_keys(d) -> list[str]:
     """Cell keys of a variance-aware table: (hetero_strength,) alpha, k."""
     return (["hetero_strength"] if "hetero_strength" in d else []) + ["alpha", "k"]
@@ -186,7 +279,9 @@ def _f3_ivw(t):
     if a.empty or w.empty:
         raise NotComputable("needs heteroscedastic averaging and variance-weighting-wls rows with k >= 3")
     R = _n(d)
-    tests, pooled = _ratio_cells(a, w, R, "averaging and variance-weighting-wls")
+    check_draws(d)
+    tests, _ = _ratio_cells(a, w, R, "averaging and variance-weighting-wls")
+    pooled = crn_pooled_log_ratio(a, w, R)
     v = pooled_cells(tests, pooled)
     worse = [x.label for x in tests if x.verdict == CONTRADICTED]
     by_h = ""
@@ -197,8 +292,11 @@ def _f3_ivw(t):
             parts.append(f"h={h:g}: x{ph.estimate:.3f} {fmt_interval(ph.lo, ph.hi)} {ph.verdict}")
         by_h = "; by strength: " + ", ".join(parts)
     return ("inter-student variance ratio, oracle-free inverse-variance WLS / averaging (heteroscedastic, k>=3, every "
-            "strength h swept): geometric mean over cells with a 95% interval; per-cell exact F intervals (Bonferroni)",
-            f"x{pooled.estimate:.3f} {fmt_interval(pooled.lo, pooled.hi)} over {len(tests)} cells" + by_h,
+            "strength h swept): geometric mean over cells with a 95% t interval whose unit is the value of k (the "
+            "cells of one k share their teacher draws under common random numbers; alphas are rescaled copies); "
+            "per-cell exact F intervals (Bonferroni)",
+            f"x{pooled.estimate:.3f} {fmt_interval(pooled.lo, pooled.hi)} over {len(tests)} cells "
+            f"({d['k'].nunique()} values of k, the unit)" + by_h,
             f"per-cell ratios {min(x.estimate for x in tests):.3f}..{max(x.estimate for x in tests):.3f}; "
             f"{sum(x.verdict == HOLDS for x in tests)}/{len(tests)} cells significantly below 1"
             + (f"; significantly above 1: {', '.join(worse)}" if worse else "")
@@ -236,38 +334,41 @@ def pool_differences(label: str, diffs, ses, dfs, direction: str, *, threshold: 
 
 
 def f5_variance_aware(t, experiment="variance-aware-linear"):
-    """Averaging at the largest k vs single-draw KD over alphas: MSE gain (Welch t) and variance ratio (F)."""
+    """Averaging at the largest k vs single-draw KD: MSE gain (Welch t) and variance ratio (exact F), at the largest
+    alpha: under common random numbers the alpha cells are rescaled copies (the others are shown beside)."""
     df = t[experiment]
     d = df[df["noise"] == "homoscedastic"]
     if d.empty:
         raise NotComputable("no homoscedastic rows")
+    check_draws(d)
     kmax = d["k"].max()
-    groups = list(d.groupby("alpha"))
-    lvl = bonferroni_level(len(groups))
-    gains, parts, v_single, v_avg = [], [], {}, {}
-    for alpha, g in groups:
+    rows = {}
+    for alpha, g in d.groupby("alpha"):
         s, a = g[g["method"] == "single"], g[(g["method"] == "averaging") & (g["k"] == kmax)]
         if s.empty or a.empty:
             raise NotComputable(f"needs single and averaging (k={kmax}) rows at alpha={alpha:g}")
-        s, a = s.iloc[0], a.iloc[0]
-        diff, se, dof = welch(float(s["mse_mean"]), _sd(s), int(s["n_students"]), float(a["mse_mean"]), _sd(a),
-                              int(a["n_students"]))
-        gains.append(difference_test(f"alpha={alpha:g}", diff, se, dof, ">", level=lvl, n=int(s["n_students"])))
-        parts.append((diff, se, dof))
-        v_single[alpha], v_avg[alpha] = float(s["inter_student_var"]), float(a["inter_student_var"])
+        rows[alpha] = (s.iloc[0], a.iloc[0])
+        for r in rows[alpha]:
+            for col in ("mse_mean", "inter_student_var"):
+                if not np.isfinite(float(r[col])):
+                    raise NotComputable(f"{col} of the {r['method']} row at alpha={alpha:g} is NaN or infinite")
+    amax = max(rows)
+    s, a = rows[amax]
+    gain = mse_gain_test(s, a, "MSE gain", 1 - ALPHA / 2, unit="students/method")
     R = _n(d)
-    pooled_gain = pool_differences("pooled", *zip(*parts), ">", n=R, unit="students/method")
-    vtests, pooled_var = _ratio_cells(pd_series(v_single), pd_series(v_avg), R, "single and averaging",
-                                      unit="students/method")
-    v = all_of([pooled_cells(gains, pooled_gain), pooled_cells(vtests, pooled_var)])
-    return (f"single -> averaging at k={kmax}: test-MSE gain (Welch t) and inter-student variance ratio (exact F), "
-            f"mean over {len(groups)} alphas with a 95% interval; per-alpha {lvl:.2%} intervals (Bonferroni)",
-            f"MSE gain {pooled_gain.estimate:+.4g} {fmt_interval(pooled_gain.lo, pooled_gain.hi)}; variance "
-            f"x{pooled_var.estimate:.3g} {fmt_interval(pooled_var.lo, pooled_var.hi)}",
-            "per alpha: MSE gain " + "; ".join(x.text() for x in gains) + "; variance ratio "
-            + "; ".join(f"alpha={x.label}: x{x.estimate:.3g}" for x in vtests)
-            + "; holds if the mean gain > 0 and the variance ratio < 1 with no alpha significantly the other way",
-            Verdict(v, mde=first_mde([pooled_gain, pooled_var])))
+    var = variance_ratio_test("variance", float(a["inter_student_var"]), float(s["inter_student_var"]), R - 1, R - 1,
+                              "<", level=1 - ALPHA / 2, n=R, unit="students/method")
+    v = all_of([gain.verdict, var.verdict])
+    beside = "; ".join(f"alpha={al:g}: MSE gain {float(ss['mse_mean'] - aa['mse_mean']):+.4g}, variance "
+                       f"x{float(aa['inter_student_var'] / ss['inter_student_var']):.3g}"
+                       for al, (ss, aa) in rows.items() if al != amax)
+    return (f"single -> averaging at k={kmax}, alpha={amax:g}: test-MSE gain (Welch t) and inter-student variance "
+            "ratio (exact F), 97.5% intervals (Bonferroni over the two); one alpha: under common random numbers the "
+            "alpha cells are rescaled copies of one another, not replicates",
+            f"MSE gain {gain.estimate:+.4g} {fmt_interval(gain.lo, gain.hi)}; variance x{var.estimate:.3g} "
+            f"{fmt_interval(var.lo, var.hi)}",
+            (f"copies: {beside}; " if beside else "") + "holds if the gain > 0 and the variance ratio < 1",
+            Verdict(v, mde=first_mde([gain, var])))
 
 
 def pd_series(d: dict):
@@ -327,7 +428,20 @@ def s5_teacher_vs_truth(t, experiment="bootstrap-linear"):
 
 register_claim(ClaimSpec(
     "S5-bootstrap-teacher", "5", "Students trained on teacher outputs vary less across bootstrap samples than "
-                                 "students trained on ground truth", ("bootstrap-linear",), s5_teacher_vs_truth))
+                                 "students trained on ground truth", ("bootstrap-linear",),
+    lambda t: _by_construction(s5_teacher_vs_truth(t)), kind=CODE_CHECK))
+
+
+def _by_construction(out):
+    """S5-bootstrap-teacher with a linear teacher: a check of the code whatever the ratios' size (a full-rank OLS
+    student reproduces a noise-free linear teacher exactly; rank-deficient resamples, e.g. a constant CHAS at
+    fraction 0.1, leave ratios near 1e-3 rather than round-off)."""
+    stat, value, interval, v = out
+    if not str(stat).startswith("HOLDS BY CONSTRUCTION"):
+        stat = ("BY CONSTRUCTION (a noise-free linear teacher is reproduced by every full-rank bootstrap OLS fit; "
+                "rank-deficient resamples leave small ratios; B-bootstrap-noisy-teacher is the re-run that can fail): "
+                + str(stat))
+    return stat, value, interval, v
 
 
 def _b_noisy_teacher(t):
@@ -414,8 +528,12 @@ def _s7_paper_oracle(t):
     tests, pooled = mse_cells(a, p, ["noise", *_strength_keys(d)], "averaging and paper-oracle")
     v = pooled_cells(tests, pooled)
     worse = sum(x.verdict == CONTRADICTED for x in tests)
-    return ("test-MSE of averaging minus paper-oracle variance weighting (cells with k>=3): mean over cells with a "
-            "95% t interval; per-cell Welch t intervals (Bonferroni)", f"{pooled.estimate:+.4g}",
+    return ("ORACLE BY CONSTRUCTION: the published label alpha_T mean_k + alpha_S mu_T shrinks the k-draw mean toward "
+            "the noise-free teacher mean mu_T with the true noise level, so any such convex shrink beats averaging "
+            "(it holds with alpha_T and alpha_S swapped too): a check that uqkd implements the published rule (its "
+            "formula is unit-tested), not a finding. Test-MSE of averaging minus paper-oracle variance weighting "
+            "(cells with k>=3): mean over cells with a 95% t interval; per-cell Welch t intervals (Bonferroni)",
+            f"{pooled.estimate:+.4g}",
             f"{fmt_interval(pooled.lo, pooled.hi)}; {worse}/{len(tests)} cells significantly worse; holds if the mean "
             "is above 0 and no cell significantly below", Verdict(v, mde=pooled.mde))
 
@@ -423,42 +541,92 @@ def _s7_paper_oracle(t):
 register_claim(ClaimSpec(
     "S7-paper-variance-weighting", "7", "The paper's variance weighting (uses the noise-free teacher and the true "
                                         "noise level: oracle) beats averaging", ("variance-aware-linear",),
-    _s7_paper_oracle))
+    _s7_paper_oracle, kind=CODE_CHECK))
 
-#: homoscedastic noise: the oracle-free weighting may lose at most this much test MSE
-NONINFERIORITY_MARGIN = 0.002
+#: homoscedastic noise: the oracle-free weighting may lose at most this fraction of averaging's propagated-noise
+#: test MSE (its closed-form inter-student variance: the part of the MSE the teacher's noise causes)
+NONINFERIORITY_MARGIN = 0.05
+
+
+def _relative_gain_cells(g) -> tuple[list[Comparison], list[tuple[float, int, float]]]:
+    """Per (strength, k) cell at one alpha: (MSE averaging - MSE oracle-free WLS) / averaging's propagated-noise MSE,
+    a Welch t interval (Bonferroni over the cells). Returns the tests and ``(strength, k, relative gain)`` per cell."""
+    keys = _strength_keys(g)
+    a = g[g["method"] == "averaging"].set_index(keys)
+    w = g[g["method"] == "variance-weighting-wls"].set_index(keys)
+    idx = [i for i in a.index if i in w.index]
+    if not idx:
+        raise NotComputable("no cells with both averaging and variance-weighting-wls rows")
+    lvl = bonferroni_level(len(idx))
+    tests, cells = [], []
+    for i in idx:
+        ra, rw = a.loc[i], w.loc[i]
+        scale = float(ra.get("theory_inter_student_var", float("nan")))
+        if not (np.isfinite(scale) and scale > 0):
+            raise NotComputable("no closed-form propagated-noise MSE (theory_inter_student_var) for averaging")
+        n = int(rw["n_students"])
+        if np.isfinite(float(rw.get("mse_gain_vs_averaging_std", float("nan")))):
+            # paired by student: the two methods are fitted on the same teacher draws
+            d, se, dof = (float(rw["mse_gain_vs_averaging_mean"]), float(rw["mse_gain_vs_averaging_std"]) / np.sqrt(n),
+                          n - 1)
+            if not se > 0:
+                raise NotComputable("zero spread of the paired MSE gain across students")
+        else:
+            d, se, dof = welch(float(ra["mse_mean"]), _sd(ra), int(ra["n_students"]), float(rw["mse_mean"]),
+                               _sd(rw), n)
+        tests.append(difference_test(str(i), d / scale, se / scale, dof, ">", level=lvl,
+                                     threshold=-NONINFERIORITY_MARGIN, n=int(ra["n_students"])))
+        key = i if isinstance(i, tuple) else (i,)
+        h = float(a.loc[i, "hetero_strength"]) if "hetero_strength" not in keys and "hetero_strength" in a else (
+            float(key[0]) if "hetero_strength" in keys else 0.0)
+        cells.append((h, int(key[-1]), d / scale))
+    return tests, cells
 
 
 def b_oracle_free(t, experiment="variance-aware-linear"):
     df = t[experiment]
     d = df[df["k"] >= 3]
-    res = {}
-    for noise in ("homoscedastic", "heteroscedastic"):
-        g = d[d["noise"] == noise]
-        a, w = g[g["method"] == "averaging"], g[g["method"] == "variance-weighting-wls"]
-        if len(a) and len(w):
-            margin = -NONINFERIORITY_MARGIN if noise == "homoscedastic" else 0.0
-            res[noise] = mse_cells(a, w, _strength_keys(g), f"{noise} averaging and variance-weighting-wls",
-                                   threshold=margin)
-    if not res:
+    check_draws(d)
+    d = crn_alpha(d)
+    homo, het = d[d["noise"] == "homoscedastic"], d[d["noise"] == "heteroscedastic"]
+    if homo.empty and het.empty:
         raise NotComputable("needs averaging and variance-weighting-wls rows with k >= 3")
-    vs = []
-    for noise, (tests, pooled) in res.items():
-        vs.append(pooled_cells(tests, pooled) if noise == "heteroscedastic" else pooled.verdict)
-    v = all_of(vs)
-    parts = [f"{n}: {p.estimate:+.4g} {fmt_interval(p.lo, p.hi)}" for n, (_, p) in res.items()]
-    het = d[(d["noise"] == "heteroscedastic")]
-    if "hetero_strength" in het and het["hetero_strength"].nunique() > 1:
-        for h, g in het.groupby("hetero_strength"):
-            a, w = g[g["method"] == "averaging"], g[g["method"] == "variance-weighting-wls"]
-            if len(a) and len(w):
-                _, ph = mse_cells(a, w, ["alpha", "k"], f"h={h:g}")
-                parts.append(f"h={h:g}: {ph.estimate:+.4g} {fmt_interval(ph.lo, ph.hi)}")
-    return ("mean test-MSE gain of oracle-free WLS over averaging (k>=3), 95% t intervals over cells (per "
-            "heteroscedastic strength h beside the pooled one)",
-            "; ".join(parts), "holds if it gains under heteroscedastic noise (interval > 0, no cell significantly "
-            f"worse) and loses less than {NONINFERIORITY_MARGIN} under homoscedastic noise (interval > "
-            f"-{NONINFERIORITY_MARGIN})", Verdict(v, mde=first_mde(p for _, p in res.values())))
+    parts, vs, mdes = [], [], []
+    if len(homo):
+        tests, _ = _relative_gain_cells(homo)
+        worst = min(tests, key=lambda x: x.lo)
+        v = CONTRADICTED if any(x.hi < -NONINFERIORITY_MARGIN for x in tests) else HOLDS if all(
+            x.lo > -NONINFERIORITY_MARGIN for x in tests) else INCONCLUSIVE
+        vs.append(v)
+        mdes.append(worst.mde)
+        parts.append(f"homoscedastic (non-inferiority, every k): least favourable k={worst.label} "
+                     f"{worst.estimate:+.3g} {fmt_interval(worst.lo, worst.hi)} -> {v}")
+    if len(het):
+        import pandas as pd
+
+        tests, cells = _relative_gain_cells(het)
+        cf = pd.DataFrame(cells, columns=["h", "k", "gain"])
+        per_k = cf.groupby("k")["gain"].mean()
+        if len(per_k) < 2:
+            raise NotComputable("the heteroscedastic gain needs at least two values of k (the independent unit)")
+        se = float(per_k.std(ddof=1) / np.sqrt(len(per_k)))
+        pooled = difference_test("pooled", float(per_k.mean()), se, len(per_k) - 1, ">", n=len(per_k),
+                                 unit="values of k")
+        v = pooled_cells(tests, pooled)
+        vs.append(v)
+        mdes.append(pooled.mde)
+        parts.append(f"heteroscedastic: {pooled.estimate:+.3g} {fmt_interval(pooled.lo, pooled.hi)} -> {v}")
+        if cf["h"].nunique() > 1:
+            parts.append("by strength " + ", ".join(f"h={h:g}: {x:+.3g}" for h, x in cf.groupby("h")["gain"].mean().items()))
+    return ("test-MSE gain of oracle-free WLS over averaging (k>=3, one alpha: the others are rescaled copies under "
+            "common random numbers), relative to averaging's propagated-noise MSE (its closed-form inter-student "
+            "variance); homoscedastic: non-inferiority per cell (paired t across students fitted on the same draws; "
+            "Welch for older tables; Bonferroni over the values of k); "
+            "heteroscedastic: mean over cells, t interval over the values of k (the cells of one k share their "
+            "teacher draws), no cell significantly worse",
+            "; ".join(parts), f"holds if it gains under heteroscedastic noise and loses less than "
+            f"{NONINFERIORITY_MARGIN:.0%} of the propagated-noise MSE under homoscedastic noise in every cell",
+            Verdict(all_of(vs), mde=next((x for x in mdes if x), "")))
 
 
 register_claim(ClaimSpec(
@@ -473,13 +641,23 @@ def _b_theory_mse(t):
     if d.empty:
         raise NotComputable("no noise level sigma > 0")
     R = _n(d)
-    z = ((d["mse_mean"] - d["theory_mse"]) / d["mse_sem"]).to_numpy(dtype=float)
-    m = len(z)
-    q, qs = critical_value(bonferroni_level(m), R - 1), critical_value(bonferroni_level(m, STRICT_ALPHA), R - 1)
-    v = agreement_verdict([(zi - q, zi + q) for zi in z], [(zi - qs, zi + qs) for zi in z], 0.0)
-    return ("t statistic of Monte-Carlo test MSE against the closed-form expectation, per sigma > 0",
-            f"max |t| {np.max(np.abs(z)):.2f}", f"holds if every |t| < {q:.2f} (95%, Bonferroni over {m}, "
-            f"{R - 1} df); contradicted if one exceeds {qs:.2f} (99.9%)", v)
+    m = len(d)
+    scale = d["theory_mse"].to_numpy(dtype=float)
+    if not np.all(scale > 0):
+        raise NotComputable("a closed-form expected MSE is not positive")
+    rel = ((d["mse_mean"] - d["theory_mse"]) / scale).to_numpy(dtype=float)
+    rel_se = (d["mse_sem"] / scale).to_numpy(dtype=float)
+    tests = [equivalence_test(f"sigma={sg:g}", r, se, R - 1, 0.0, CLOSED_FORM_MARGIN, m=m, n=R)
+             for sg, r, se in zip(d["sigma"], rel, rel_se)]
+    vs = [x.verdict for x in tests]
+    v = CONTRADICTED if CONTRADICTED in vs else HOLDS if all(x == HOLDS for x in vs) else INCONCLUSIVE
+    worst = max(tests, key=lambda x: max(abs(x.lo), abs(x.hi)))
+    return ("Monte-Carlo mean test MSE minus the closed-form expectation (bias + sigma_T^2 tr(X_test (X^T X)^-1 "
+            "X_test^T)/n_test), relative to the closed form, per sigma > 0: equivalence with 0 within "
+            f"+-{CLOSED_FORM_MARGIN:.0%} (two one-sided t tests, {R - 1} df, Bonferroni over {m})",
+            f"least favourable {worst.label}: {worst.estimate:+.3g} {fmt_interval(worst.lo, worst.hi)}",
+            f"{vs.count(HOLDS)}/{m} within the margin; holds if every interval lies in [-{CLOSED_FORM_MARGIN:g}, "
+            f"{CLOSED_FORM_MARGIN:g}], contradicted if one lies outside it", Verdict(v, mde=first_mde(tests)))
 
 
 register_claim(ClaimSpec(
