@@ -563,9 +563,22 @@ def _se_cells(cfg: StudentEntropyConfig) -> list[dict[str, Any]]:
 
 
 def _mean_summaries(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """classification_summary per student (proba (R, n, C)), averaged over students."""
+    """classification_summary per student (proba (R, n, C)), averaged over students.
+
+    A student with no incorrect (or no correct) test prediction has no ``entropy_incorrect`` (``_correct``): those
+    means are over the students that have one, and ``entropy_incorrect_n`` / ``entropy_correct_n`` count them
+    (no silent drop); every other statistic is a plain mean (a NaN there stays NaN)."""
     per = [classification_summary(p, y) for p in proba]
-    return {k: float(np.nanmean([s[k] for s in per])) for k in per[0]}
+    out: dict[str, float] = {}
+    for k in per[0]:
+        v = np.array([s[k] for s in per], dtype=float)
+        if k in ("entropy_incorrect", "entropy_correct"):
+            ok = np.isfinite(v)
+            out[k] = float(v[ok].mean()) if ok.any() else float("nan")
+            out[f"{k}_n"] = int(ok.sum())
+        else:
+            out[k] = float(v.mean())
+    return out
 
 
 def _se_run(cfg: StudentEntropyConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
