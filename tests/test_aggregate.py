@@ -134,3 +134,18 @@ def test_inverse_variance_sample_weights_k1_is_uniform():
     np.testing.assert_allclose(w, [3.0, 0.75])
     with pytest.raises(ValueError, match="k: expected an integer >= 1, got 0"):
         ag.inverse_variance_sample_weights(np.array([1.0]), 0)
+
+
+def test_paper_oracle_beats_averaging_by_construction_even_with_its_weights_swapped():
+    """Why S7 is a code check: the published label shrinks the k-draw mean toward the noise-free teacher mean, so it
+    is closer to that mean than averaging whatever the weights (here alpha_T and alpha_S swapped), since every
+    convex combination with weight < 1 on the noisy mean lowers its error."""
+    rng = np.random.default_rng(0)
+    mu, nv, k = rng.normal(size=2000), 0.5, 5
+    draws = mu[:, None] + np.sqrt(nv) * rng.normal(size=(2000, k))
+    mean_k, var_k = draws.mean(axis=1), draws.var(axis=1)
+    paper = ag.paper_oracle_labels(mean_k, var_k, mu, nv)
+    a_t = nv / (nv + var_k)
+    swapped = (1 - a_t) * mean_k + a_t * mu
+    err = {name: float(np.mean((y - mu) ** 2)) for name, y in (("avg", mean_k), ("paper", paper), ("swapped", swapped))}
+    assert err["paper"] < err["avg"] and err["swapped"] < err["avg"]

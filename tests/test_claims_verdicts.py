@@ -258,11 +258,25 @@ def test_exact_variance_intervals():
     assert stats.f.cdf(stats.f.ppf(0.025, 4, 4) / rho, 4, 4) == pytest.approx(0.8)
 
 
-def test_agreement_and_combinations():
-    assert C.agreement_verdict([(0.9, 1.1)], [(0.8, 1.2)], 1.0) == "holds"
-    assert C.agreement_verdict([(1.01, 1.1)], [(0.99, 1.2)], 1.0) == "inconclusive"
-    assert C.agreement_verdict([(1.05, 1.1)], [(1.02, 1.2)], 1.0) == "contradicted"
-    assert C.agreement_verdict([(np.nan, 1.1)], [(1.02, 1.2)], 1.0) == "not computable"
+def test_agreement_is_equivalence_and_combinations():
+    # within the margin by two one-sided tests: holds
+    x = C.equivalence_test("slope", -1.01, 0.02, None, -1.0, 0.1)
+    assert x.verdict == "holds" and -1.1 <= x.lo and x.hi <= -0.9
+    # the same estimate with a wider interval can never hold ("not rejected" is not agreement)
+    assert C.equivalence_test("slope", -1.01, 0.2, None, -1.0, 0.1).verdict == "inconclusive"
+    wide = C.equivalence_test("slope", -1.01, 0.2, None, -1.0, 0.1, n=20)
+    assert wide.mde.startswith("equivalence margin 0.1; this run could establish") and "20 students/cell" in wide.mde
+    # entirely outside the margin: contradicted, even though a t test "rejects" in both cases
+    assert C.equivalence_test("slope", -0.5, 0.02, None, -1.0, 0.1).verdict == "contradicted"
+    # a real but small difference inside the margin is equivalence, not a contradiction
+    assert C.equivalence_test("slope", -0.96, 0.005, None, -1.0, 0.1).verdict == "holds"
+    # Bonferroni over m comparisons widens each interval
+    assert C.equivalence_test("s", -0.93, 0.012, None, -1.0, 0.1).verdict == "holds"
+    assert C.equivalence_test("s", -0.93, 0.012, None, -1.0, 0.1, m=20).verdict == "inconclusive"
+    with pytest.raises(C.NotComputable):
+        C.equivalence_test("s", np.nan, 0.1, None, 0.0, 0.1)
+    with pytest.raises(ValueError, match="margin: expected a positive number"):
+        C.equivalence_test("s", 0.0, 0.1, None, 0.0, 0.0)
     assert C.all_of(["holds", "holds"]) == "holds" and C.all_of(["holds", "inconclusive"]) == "inconclusive"
     assert C.all_of(["not computable", "contradicted"]) == "contradicted"
     assert C.any_of(["contradicted", "holds"]) == "holds" and C.any_of(["contradicted", "contradicted"]) == "contradicted"

@@ -9,15 +9,22 @@ Verdicts
 --------
 ``holds``
     The claim's interval lies entirely on the claimed side of its threshold. For an agreement
-    with a closed form: every Monte-Carlo estimate lies within its 95% band (Bonferroni over
-    the cells compared).
+    with a closed form: equivalence (:func:`equivalence_test`), the ``1 - 2 alpha`` interval lies
+    within a stated margin of the theory (two one-sided tests, Bonferroni over the cells), so a
+    wider interval can never make it hold.
 ``contradicted``
     The interval excludes the claimed direction: it lies entirely on the other side. For an
-    agreement with a closed form: some estimate lies outside its strict 99.9% band (Bonferroni).
+    agreement with a closed form: the two-sided interval lies entirely outside the margin.
 ``inconclusive``
-    The interval straddles the threshold (agreement: outside the 95% band, inside the strict
-    one). The report prints beside it the minimum detectable effect at the run's sample size,
-    e.g. ``MDE 0.012 at 3 students/method, 80% power``: with more replicates the verdict may move.
+    The interval straddles the threshold (agreement: neither). The report prints beside it the
+    minimum detectable effect at the run's sample size, e.g. ``MDE 0.012 at 3 students/method,
+    80% power`` (agreement: the smallest margin the run could establish): with more replicates
+    the verdict may move.
+
+Kinds
+-----
+A claim is a ``finding`` or a ``code check`` (:data:`CODE_CHECK`): a property no realistic mutant
+of the code can move (:mod:`uqkd.report.mutants`), shown in its own report section.
 ``not computable``
     A statistic the verdict needs is NaN/inf or cannot be formed (zero spread across students, a
     missing standard-error column, no rows for the methods compared, fewer than two cells). The
@@ -47,8 +54,7 @@ Statistical helpers
 Intervals use t quantiles (:func:`t_interval`, Welch degrees of freedom from :func:`welch`) and,
 for sample variances of few replicates, exact chi-square / F intervals
 (:func:`chi2_variance_interval`, :func:`variance_ratio_interval`). :func:`verdict_from_interval`
-turns an interval into a verdict, :func:`agreement_verdict` checks a closed form within
-Monte-Carlo error, :func:`mde_two_sample` / :func:`mde_variance_ratio` give the minimum detectable
+turns an interval into a verdict, :func:`equivalence_test` checks a closed form within a margin (TOST), :func:`mde_two_sample` / :func:`mde_variance_ratio` give the minimum detectable
 effect, :func:`all_of` / :func:`any_of` combine the verdicts of several components.
 :func:`difference_test`, :func:`variance_ratio_test` and :func:`log_ratio_test` bundle an
 estimate, its interval, verdict and MDE text into a :class:`Comparison`; helpers raise
@@ -70,7 +76,7 @@ __all__ = [
     "FINDING", "CODE_CHECK", "KINDS",
     "Verdict", "NotComputable", "Comparison", "require_finite", "critical_value", "t_interval", "welch",
     "satterthwaite_df", "chi2_variance_interval", "variance_ratio_interval", "verdict_from_interval",
-    "agreement_verdict", "mde_two_sample", "mde_variance_ratio", "mde_text", "all_of", "any_of",
+    "mde_two_sample", "mde_variance_ratio", "mde_text", "all_of", "any_of",
     "difference_test", "equivalence_test", "variance_ratio_test", "log_ratio_test", "fmt_interval", "loglog_slope",
     "weighted_slope", "log_variance_se", "first_mde", "bonferroni_level", "key_columns",
 ]
@@ -420,21 +426,6 @@ def verdict_from_interval(lo: float, hi: float, direction: str, threshold: float
     if direction == ">":
         return HOLDS if lo > threshold else CONTRADICTED if hi < threshold else INCONCLUSIVE
     return HOLDS if hi < threshold else CONTRADICTED if lo > threshold else INCONCLUSIVE
-
-
-def agreement_verdict(intervals: Iterable[tuple[float, float]], strict_intervals: Iterable[tuple[float, float]],
-                      target: float) -> str:
-    """Agreement of Monte-Carlo estimates with a closed-form ``target``.
-
-    ``holds`` if every (usually 95%, Bonferroni) interval contains the target; ``contradicted``
-    if some strict (usually 99.9%) interval excludes it; ``inconclusive`` in between.
-    """
-    iv, sv = list(intervals), list(strict_intervals)
-    if not iv or not all(np.isfinite(x) for b in (*iv, *sv) for x in b):
-        return NOT_COMPUTABLE
-    if any(not lo <= target <= hi for lo, hi in sv):
-        return CONTRADICTED
-    return HOLDS if all(lo <= target <= hi for lo, hi in iv) else INCONCLUSIVE
 
 
 def mde_two_sample(se: float, alpha: float = ALPHA, power: float = POWER, df: float | None = None,

@@ -60,12 +60,12 @@ register_claim(ClaimSpec(
     ("teacher-noise-mlp",), _f1_mlp))
 
 
-def _cells_t(x: np.ndarray, label: str, direction: str, level: float = 0.95):
+def _cells_t(x: np.ndarray, label: str, direction: str, level: float = 0.95, unit: str = "cells"):
     x = np.asarray(x, dtype=float)
     if len(x) < 2:
         raise NotComputable(f"{label}: one cell only, no spread across cells for an interval")
     return difference_test(label, float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x))), len(x) - 1, direction,
-                           level=level, n=len(x), unit="cells")
+                           level=level, n=len(x), unit=unit)
 
 
 def per_teacher(values, datasets) -> np.ndarray:
@@ -79,8 +79,7 @@ def _f4_entropy(t):
     df = t["student-entropy"]
     d = df[df["target_mode"] == "argmax"]
     gap = d["entropy_gap"].to_numpy(dtype=float)
-    x = _cells_t(per_teacher(gap, d["dataset"]), "mean gap", "<")
-    x = type(x)(x.label, x.estimate, x.lo, x.hi, x.verdict, x.mde.replace(" cells", " teachers (datasets)"))
+    x = _cells_t(per_teacher(gap, d["dataset"]), "mean gap", "<", unit="teachers (datasets)")
     var = d["inter_student_var"].to_numpy(dtype=float)
     return ("student minus teacher predictive entropy (nats) under argmax distillation; t interval across "
             f"{d['dataset'].nunique()} teachers (one per dataset: the student models of a dataset share its teacher, "
@@ -106,7 +105,8 @@ def _b_soft_sampled(t):
     for mode in modes:
         m = df[df["target_mode"] == mode].set_index(["dataset", "student"])["entropy_gap"].abs()
         diff = (m - a).dropna()
-        tests.append(_cells_t(per_teacher(diff.to_numpy(), diff.index.get_level_values("dataset")), mode, "<", lvl))
+        tests.append(_cells_t(per_teacher(diff.to_numpy(), diff.index.get_level_values("dataset")), mode, "<", lvl,
+                              unit="teachers (datasets)"))
     return ("|student - teacher entropy| minus that of argmax distillation, per dataset x student cell, averaged per "
             f"teacher (one per dataset); t intervals across teachers, {lvl:.2%} (Bonferroni over {len(modes)} modes)",
             "; ".join(x.text() for x in tests), "holds if narrower (below 0) for each mode",

@@ -39,10 +39,12 @@ __all__ = ["load_tables", "load_tables_checked", "build_report", "build_report_a
 
 #: each verdict and what it means (the legend under the claims tables)
 _LEGEND = (
-    (HOLDS, "the interval lies on the claimed side (closed forms: every Monte-Carlo estimate within its 95% band)"),
-    (CONTRADICTED, "the interval excludes the claimed direction (closed forms: outside the 99.9% band)"),
+    (HOLDS, "the interval lies on the claimed side (agreement with a closed form: equivalence, the interval "
+            "within the stated margin of the theory by two one-sided tests)"),
+    (CONTRADICTED, "the interval excludes the claimed direction (agreement: it lies outside the margin)"),
     (INCONCLUSIVE, "the interval straddles the threshold, with the minimum detectable effect (MDE) at this run's "
-                   "sample size and 80% power beside it"),
+                   "sample size and 80% power beside it (agreement: the smallest margin the run could establish; "
+                   "LLM comparisons below 5 students per group are always inconclusive)"),
     (NOT_COMPUTABLE, "a statistic is NaN/inf or cannot be formed, with the reason"),
     (NOT_RUN, "an experiment is missing"),
     (DAMAGED, "an experiment's results are damaged (skipped, the reason shown)"),
