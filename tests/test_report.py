@@ -90,7 +90,7 @@ def test_every_claim_computes_a_verdict_from_minimal_tables(small_results, tmp_p
     run_experiment("bootstrap-mlp", out=out, progress=False, make_figures=False,
                    overrides={**tiny, "fractions": (0.5, 1.0), "hidden": (8,)})
     run_experiment("student-entropy", out=out, progress=False, make_figures=False,
-                   overrides={**tiny, "datasets": ("wine",), "teacher_n_epochs": 5})
+                   overrides={**tiny, "datasets": ("wine", "breast_cancer"), "teacher_n_epochs": 5})
     run_experiment("variance-aware-mlp", out=out, progress=False, make_figures=False,
                    overrides={**tiny, "alphas": (0.5,), "ks": (1, 3, 9)})
     tables, _ = load_tables(small_results)
