@@ -76,7 +76,7 @@ def test_memory_refusal_names_the_settings_and_the_bytes(capsys, tmp_path, monke
         "k=10000 draws (teacher_sampling=draws), float64); reduce them\n")
     # the same students with exact sampling (two numbers per input, not k) fit
     cfg = build_config(get_experiment("variance-aware-linear").config_cls,
-                       ({"n_students": 100000, "ks": "10000"}, "test"))
+                       ({"n_students": 100000, "ks": "10000", "teacher_sampling": "exact"}, "test"))
     assert cfg.memory_estimate()[0] < 32 * GIB
 
 
