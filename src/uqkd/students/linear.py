@@ -9,6 +9,8 @@ a bootstrap sample is the full ``X`` with per-row count weights). Rank-deficient
 from __future__ import annotations
 
 import functools
+import math
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +21,18 @@ __all__ = ["fit_ols_batched", "fit_wls_batched", "fit_wls_batched_multi", "loo_p
 
 def _add_intercept(X: np.ndarray, fit_intercept: bool) -> np.ndarray:
     return np.hstack([np.ones((X.shape[0], 1)), X]) if fit_intercept else X
+
+
+def _check_rcond(rcond: Any) -> float:
+    """``rcond`` as numpy's pseudo-inverse reads it: singular values at or below ``rcond`` times the largest are cut
+    (0: none cut). Outside ``0 <= rcond < 1`` the answer is silently wrong: NaN or >= 1 cuts every singular value
+    (all-zero coefficients), a negative value keeps the round-off ones (coefficients ~1e14 on collinear columns)."""
+    ok = (not isinstance(rcond, (bool, np.bool_)) and isinstance(rcond, (int, float, np.integer, np.floating))
+          and math.isfinite(rcond) and 0.0 <= rcond < 1.0)
+    if not ok:
+        raise ValueError(f"rcond: expected a finite number >= 0 and < 1 (the relative cut-off for small singular "
+                         f"values), got {rcond!r}")
+    return float(rcond)
 
 
 def fit_ols_batched(X: np.ndarray, Y: np.ndarray, fit_intercept: bool = True, rcond: float = 1e-10) -> np.ndarray:
@@ -36,6 +50,7 @@ def fit_ols_batched(X: np.ndarray, Y: np.ndarray, fit_intercept: bool = True, rc
     -------
     array of shape (p, R), p = d + fit_intercept: ``pinv(D) @ Y``, one SVD for all R.
     """
+    rcond = _check_rcond(rcond)
     X = check_array(X, "X", ndim=2)
     Y = check_array(Y, "Y", ndim=2)
     if Y.shape[0] != X.shape[0]:
@@ -76,6 +91,7 @@ def fit_wls_batched(
     -------
     array of shape (p, R)
     """
+    rcond = _check_rcond(rcond)
     X, W, (Y,) = _check_wls_inputs(X, W, [Y], ["Y"])
     return _wls_solve(_add_intercept(X, fit_intercept), W, [Y], rcond)[0]
 
@@ -88,6 +104,7 @@ def fit_wls_batched_multi(
     array per label set, equal to :func:`fit_wls_batched` on it up to rounding."""
     if not Ys:
         raise ValueError("Ys: expected at least one label set, got none")
+    rcond = _check_rcond(rcond)
     X, W, checked = _check_wls_inputs(X, W, list(Ys), [f"Ys[{j}]" for j in range(len(Ys))])
     return _wls_solve(_add_intercept(X, fit_intercept), W, checked, rcond)
 
@@ -177,7 +194,8 @@ class BatchedLinearRegression:
     ----------
     fit_intercept : bool, default True
     rcond : float, default 1e-10
-        Relative cut-off for the pseudo-inverse (minimum-norm solutions).
+        Relative cut-off for the pseudo-inverse (minimum-norm solutions): a finite number in [0, 1),
+        checked at ``fit`` (``ValueError`` naming it otherwise).
 
     Attributes
     ----------
@@ -198,6 +216,7 @@ class BatchedLinearRegression:
 
     def fit(self, X: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None = None) -> BatchedLinearRegression:
         """Fit R students to the columns of ``Y`` (n, R), optionally with weights (n,) shared or (n, R)."""
+        _check_rcond(self.rcond)  # before any array work: a NaN cut-off silently gave all-zero coefficients
         Y = check_array(Y, "Y", ndim=(1, 2))
         Y2 = Y[:, None] if Y.ndim == 1 else Y
         if sample_weight is None:

@@ -67,6 +67,7 @@ import torch
 from .. import _malloc
 from .._seeding import make_rng, student_normals, student_uniforms
 from .._validation import check_array, check_choice, check_float, check_int
+from ..config import UserError
 
 __all__ = ["BatchedMLP", "distillation_targets", "auto_chunk_size", "NotFittedError"]
 
@@ -841,6 +842,9 @@ class BatchedMLP:
                     pv, lc, tr = self._train_chunk_autograd(XT, vecs, T, wn, tidx)
                     params[lo:hi] = pv.cpu().numpy()
                 loss[lo:hi] = lc.double().cpu().numpy()
+                # divergence: one check per chunk of students, after its last epoch (nothing in the epoch loop)
+                if not (np.isfinite(loss[lo:hi]).all() and np.isfinite(params[lo:hi]).all()):
+                    self._raise_diverged(loss[lo:hi], params[lo:hi], ids[lo:hi])
                 if traj is not None and tr is not None:
                     traj[:, lo:hi] = tr.cpu().numpy()
         self.init_params_ = init_params
@@ -855,6 +859,14 @@ class BatchedMLP:
             self.intercepts_.append(params[:, off:off + o])
             off += o
         return self
+
+    def _raise_diverged(self, loss: np.ndarray, params: np.ndarray, ids: np.ndarray) -> None:
+        """Non-finite training loss or weights (Adam blown up by too large a step): a clear error, never NaN students."""
+        bad = ~(np.isfinite(loss) & np.isfinite(params).all(axis=1))
+        first = int(np.flatnonzero(bad)[0])
+        raise UserError(f"lr: training diverged at lr={self.lr!r}: the loss became non-finite ({float(loss[first])}) "
+                        f"for {int(bad.sum())} of the {len(loss)} students checked (first: student {int(ids[first])}); "
+                        f"use a lower learning rate (e.g. lr={float(self.lr) / 100.0:g})")
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "params_"):
