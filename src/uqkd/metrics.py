@@ -16,6 +16,7 @@ __all__ = [
     "student_mse",
     "inter_student_var",
     "inter_student_var_se",
+    "paired_variance_ratio",
     "covariance_match_test",
     "intra_student_var",
     "predictive_entropy",
@@ -93,6 +94,37 @@ def inter_student_var_se(y_pred: np.ndarray) -> float:
     rows = d2.sum(axis=1)  # (R,)
     v = ((R - 1) * (rows.sum() / (R - 1)) / n - R / (R - 1) * rows / n) / (R - 2)  # (R,)
     return float(np.sqrt((R - 1) / R * np.sum((v - v.mean()) ** 2)))
+
+
+def paired_variance_ratio(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
+    r"""Ratio of the mean across-student variance after / before, and the standard error of its log.
+
+    The same R students are measured twice (e.g. parameters before and after training). Student r's
+    share of the mean variance is :math:`d_r = \tfrac{R}{R-1}\,\overline{(x_{r\cdot} - \bar x_{\cdot})^2}`
+    (its mean over students is the mean sample variance, ddof=1), so the ratio is
+    :math:`\bar d^{after} / \bar d^{before}` and, by the delta method with the students as the unit
+    and the pairing kept, :math:`\mathrm{SE}(\log) = \mathrm{sd}_r(d^{after}_r/\bar d^{after} -
+    d^{before}_r/\bar d^{before}) / \sqrt R` (t on R - 1 df). Unlike an F interval on R - 1 df, it
+    counts the many averaged coordinates and the pairing; coverage is checked by simulation in the tests.
+
+    Parameters
+    ----------
+    before, after : arrays of shape (n_students, ...), the same shape, n_students >= 3
+    """
+    b = _check_students(before).astype(np.float64).reshape(np.shape(before)[0], -1)
+    a = _check_students(after).astype(np.float64).reshape(np.shape(after)[0], -1)
+    if a.shape != b.shape:
+        raise ValueError(f"after: expected the shape of before {b.shape}, got {a.shape}")
+    R = b.shape[0]
+    if R < 3:
+        raise ValueError(f"before: a paired variance ratio needs n_students >= 3, got {R}")
+    db = R / (R - 1) * ((b - b.mean(axis=0)) ** 2).mean(axis=1)
+    da = R / (R - 1) * ((a - a.mean(axis=0)) ** 2).mean(axis=1)
+    mb, ma = float(db.mean()), float(da.mean())
+    if not (mb > 0 and ma > 0):
+        return (ma / mb if mb > 0 else float("nan")), float("nan")
+    z = da / ma - db / mb
+    return ma / mb, float(z.std(ddof=1) / np.sqrt(R))
 
 
 def covariance_match_test(samples: np.ndarray, cov: np.ndarray) -> dict[str, float]:

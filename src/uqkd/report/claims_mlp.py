@@ -68,21 +68,31 @@ def _cells_t(x: np.ndarray, label: str, direction: str, level: float = 0.95, uni
                            level=level, n=len(x), unit=unit)
 
 
-def per_teacher(values, datasets) -> np.ndarray:
-    """One replicate per teacher: the cells of a dataset share its one teacher, so their mean is one value."""
+def per_teacher(values, teachers) -> np.ndarray:
+    """One replicate per teacher: the cells (student models) of a teacher share it, so their mean is one value.
+    ``teachers`` labels each value's teacher (the dataset, or the dataset and teacher replicate)."""
     import pandas as pd
 
-    return pd.Series(np.asarray(values, dtype=float)).groupby(np.asarray(datasets)).mean().to_numpy()
+    keys = [str(t) for t in teachers]
+    return pd.Series(np.asarray(values, dtype=float)).groupby(np.asarray(keys)).mean().to_numpy()
+
+
+def _teacher_keys(d) -> list:
+    """Each row's teacher: (dataset, teacher replicate) where the table has replicates, else the dataset."""
+    if "teacher" in d:
+        return list(zip(d["dataset"], d["teacher"]))
+    return list(d["dataset"])
 
 
 def _f4_entropy(t):
     df = t["student-entropy"]
     d = df[df["target_mode"] == "argmax"]
     gap = d["entropy_gap"].to_numpy(dtype=float)
-    x = _cells_t(per_teacher(gap, d["dataset"]), "mean gap", "<", unit="teachers (datasets)")
+    keys = _teacher_keys(d)
+    x = _cells_t(per_teacher(gap, keys), "mean gap", "<", unit="teachers")
     var = d["inter_student_var"].to_numpy(dtype=float)
     return ("student minus teacher predictive entropy (nats) under argmax distillation; t interval across "
-            f"{d['dataset'].nunique()} teachers (one per dataset: the student models of a dataset share its teacher, "
+            f"{len(set(keys))} teachers ({d['dataset'].nunique()} datasets; the student models of a teacher share it, "
             f"so their {len(gap)} cells are averaged per teacher)",
             f"{x.estimate:+.4f} (mean); {np.mean(gap < 0):.0%} of cells below the teacher",
             f"95% {fmt_interval(x.lo, x.hi)}; cells {gap.min():+.4f}..{gap.max():+.4f}; inter-student variance "
@@ -96,19 +106,20 @@ register_claim(ClaimSpec(
 
 def _b_soft_sampled(t):
     df = t["student-entropy"]
-    a = df[df["target_mode"] == "argmax"].set_index(["dataset", "student"])["entropy_gap"].abs()
+    idx = ["dataset", "teacher", "student"] if "teacher" in df else ["dataset", "student"]
+    a = df[df["target_mode"] == "argmax"].set_index(idx)["entropy_gap"].abs()
     modes = [m for m in ("soft", "sampled") if (df["target_mode"] == m).any()]
     if not modes:
         raise NotComputable("needs soft or sampled rows")
     lvl = bonferroni_level(len(modes))
     tests = []
     for mode in modes:
-        m = df[df["target_mode"] == mode].set_index(["dataset", "student"])["entropy_gap"].abs()
+        m = df[df["target_mode"] == mode].set_index(idx)["entropy_gap"].abs()
         diff = (m - a).dropna()
-        tests.append(_cells_t(per_teacher(diff.to_numpy(), diff.index.get_level_values("dataset")), mode, "<", lvl,
-                              unit="teachers (datasets)"))
-    return ("|student - teacher entropy| minus that of argmax distillation, per dataset x student cell, averaged per "
-            f"teacher (one per dataset); t intervals across teachers, {lvl:.2%} (Bonferroni over {len(modes)} modes)",
+        keys = [i[:-1] for i in diff.index]  # (dataset[, teacher]) of each (.., student) cell
+        tests.append(_cells_t(per_teacher(diff.to_numpy(), keys), mode, "<", lvl, unit="teachers"))
+    return ("|student - teacher entropy| minus that of argmax distillation, per teacher x student cell, averaged per "
+            f"teacher; t intervals across teachers, {lvl:.2%} (Bonferroni over {len(modes)} modes)",
             "; ".join(x.text() for x in tests), "holds if narrower (below 0) for each mode",
             Verdict(all_of(x.verdict for x in tests), mde=first_mde(tests)))
 
@@ -118,18 +129,46 @@ register_claim(ClaimSpec(
                                   "distillation opens", ("student-entropy",), _b_soft_sampled, beyond=True))
 
 
-def _before_after(t, before: str, after: str, what: str):
+def log_ratio_t(label: str, ratio: float, se_log: float, df: int, direction: str, level: float, n: int):
+    """A t interval for a ratio from the SE of its log; verdict against 1."""
+    from .claims import Comparison, mde_text, mde_two_sample, t_interval, verdict_from_interval
+
+    if not (ratio > 0 and np.isfinite(ratio)):
+        raise NotComputable(f"{label}: the ratio is {ratio}")
+    if not se_log > 0:
+        raise NotComputable(f"{label}: zero standard error")
+    lo, hi = t_interval(float(np.log(ratio)), se_log, df, level)
+    v = verdict_from_interval(lo, hi, direction, 0.0)
+    mde = ""
+    if v == INCONCLUSIVE:
+        dd = mde_two_sample(se_log, 1 - level, 0.8, df)
+        mde = mde_text(float(np.exp(-dd if direction == "<" else dd)), n, "students/cell", ratio=True)
+    return Comparison(label, float(ratio), float(np.exp(lo)), float(np.exp(hi)), v, mde, ratio=True)
+
+
+def _before_after(t, before: str, after: str, what: str, se_col: str):
     df = t["init-noise-mlp"]
     d = df[(df["record"] == "summary") & (df["sigma_init"] > 0)]
     if d.empty:
         raise NotComputable("no sigma_init > 0")
     lvl = bonferroni_level(len(d))
-    tests = [variance_ratio_test(f"{r['sigma_init']:g}", float(r[after]), float(r[before]), int(r["n_students"]) - 1,
-                                 int(r["n_students"]) - 1, "<", level=lvl, n=int(r["n_students"]))
-             for _, r in d.iterrows()]
+    paired = se_col in d and bool(np.all(np.isfinite(d[se_col].to_numpy(dtype=float))))
+    if paired:
+        # the same students before and after: each student's share of the mean variance, delta method on the log
+        # ratio, t on R - 1 df (metrics.paired_variance_ratio); an F on R - 1 df ignores the pairing and the
+        # thousands of coordinates averaged, and is far too wide
+        tests = [log_ratio_t(f"{r['sigma_init']:g}", float(r[after]) / float(r[before]), float(r[se_col]),
+                             int(r["n_students"]) - 1, "<", lvl, int(r["n_students"])) for _, r in d.iterrows()]
+        how = ("t intervals on the log ratio from each student's share of the variance, paired by student (delta "
+               "method, R-1 df)")
+    else:
+        tests = [variance_ratio_test(f"{r['sigma_init']:g}", float(r[after]), float(r[before]),
+                                     int(r["n_students"]) - 1, int(r["n_students"]) - 1, "<", level=lvl,
+                                     n=int(r["n_students"])) for _, r in d.iterrows()]
+        how = "exact F intervals (conservative for paired estimates; older tables without the paired SE)"
     worst = max(tests, key=lambda x: x.hi)
-    return (f"{what} across perturbed students, after / before training, per sigma_init > 0; exact F intervals "
-            f"(conservative for paired estimates), {lvl:.2%} (Bonferroni over {len(tests)})",
+    return (f"{what} across perturbed students, after / before training, per sigma_init > 0; {how}, {lvl:.2%} "
+            f"(Bonferroni over {len(tests)})",
             f"x{np.median([x.estimate for x in tests]):.3g} (median)",
             f"least favourable sigma_init={worst.label}: x{worst.estimate:.3g} {fmt_interval(worst.lo, worst.hi)}; "
             "holds if every ratio < 1", Verdict(all_of(x.verdict for x in tests), mde=first_mde(tests)))
@@ -138,12 +177,14 @@ def _before_after(t, before: str, after: str, what: str):
 register_claim(ClaimSpec(
     "S5-init-noise-params", "5", "Training shrinks the parameter variance across students initialised with "
                                  "perturbed weights (model-driven initialisation uncertainty)",
-    ("init-noise-mlp",), lambda t: _before_after(t, "param_var_before", "param_var_after", "parameter variance")))
+    ("init-noise-mlp",), lambda t: _before_after(t, "param_var_before", "param_var_after", "parameter variance",
+                                                   "param_var_ratio_se_log")))
 
 register_claim(ClaimSpec(
     "B-init-noise-function-space", "5", "In function space, training removes most initialisation uncertainty "
                                         "(prediction variance across students shrinks)", ("init-noise-mlp",),
-    lambda t: _before_after(t, "pred_var_before", "pred_var_after", "test-prediction variance"), beyond=True))
+    lambda t: _before_after(t, "pred_var_before", "pred_var_after", "test-prediction variance", "pred_var_ratio_se_log"),
+    beyond=True))
 
 register_claim(ClaimSpec(
     "S5-bootstrap-teacher-mlp", "5", "MLP students trained on teacher outputs vary less across bootstrap samples than "
