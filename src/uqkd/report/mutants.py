@@ -61,6 +61,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "variance-aware-mlp": {"n_students": 60, "ks": (1, 3, 10, 30), "alphas": (0.5, 1.0)},
     "student-entropy": {},
     "init-noise-mlp": {"sigma_inits": (0.0, 0.2)},
+    "bootstrap-mlp": {},
 }
 
 
@@ -143,17 +144,43 @@ def _teacher_label_noise_dropped(setattr_: Any) -> None:
     _wrap(L, "student_draws", make, setattr_)
 
 
-def _teacher_entropy_at_temperature_2(setattr_: Any) -> None:
+def _teacher_is_the_labels(setattr_: Any) -> None:
+    import dataclasses
+
+    from ..experiments import mlp as M
+
+    _wrap(M, "_teacher", lambda f: lambda cfg, seed: dataclasses.replace(f(cfg, seed), mu_train=f(cfg, seed).split.y_train),
+          setattr_)
+
+
+def _soft_is_argmax(setattr_: Any) -> None:
+    from ..students import mlp as SM
+
+    def make(f: Callable[..., Any]) -> Callable[..., Any]:
+        def targets(proba: Any, mode: str = "argmax", *a: Any, **k: Any) -> Any:
+            return f(proba, "argmax" if mode == "soft" else mode, *a, **k)
+        return targets
+
+    _wrap(SM, "distillation_targets", make, setattr_)
+
+
+def _init_snapshot_aliased(setattr_: Any) -> None:
+    from ..students import mlp as SM
+
+    cls = SM.BatchedMLP
+    _wrap(cls, "param_vectors", lambda f: lambda self, which="final": f(self, "final"), setattr_)
+
+
+def _students_scored_hard(setattr_: Any) -> None:
     from ..experiments import mlp as M
 
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
-        def teacher(*a: Any, **k: Any) -> Any:
-            split, p_tr, p_te = f(*a, **k)
-            soft = np.sqrt(np.clip(p_te, 1e-300, None))
-            return split, p_tr, soft / soft.sum(axis=-1, keepdims=True)
-        return teacher
+        def hard(proba: Any, y: Any) -> Any:
+            p = np.asarray(proba)
+            return f(np.eye(p.shape[-1])[p.argmax(axis=-1)], y)  # predict() where predict_proba() belongs
+        return hard
 
-    _wrap(M, "classification_teacher", make, setattr_)
+    _wrap(M, "_mean_summaries", make, setattr_)
 
 
 def _no_training(setattr_: Any) -> None:
@@ -187,10 +214,16 @@ MUTANTS: tuple[Mutant, ...] = (
            ("teacher-noise-mlp",), ("F1-mlp",), _mlp_noise_dropped),
     Mutant("mlp-average-is-first-draw", "averaging keeps the first of the k draws (MLP students)",
            ("variance-aware-mlp",), ("F5-mlp", "F2-mlp"), _average_is_first_draw),
-    Mutant("teacher-entropy-at-t2", "the teacher's test probabilities scored at temperature 2 (a leftover of "
-           "soft-label distillation)", ("student-entropy",), ("F4",), _teacher_entropy_at_temperature_2),
+    Mutant("students-scored-hard", "the students' entropy computed from their hard predictions (predict where "
+           "predict_proba belongs)", ("student-entropy",), ("F4",), _students_scored_hard),
     Mutant("no-training", "the optimiser never moves the perturbed students (learning rate lost)",
            ("init-noise-mlp",), ("B-init-noise-function-space",), _no_training),
+    Mutant("init-snapshot-aliased", "the 'before' parameter snapshot aliases the trained weights (a reference, not a "
+           "copy)", ("init-noise-mlp",), ("S5-init-noise-params",), _init_snapshot_aliased),
+    Mutant("teacher-is-the-labels", "the teacher's outputs replaced by the training labels (the teacher fit skipped)",
+           ("bootstrap-mlp",), ("S5-bootstrap-teacher-mlp",), _teacher_is_the_labels),
+    Mutant("soft-is-argmax", "soft-label targets built as one-hot argmax labels",
+           ("student-entropy",), ("B-soft-sampled-labels",), _soft_is_argmax),
 )
 
 #: the LLM claims' mutants: (claim, mutant description, the test that applies it to a synthetic table)
