@@ -866,7 +866,7 @@ class BatchedMLP:
         first = int(np.flatnonzero(bad)[0])
         raise UserError(f"lr: training diverged at lr={self.lr!r}: the loss became non-finite ({float(loss[first])}) "
                         f"for {int(bad.sum())} of the {len(loss)} students checked (first: student {int(ids[first])}); "
-                        f"use a lower learning rate (e.g. lr={float(self.lr) / 100.0:g})")
+                        f"use a lower learning rate (e.g. lr={min(float(self.lr) / 100.0, 0.01):g})")
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "params_"):
