@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from uqkd.llm.generate import DecodingConfig, generate_samples
     from uqkd.llm.models import derive_student, load_causal_lm
     from uqkd.llm.select import build_training_set, embedding_dispersion
-    from uqkd.llm.train import SFTConfig, train_student_trl
+    from uqkd.llm.train import TrainConfig, train_student_trl
 
     items = countryinfo_qa(("capital", "continent"))[: a.questions]
     qs = [it.question for it in items]
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     student = derive_student(teacher, 3)
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        trained, info = train_student_trl(student, rows, SFTConfig(lr=5e-5, epochs=3, batch_size=10), output_dir=d)
+        trained, info = train_student_trl(student, rows, TrainConfig(lr=5e-5, epochs=3, batch_size=10), output_dir=d)
         dt = time.perf_counter() - t0
     print(f"TRL weighted SFT bf16: {info['n_steps']} steps in {dt:.1f}s = {info['n_steps'] / dt:.2f} steps/s, "
           f"final loss {info['losses'][-1]:.3f}")

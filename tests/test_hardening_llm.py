@@ -79,12 +79,12 @@ def test_no_answer_within_max_length_after_the_load_when_the_tokenizer_alone_can
 
 
 def test_trl_api_checks_answer_tokens_before_the_trainer():
-    from uqkd.llm.train import SFTConfig, train_student_trl
+    from uqkd.llm.train import TrainConfig, train_student_trl
 
     rows = [{"prompt": "Q" * 100, "completion": "A"}] * 2
     with pytest.raises(UserError, match=r"^train: no row has answer tokens within max_length \(16 tokens\): the "
                                         r"prompt of every one of the 2 rows fills it; shorten the prompts$"):
-        train_student_trl(tiny_causal_lm(seed=0, n_layers=1, chat=False), rows, SFTConfig(max_length=16))
+        train_student_trl(tiny_causal_lm(seed=0, n_layers=1, chat=False), rows, TrainConfig(max_length=16))
 
 
 def test_load_tokenizer_reads_a_model_folder_without_its_weights(work, tmp_path):

@@ -51,12 +51,12 @@ def test_pipeline_sample_build_distill_evaluate(work, capsys):
     from trl.data_utils import is_conversational
 
     from uqkd.llm.models import load_causal_lm
-    from uqkd.llm.train import SFTConfig, tokenize_rows, trl_trainer
+    from uqkd.llm.train import TrainConfig, tokenize_rows, trl_trainer
 
     ds = load_dataset("json", data_files=str(work / "train-inverse-variance-loss.jsonl"), split="train")
     assert is_conversational(ds[0]) and "weight" in ds.column_names
     st = load_causal_lm(t, device="cpu", dtype="float32")
-    tr = trl_trainer(st, list(ds), SFTConfig(batch_size=2), output_dir=str(work / "trl-check"))
+    tr = trl_trainer(st, list(ds), TrainConfig(batch_size=2), output_dir=str(work / "trl-check"))
     ours = tokenize_rows(st, list(ds), 192)
     assert [x["input_ids"] for x in tr.train_dataset] == [x["input_ids"] for x in ours]
     assert [x["labels"] for x in tr.train_dataset] == [x["labels"] for x in ours]

@@ -26,7 +26,7 @@ from uqkd.llm.generate import (  # noqa: E402
     stop_token_ids,
 )
 from uqkd.llm.models import load_causal_lm, save_lm, tiny_causal_lm  # noqa: E402
-from uqkd.llm.train import SFTConfig, tokenize_rows, train_student, weighted_sequence_loss  # noqa: E402
+from uqkd.llm.train import TrainConfig, tokenize_rows, train_student, weighted_sequence_loss  # noqa: E402
 
 
 def _old_warp(input_ids, scores, dec, prompt_start):
@@ -102,7 +102,7 @@ def test_bfloat16_on_cpu_end_to_end():
     r2 = generate_samples(lm, ["Capital?"], 2, DecodingConfig(max_new_tokens=5), seed=0)
     assert r1.texts == r2.texts  # same seed, same device and dtype: same bytes
     rows = [{"prompt": [{"role": "user", "content": "Capital?"}], "completion": [{"role": "assistant", "content": "Rome"}]}]
-    tr, info = train_student(lm, rows, SFTConfig(lr=1e-3, epochs=1, batch_size=1))
+    tr, info = train_student(lm, rows, TrainConfig(lr=1e-3, epochs=1, batch_size=1))
     assert tr.dtype == torch.bfloat16 and np.isfinite(info["losses"][-1])
 
 
@@ -114,7 +114,7 @@ def test_end_of_turn_other_than_eos_is_trained_on_and_stops_generation():
     rows = [{"prompt": [{"role": "user", "content": "Q"}], "completion": [{"role": "assistant", "content": "ab"}]}] * 8
     d = tokenize_rows(lm, rows[:1], 64)[0]
     assert eot in d["labels"] and lm.tokenizer.eos_token_id not in d["labels"]
-    tr, _ = train_student(lm, rows, SFTConfig(lr=2e-2, epochs=60, batch_size=8))
+    tr, _ = train_student(lm, rows, TrainConfig(lr=2e-2, epochs=60, batch_size=8))
     r = generate_samples(tr, ["Q"], 1, DecodingConfig(max_new_tokens=20, do_sample=False, repetition_penalty=1.0))
     assert r.texts[0][0] == "ab"
     assert r.n_tokens[0, 0] == 3  # "a", "b", <end_of_turn>: stopped there, not at max_new_tokens
@@ -165,14 +165,14 @@ def test_trl_recognises_rows_and_tokenises_them_as_uqkd_does(tmp_path):
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
     ds = load_dataset("json", data_files=str(p), split="train")
     assert is_conversational(ds[0])
-    tr = trl_trainer(lm, list(ds), SFTConfig(batch_size=2), output_dir=str(tmp_path / "o"))
+    tr = trl_trainer(lm, list(ds), TrainConfig(batch_size=2), output_dir=str(tmp_path / "o"))
     ours = tokenize_rows(lm, rows, 192)
     for a, b in zip(tr.train_dataset, ours):
         assert a["input_ids"] == b["input_ids"] and a["labels"] == b["labels"]
     assert [round(x["weight"], 6) for x in tr.train_dataset] == [0.5, 1.5, 2.5, 3.5]
     # standard format: TRL appends EOS like uqkd does
     std = [{"prompt": "Question: Q\nAnswer:", "completion": " A"}]
-    tr2 = trl_trainer(tiny_causal_lm(seed=0, n_layers=1, chat=False), std, SFTConfig(batch_size=1),
+    tr2 = trl_trainer(tiny_causal_lm(seed=0, n_layers=1, chat=False), std, TrainConfig(batch_size=1),
                       output_dir=str(tmp_path / "o2"))
     assert tr2.train_dataset[0]["input_ids"] == tokenize_rows(tiny_causal_lm(seed=0, n_layers=1, chat=False), std,
                                                               192)[0]["input_ids"]
@@ -207,7 +207,7 @@ def test_weights_change_the_gradient_exactly_as_hand_computed_and_trl_loss_is_th
     assert not torch.allclose(g_w, sum(grad(weighted_sequence_loss(lm.model(input_ids=ids, attention_mask=mask).logits,
                                                                   lab, torch.ones(3))) for _ in [0]), atol=1e-3)
     # TRL path: its collator + compute_loss give the same loss on the same batch
-    tr = trl_trainer(lm, rows, SFTConfig(batch_size=3), output_dir=str(tmp_path / "o"))
+    tr = trl_trainer(lm, rows, TrainConfig(batch_size=3), output_dir=str(tmp_path / "o"))
     batch = tr.data_collator([dict(x) for x in tr.train_dataset])
     assert torch.allclose(batch["weight"].double(), w.double())
     l_trl = tr.compute_loss(lm.model, dict(batch))
@@ -224,16 +224,16 @@ def test_weights_change_the_gradient_exactly_as_hand_computed_and_trl_loss_is_th
 ])
 def test_training_guards(row, msg):
     with pytest.raises(UserError, match=msg):
-        train_student(tiny_causal_lm(seed=0, n_layers=1), [row], SFTConfig(epochs=1))
+        train_student(tiny_causal_lm(seed=0, n_layers=1), [row], TrainConfig(epochs=1))
 
 
 def test_non_finite_lr_and_divergence_stop_training():
     with pytest.raises(UserError, match="lr: expected a finite number > 0, got inf"):
-        SFTConfig(lr=float("inf"))
+        TrainConfig(lr=float("inf"))
     lm = tiny_causal_lm(seed=0, n_layers=1)
     rows = [{"prompt": "q", "completion": "a"}] * 2
     with pytest.raises(UserError, match="(loss became|non-finite)"):
-        train_student(lm, rows, SFTConfig(lr=1e30, epochs=3, batch_size=1))
+        train_student(lm, rows, TrainConfig(lr=1e30, epochs=3, batch_size=1))
 
 
 _SAVE_SCRIPT = r"""

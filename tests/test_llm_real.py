@@ -75,7 +75,7 @@ def test_default_student_starts_competent(teacher, tmp_path):
     from uqkd.data.qa import countryinfo_qa, split_qa
     from uqkd.llm.generate import DecodingConfig, generate_samples
     from uqkd.llm.pipeline import get_resources
-    from uqkd.llm.train import SFTConfig, train_student
+    from uqkd.llm.train import TrainConfig, train_student
 
     res = get_resources("smollm2", "", 1, "hash", tmp_path, 0)
     assert res.student.model is res.teacher.model  # shared weights: no copy until a student trains
@@ -85,9 +85,9 @@ def test_default_student_starts_competent(teacher, tmp_path):
     rows = [{"prompt": [{"role": "user", "content": q}], "completion": [{"role": "assistant", "content": a[0]}]}
             for q, a in zip(qs, g.texts)]
     ln_v = math.log(len(res.teacher.tokenizer))
-    _, info = train_student(res.student, rows, SFTConfig(lr=5e-4, epochs=1, batch_size=8, lora=True), seed=0)
+    _, info = train_student(res.student, rows, TrainConfig(lr=5e-4, epochs=1, batch_size=8, lora=True), seed=0)
     assert info["first_loss"] < 0.5 * ln_v, info
     from uqkd.llm.models import derive_student
 
-    _, cut = train_student(derive_student(res.teacher, 3), rows, SFTConfig(lr=5e-4, epochs=1, batch_size=8), seed=0)
+    _, cut = train_student(derive_student(res.teacher, 3), rows, TrainConfig(lr=5e-4, epochs=1, batch_size=8), seed=0)
     assert cut["first_loss"] > ln_v, cut

@@ -10,7 +10,7 @@ pytest.importorskip("transformers")
 from uqkd.config import UserError  # noqa: E402
 from uqkd.llm.generate import encode_prompt  # noqa: E402
 from uqkd.llm.models import tiny_causal_lm  # noqa: E402
-from uqkd.llm.train import SFTConfig, tokenize_rows, train_student  # noqa: E402
+from uqkd.llm.train import TrainConfig, tokenize_rows, train_student  # noqa: E402
 
 ROWS = [{"prompt": [{"role": "user", "content": f"Capital {i}?"}],
          "completion": [{"role": "assistant", "content": f"City {i}"}], "weight": 1.0} for i in range(6)]
@@ -39,7 +39,7 @@ def test_labels_mask_prompt(lm):
 
 def test_training_lowers_loss_and_leaves_input_untouched(lm):
     before = _params(lm)
-    tr, info = train_student(lm, ROWS, SFTConfig(lr=3e-3, epochs=4, batch_size=3), seed=0)
+    tr, info = train_student(lm, ROWS, TrainConfig(lr=3e-3, epochs=4, batch_size=3), seed=0)
     assert info["losses"][-1] < info["losses"][0]
     assert info["n_steps"] == 8
     assert all(torch.equal(p, before[n]) for n, p in lm.model.named_parameters())
@@ -47,7 +47,7 @@ def test_training_lowers_loss_and_leaves_input_untouched(lm):
 
 
 def test_same_seed_same_weights_other_identity_other_order(lm):
-    cfg = SFTConfig(lr=1e-3, epochs=1, batch_size=2)
+    cfg = TrainConfig(lr=1e-3, epochs=1, batch_size=2)
     a, _ = train_student(lm, ROWS, cfg, seed=1, identity=("m", 0))
     b, _ = train_student(lm, ROWS, cfg, seed=1, identity=("m", 0))
     c, _ = train_student(lm, ROWS, cfg, seed=1, identity=("m", 1))
@@ -58,14 +58,14 @@ def test_same_seed_same_weights_other_identity_other_order(lm):
 
 def test_zero_weights_do_not_move_the_model(lm):
     rows = [dict(r, weight=0.0) for r in ROWS]
-    tr, _ = train_student(lm, rows, SFTConfig(lr=1e-2, epochs=1, batch_size=3), seed=0)
+    tr, _ = train_student(lm, rows, TrainConfig(lr=1e-2, epochs=1, batch_size=3), seed=0)
     p0 = _params(lm)
     assert all(torch.equal(p, p0[n]) for n, p in tr.model.named_parameters())
 
 
 def test_lora_trains_and_merges(lm):
     pytest.importorskip("peft")
-    tr, info = train_student(lm, ROWS, SFTConfig(lr=1e-2, epochs=2, batch_size=3, lora=True, lora_r=4), seed=0)
+    tr, info = train_student(lm, ROWS, TrainConfig(lr=1e-2, epochs=2, batch_size=3, lora=True, lora_r=4), seed=0)
     names = [n for n, _ in tr.model.named_parameters()]
     assert not any("lora" in n for n in names)
     assert set(names) == {n for n, _ in lm.model.named_parameters()}
@@ -76,29 +76,29 @@ def test_lora_trains_and_merges(lm):
 
 def test_errors(lm):
     with pytest.raises(UserError, match="empty dataset"):
-        train_student(lm, [], SFTConfig())
+        train_student(lm, [], TrainConfig())
     with pytest.raises(UserError, match="lr: expected a finite number > 0"):
-        SFTConfig(lr=0)
+        TrainConfig(lr=0)
     with pytest.raises(UserError, match="epochs"):
-        SFTConfig(epochs=0)
+        TrainConfig(epochs=0)
 
 
 def test_max_steps_trains_exactly_that_many_steps_across_epochs(lm):
     # 6 rows, batch 4: 2 steps per epoch; 5 steps = 2 full epochs + 1 step of a third, whatever `epochs` says
-    tr, info = train_student(lm, ROWS, SFTConfig(lr=1e-3, epochs=1, batch_size=4, max_steps=5), seed=0)
+    tr, info = train_student(lm, ROWS, TrainConfig(lr=1e-3, epochs=1, batch_size=4, max_steps=5), seed=0)
     assert info["n_steps"] == 5 and len(info["losses"]) == 3
     # the first epochs are the same steps as an epochs-budget run of the same student
-    a, ia = train_student(lm, ROWS, SFTConfig(lr=1e-3, epochs=2, batch_size=4), seed=0, identity=("x",))
-    b, ib = train_student(lm, ROWS, SFTConfig(lr=1e-3, epochs=9, batch_size=4, max_steps=4), seed=0, identity=("x",))
+    a, ia = train_student(lm, ROWS, TrainConfig(lr=1e-3, epochs=2, batch_size=4), seed=0, identity=("x",))
+    b, ib = train_student(lm, ROWS, TrainConfig(lr=1e-3, epochs=9, batch_size=4, max_steps=4), seed=0, identity=("x",))
     assert ia["losses"] == ib["losses"] and ia["n_steps"] == ib["n_steps"] == 4
     with pytest.raises(UserError, match="max_steps: expected an integer >= 0"):
-        SFTConfig(max_steps=-1)
+        TrainConfig(max_steps=-1)
 
 
 def test_lora_students_are_a_function_of_seed_and_identity(lm):
     """The adapters' random init comes from the student's identity, not from global torch state."""
     pytest.importorskip("peft")
-    cfg = SFTConfig(lr=1e-2, epochs=1, batch_size=3, lora=True, lora_r=4)
+    cfg = TrainConfig(lr=1e-2, epochs=1, batch_size=3, lora=True, lora_r=4)
     a, ia = train_student(lm, ROWS, cfg, seed=3, identity=("s", 0))
     torch.manual_seed(12345)  # global state moved between two runs: no effect
     b, _ = train_student(lm, ROWS, cfg, seed=3, identity=("s", 0))
@@ -107,7 +107,7 @@ def test_lora_students_are_a_function_of_seed_and_identity(lm):
     assert all(torch.equal(pa[n], pb[n]) for n in pa)
     assert not all(torch.equal(pa[n], pc[n]) for n in pa)
     # LoRA starts at the base model (B = 0): the first loss is the base model's own loss on the data
-    _, full = train_student(lm, ROWS, SFTConfig(lr=1e-9, epochs=1, batch_size=3), seed=3, identity=("s", 0))
+    _, full = train_student(lm, ROWS, TrainConfig(lr=1e-9, epochs=1, batch_size=3), seed=3, identity=("s", 0))
     assert ia["first_loss"] == pytest.approx(full["first_loss"], rel=1e-5)
 
 
@@ -147,4 +147,4 @@ def test_answer_position_logits_give_the_full_logits_loss(lm):
 def test_lora_target_modules_not_in_the_model_is_a_user_error(lm):
     pytest.importorskip("peft")
     with pytest.raises(UserError, match="lora_target_modules: no_such_proj"):
-        train_student(lm, ROWS, SFTConfig(lora=True, lora_target_modules=("no_such_proj",)), seed=0)
+        train_student(lm, ROWS, TrainConfig(lora=True, lora_target_modules=("no_such_proj",)), seed=0)

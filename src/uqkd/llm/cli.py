@@ -556,7 +556,7 @@ def _file_sha(path: str) -> str:
 def _cmd_distill(a: argparse.Namespace) -> int:
     _require_extra()
     from .select import METHODS
-    from .train import SFTConfig, check_row
+    from .train import TrainConfig, check_row
 
     if a.samples and a.method not in METHODS:
         raise UserError(f"--method: expected one of {', '.join(METHODS)}; got {a.method!r}")
@@ -577,7 +577,7 @@ def _cmd_distill(a: argparse.Namespace) -> int:
         if bad or not a.report_to.strip():
             raise UserError(f"--report-to: expected none or one or more of {', '.join(_REPORT_TO[1:])}; "
                             f"got {a.report_to!r}")
-    cfg = SFTConfig(lr=a.lr, epochs=a.epochs, batch_size=a.batch_size, lora=a.lora, lora_r=a.lora_r,
+    cfg = TrainConfig(lr=a.lr, epochs=a.epochs, batch_size=a.batch_size, lora=a.lora, lora_r=a.lora_r,
                     lora_alpha=a.lora_alpha, adapter_only=a.adapter_only,
                     lora_target_modules=tuple(m.strip() for m in a.lora_target_modules.split(",") if m.strip()))
     if a.student == "derived":

@@ -26,7 +26,7 @@ from .evaluate import ModelEval, evaluate_model, question_rows, summarize_change
 from .generate import DecodingConfig, SampleCache, generate_samples
 from .models import LoadedLM, default_cache_dir, derive_student, load_causal_lm, perturb_weights
 from .select import build_training_set, embedding_dispersion
-from .train import SFTConfig, train_student
+from .train import TrainConfig, train_student
 
 __all__ = ["Resources", "get_resources", "derived_seed", "teacher_records", "run_method", "load_items", "method_rows",
            "target_accuracy",
@@ -197,7 +197,7 @@ def run_method(
     dec: DecodingConfig,
     eval_dec: DecodingConfig,
     k_eval: int,
-    sft: SFTConfig,
+    sft: TrainConfig,
     seed: int,
     teacher_eval_emb: np.ndarray | None,
     init_noise: float = 0.0,

@@ -25,15 +25,19 @@ from .._seeding import make_rng
 from ..config import UserError
 from .models import LoadedLM, clone_lm
 
-__all__ = ["SFTConfig", "train_student", "tokenize_rows", "tokenize_row", "check_row", "check_answer_tokens",
+__all__ = ["TrainConfig", "train_student", "tokenize_rows", "tokenize_row", "check_row", "check_answer_tokens",
            "weighted_sequence_loss",
            "answer_loss",
            "trl_trainer", "train_student_trl"]
 
 
 @dataclass(frozen=True)
-class SFTConfig:
-    """Fine-tuning hyper-parameters (paper: lr 5e-5, batch 10, 3 epochs)."""
+class TrainConfig:
+    """Fine-tuning hyper-parameters of a uqkd student (paper: lr 5e-5, batch 10, 3 epochs).
+
+    Not TRL's ``trl.SFTConfig`` (that one configures :class:`uqkd.llm.WeightedSFTTrainer`); this class was called
+    ``SFTConfig`` before, a name kept as a deprecated alias.
+    """
 
     lr: float = 5e-5
     epochs: int = 3
@@ -68,6 +72,20 @@ class SFTConfig:
             raise UserError("adapter_only: needs lora=True (--lora)")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise UserError(f"weight_decay: expected a finite number >= 0, got {self.weight_decay}")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SFTConfig":  # the old name of TrainConfig, which shadowed trl.SFTConfig
+        import warnings
+
+        warnings.warn("uqkd.llm.train.SFTConfig is deprecated: use uqkd.llm.train.TrainConfig (trl.SFTConfig is "
+                      "TRL's own config, for uqkd.llm.WeightedSFTTrainer)", DeprecationWarning, stacklevel=2)
+        return TrainConfig
+    if name == "WeightedSFTTrainer":
+        from .weighted_trainer import WeightedSFTTrainer
+
+        return WeightedSFTTrainer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _fail(n: int, msg: str) -> UserError:
@@ -289,7 +307,7 @@ def _rng_devices(model: Any) -> list[Any]:
 def train_student(
     student: LoadedLM,
     rows: Sequence[dict[str, Any]],
-    cfg: SFTConfig | None = None,
+    cfg: TrainConfig | None = None,
     *,
     seed: int = 0,
     identity: Sequence[Any] = (),
@@ -305,7 +323,7 @@ def train_student(
     ----------
     student : LoadedLM
     rows : sequence of dict with ``prompt``, ``completion`` and optional ``weight``
-    cfg : SFTConfig
+    cfg : TrainConfig
     seed : int
     identity : sequence
         Names the student (e.g. method, k, student index): data order and any torch randomness
@@ -320,7 +338,7 @@ def train_student(
     """
     import torch
 
-    cfg = cfg or SFTConfig()
+    cfg = cfg or TrainConfig()
     if not rows:
         raise UserError("train: empty dataset (no training rows)")
     data = tokenize_rows(student, rows, cfg.max_length)
@@ -403,54 +421,25 @@ def train_student(
 
 
 # --------------------------------------------------------------------------- TRL path
-def _trl_classes() -> tuple[Any, Any]:
-    """WeightedSFTTrainer and its collator, built lazily (TRL is imported only when used)."""
-    import torch
-    from trl import SFTTrainer
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+def _uqkd_trl_trainer_class() -> Any:
+    """:class:`uqkd.llm.weighted_trainer.WeightedSFTTrainer` whose non-finite loss is a one-line ``UserError``
+    (built lazily: TRL is imported only when used)."""
+    from .weighted_trainer import WeightedSFTTrainer
 
-    class WeightedCollator(DataCollatorForLanguageModeling):
-        """TRL's collator, keeping the per-example ``weight`` column as a (B,) tensor."""
+    class _UqkdTrainer(WeightedSFTTrainer):
+        def _check_loss(self, loss: Any) -> None:
+            import torch
 
-        def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-            out = super().torch_call(examples)
-            out["weight"] = torch.tensor([float(e.get("weight", 1.0)) for e in examples], dtype=torch.float32)
-            return out
-
-    class WeightedSFTTrainer(SFTTrainer):
-        """TRL's SFTTrainer with per-example loss weights (:func:`weighted_sequence_loss`).
-
-        Everything else is TRL's: tokenisation of conversational / standard prompt-completion rows,
-        gradient accumulation, LR schedule, bf16, checkpoints and resume, ``report_to``, PEFT.
-        """
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.model_accepts_loss_kwargs = False  # the Trainer divides by the accumulation steps
-
-        def _set_signature_columns_if_needed(self) -> None:
-            super()._set_signature_columns_if_needed()
-            if "weight" not in self._signature_columns:
-                self._signature_columns = [*self._signature_columns, "weight"]
-
-        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                         num_items_in_batch: Any = None) -> Any:
-            w = inputs.pop("weight")
-            labels = inputs.pop("labels")
-            out = model(**{k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")},
-                        use_cache=False)
-            loss = weighted_sequence_loss(out.logits, labels, w)
             if not torch.isfinite(loss):
                 raise UserError(f"train: the loss became {float(loss)} at step {self.state.global_step + 1}; "
                                 f"training stopped (lower the learning rate, now {self.args.learning_rate})")
-            return (loss, out) if return_outputs else loss
 
-    return WeightedSFTTrainer, WeightedCollator
+    return _UqkdTrainer
 
 
-def trl_trainer(student: LoadedLM, rows: Sequence[dict[str, Any]], cfg: SFTConfig | None = None, *, seed: int = 0,
+def trl_trainer(student: LoadedLM, rows: Sequence[dict[str, Any]], cfg: TrainConfig | None = None, *, seed: int = 0,
                 output_dir: str = "", peft_config: Any = None, **trl_args: Any) -> Any:
-    """A :class:`WeightedSFTTrainer` over ``rows`` (a ``datasets.Dataset`` of prompt/completion/weight).
+    """A :class:`~uqkd.llm.weighted_trainer.WeightedSFTTrainer` over ``rows`` (a ``datasets.Dataset`` of prompt/completion/weight).
 
     ``trl_args`` go to ``trl.SFTConfig`` (e.g. ``gradient_accumulation_steps``, ``lr_scheduler_type``,
     ``report_to``, ``save_strategy``); the model is trained in place.
@@ -461,13 +450,15 @@ def trl_trainer(student: LoadedLM, rows: Sequence[dict[str, Any]], cfg: SFTConfi
     from datasets import Dataset
     from trl import SFTConfig as TRLConfig
 
-    cfg = cfg or SFTConfig()
+    cfg = cfg or TrainConfig()
     for n, r in enumerate(rows):
         check_row(r, n)
     check_answer_tokens(student.tokenizer, rows, cfg.max_length)
     data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"],
                                "weight": float(r.get("weight", 1.0))} for r in rows])
-    Trainer, Collator = _trl_classes()
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    Trainer = _uqkd_trl_trainer_class()
     pad = student.tokenizer.pad_token_id if student.tokenizer.pad_token_id is not None else 0
     args = {
         "output_dir": output_dir or tempfile.mkdtemp(prefix="uqkd-trl-"),
@@ -482,15 +473,15 @@ def trl_trainer(student: LoadedLM, rows: Sequence[dict[str, Any]], cfg: SFTConfi
         **trl_args,
     }
     return Trainer(model=student.model, args=TRLConfig(**args), train_dataset=data,
-                   processing_class=student.tokenizer, data_collator=Collator(pad_token_id=pad),
+                   processing_class=student.tokenizer, data_collator=DataCollatorForLanguageModeling(pad_token_id=pad),
                    peft_config=peft_config)
 
 
-def train_student_trl(student: LoadedLM, rows: Sequence[dict[str, Any]], cfg: SFTConfig | None = None, *,
+def train_student_trl(student: LoadedLM, rows: Sequence[dict[str, Any]], cfg: TrainConfig | None = None, *,
                       seed: int = 0, identity: Sequence[Any] = (), output_dir: str = "",
                       **trl_args: Any) -> tuple[LoadedLM, dict[str, Any]]:
-    """Like :func:`train_student`, on TRL (:class:`WeightedSFTTrainer`); the input model is left unchanged."""
-    cfg = cfg or SFTConfig()
+    """Like :func:`train_student`, on TRL (:class:`~uqkd.llm.weighted_trainer.WeightedSFTTrainer`); the input model is left unchanged."""
+    cfg = cfg or TrainConfig()
     if not rows:
         raise UserError("train: empty dataset (no training rows)")
     for n, r in enumerate(rows):
