@@ -141,7 +141,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lora-r", type=int, default=8)
     p.add_argument("--lora-alpha", type=float, default=16)
     p.add_argument("--lora-target-modules", default="", help="comma-separated module names (default: peft's)")
-    p.add_argument("--adapter-only", action="store_true", help="save only the LoRA adapter, unmerged")
+    p.add_argument("--adapter-only", action="store_true",
+                   help="save only the LoRA adapters, unmerged; a derived (or GGUF) student's base weights are saved "
+                        "once in OUT/base and named in each adapter_config.json (peft's AutoPeftModelForCausalLM and "
+                        "`uqkd llm evaluate` load them)")
     p.add_argument("--revision", default=None, help="pin a hub model to a branch, tag or commit")
     p.add_argument("--out", required=True, help="output directory (one sub-directory per student)")
     _add_common(p)
@@ -253,12 +256,16 @@ def _check_student_dirs(d: Path, skip_damaged: bool = False) -> tuple[list[Path]
         if d.exists():
             raise UserError(f"--students: {str(d)!r} is a file; pass the directory `uqkd llm distill` wrote")
         raise UserError(f"--students: directory not found: {str(d)!r}")
-    if (d / "config.json").is_file():
+    def _model_dir(p: Path) -> bool:
+        return (p / "config.json").is_file() or (p / "adapter_config.json").is_file()
+
+    if _model_dir(d) and not _is_adapter_base(d):
         dirs = [d]
     else:
-        dirs = sorted(p for p in d.iterdir() if not p.name.startswith(".") and (p / "config.json").is_file())
+        dirs = sorted(p for p in d.iterdir() if not p.name.startswith(".") and _model_dir(p) and not _is_adapter_base(p))
     if not dirs:
-        raise UserError(f"--students: no student model directories (with config.json) in {str(d)!r}")
+        raise UserError(f"--students: no student model directories (with config.json, or adapter_config.json for "
+                        f"LoRA adapters) in {str(d)!r}")
     good, skipped = [], {}
     for sd in dirs:
         try:
@@ -279,6 +286,32 @@ def _check_student_dirs(d: Path, skip_damaged: bool = False) -> tuple[list[Path]
         raise UserError(f"--students: every student folder in {str(d)!r} is damaged ("
                         + "; ".join(f"{n}: {w}" for n, w in skipped.items()) + ")")
     return good, skipped
+
+
+#: ``uqkd.json`` role of the base model `llm distill --adapter-only` saves beside the adapters (not a student)
+_ADAPTER_BASE_ROLE = "adapter-base"
+
+
+def _is_adapter_base(p: Path) -> bool:
+    try:
+        return json.loads((p / "uqkd.json").read_text(encoding="utf-8")).get("role") == _ADAPTER_BASE_ROLE
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
+
+
+def _adapter_base_spec(a: argparse.Namespace) -> str | None:
+    """The --student spec that is the adapters' base as it is (a local model folder or a hub id), or None when the
+    base must be saved (a derived student, a GGUF file)."""
+    from .models import DEFAULT_TEACHER
+
+    if a.student == "derived" or a.student == DEFAULT_TEACHER:
+        return None
+    p = Path(a.student).expanduser()
+    if p.is_dir():
+        return str(p.resolve())
+    if p.exists():  # a .gguf: de-quantised in memory
+        return None
+    return a.student
 
 
 def _decoding(a: argparse.Namespace) -> Any:
@@ -648,6 +681,14 @@ def _cmd_distill(a: argparse.Namespace) -> int:
     else:
         base = load_causal_lm(a.student, cache_dir=root, device=a.device, dtype=a.dtype, revision=a.revision)
     _check_student_chat(per_student, base.chat, a.student)
+    adapter_base: str | Path | None = None
+    if a.adapter_only:  # the adapters load onto the model they were trained on, not onto the teacher
+        adapter_base = _adapter_base_spec(a)
+        if adapter_base is None:
+            adapter_base = out / "base"
+            save_lm(base, adapter_base, {"role": _ADAPTER_BASE_ROLE, "base": base.name, "teacher": a.teacher,
+                                         "student_every": a.student_every})
+            print(f"adapter base: {adapter_base} (the model the adapters were trained on)")
     src_name = Path(a.train or a.samples).name
     for r, rows in enumerate(per_student):
         ident = ("sft", src_name, r)
@@ -662,7 +703,7 @@ def _cmd_distill(a: argparse.Namespace) -> int:
                 "method": rows[0].get("method", "?"), "seed": a.seed, "train_data_sha256": data_sha,
                 "n_examples": info["n_examples"], "n_steps": info["n_steps"], "lr": a.lr, "epochs": a.epochs,
                 "lora": a.lora, "trainer": a.trainer}
-        save_lm(trained, out / f"student-{r:03d}", meta, adapter_only=a.adapter_only)
+        save_lm(trained, out / f"student-{r:03d}", meta, adapter_only=a.adapter_only, adapter_base=adapter_base)
         import shutil
 
         shutil.rmtree(out / f".trl-{r:03d}.tmp{os.getpid()}", ignore_errors=True)

@@ -295,6 +295,10 @@ def check_model_spec(spec: Any, flag: str = "model", *, allow: tuple[str, ...] =
             raise UserError(f"{flag} {spec!r}: not a model directory or a .gguf file; {_HOW}")
         return
     if p.is_dir():
+        if not (p / "config.json").is_file() and (p / "adapter_config.json").is_file():
+            base = adapter_base(p, flag)
+            check_model_spec(base, f"{flag} {spec!r}: its base model", weights=weights)
+            return
         if not (p / "config.json").is_file():
             raise UserError(f"{flag} {spec!r}: no config.json in that directory; {_HOW}")
         _check_config_json(p, flag)
@@ -351,6 +355,66 @@ def _load_dir(path: Path) -> tuple[Any, Any]:
 def _gguf_cache_dir(path: Path, cache_dir: Path | None) -> Path | None:
     """Where :func:`_load_gguf` keeps the de-quantised model of ``path``."""
     return None if cache_dir is None else Path(cache_dir) / "models" / f"{path.stem}-{_file_fingerprint(path)}"
+
+
+def adapter_base(path: str | Path, flag: str = "model") -> str:
+    """The base model of a peft adapter folder (``adapter_config.json`` without ``config.json``).
+
+    ``uqkd.json``'s ``adapter_base`` (a path relative to the adapter folder, written by ``uqkd llm distill
+    --adapter-only``) first, so a moved output folder still finds its ``base/``; else ``adapter_config.json``'s
+    ``base_model_name_or_path`` (a hub id, or a path: relative paths are taken from the adapter folder).
+    """
+    p = Path(path)
+    meta = p / "uqkd.json"
+    try:
+        rel = json.loads(meta.read_text(encoding="utf-8")).get("adapter_base") if meta.is_file() else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        rel = None
+    if isinstance(rel, str) and (p / rel).is_dir():
+        return str((p / rel).resolve())
+    f = p / "adapter_config.json"
+    try:
+        base = json.loads(f.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+        raise UserError(f"{flag} {str(p)!r}: {str(f)!r} is unreadable or not a JSON object "
+                        f"({type(exc).__name__})") from None
+    if not isinstance(base, str) or not base:
+        raise UserError(f"{flag} {str(p)!r}: {str(f)!r} names no base_model_name_or_path; cannot load the adapter")
+    q = Path(base).expanduser()
+    if not q.is_absolute() and not q.exists() and (p / q).exists():
+        return str((p / q).resolve())
+    return base
+
+
+def _load_adapter_dir(p: Path, cache: Path, prompt_format: str, fin: dict[str, str]) -> LoadedLM:
+    """A peft adapter folder on its base model (:func:`adapter_base`), adapters merged for generation."""
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise UserError(f"model {str(p)!r}: a LoRA adapter folder needs the 'peft' package: "
+                        "pip install 'uqkd[llm]'") from None
+    base_spec = adapter_base(p)
+    base = load_causal_lm(base_spec, cache_dir=cache, prompt_format=prompt_format, device="cpu", dtype="float32")
+    try:
+        model = PeftModel.from_pretrained(base.model, str(p)).merge_and_unload()
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise UserError(f"model {str(p)!r}: the adapter does not load onto its base {base_spec!r} "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
+    tok = base.tokenizer
+    if any(p.glob("tokenizer*.json")):
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(p, trust_remote_code=False)
+    return _finish(f"adapter:{p.resolve()}", model, tok, prompt_format,
+                   revision=f"{base.revision}+{_adapter_fingerprint(p)}", **fin)
+
+
+def _adapter_fingerprint(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(path.glob("adapter_*")):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:12]
 
 
 def load_tokenizer(spec: str, *, cache_dir: str | Path | None = None, revision: str | None = None) -> Any | None:
@@ -440,6 +504,8 @@ def load_causal_lm(
     if p.is_file() and p.suffix == ".gguf":
         model, tok = _load_gguf(p, cache)
         return _finish(f"gguf:{p.resolve()}", model, tok, prompt_format, revision=_file_fingerprint(p), **fin)
+    if p.is_dir() and not (p / "config.json").is_file() and (p / "adapter_config.json").is_file():
+        return _load_adapter_dir(p, cache, prompt_format, fin)
     if p.is_dir():
         model, tok = _load_dir(p)
         return _finish(f"dir:{p.resolve()}", model, tok, prompt_format, revision=_dir_fingerprint(p), **fin)
@@ -588,8 +654,13 @@ def _model_card(lm: LoadedLM, meta: dict[str, Any]) -> str:
 
 
 def save_lm(lm: LoadedLM, path: str | Path, extra: dict[str, Any] | None = None, *,
-            adapter_only: bool = False) -> Path:
+            adapter_only: bool = False, adapter_base: str | Path | None = None) -> Path:
     """Save model (safetensors), tokenizer, ``uqkd.json`` metadata and a model card (``README.md``) to ``path``.
+
+    ``adapter_only`` saves the LoRA adapters alone; ``adapter_base`` (a model folder or hub id) is then the base
+    they were trained on: written to ``adapter_config.json`` (``base_model_name_or_path``; a folder as its absolute
+    path, so ``peft.AutoPeftModelForCausalLM`` loads it from anywhere) and, a folder, to ``uqkd.json`` relative to
+    ``path`` (``adapter_base``), so uqkd still finds it when the output folder moves.
 
     Everything is written to a temporary sibling directory first and renamed into place, so an
     interrupted save never damages an earlier model at ``path``.
@@ -611,6 +682,14 @@ def save_lm(lm: LoadedLM, path: str | Path, extra: dict[str, Any] | None = None,
         model.save_pretrained(tmp, safe_serialization=True)
         lm.tokenizer.save_pretrained(tmp)
         meta = {"name": lm.name, "chat": lm.chat, "revision": lm.revision, **(extra or {})}
+        if adapter_only and adapter_base is not None:
+            base = str(adapter_base)
+            if Path(base).expanduser().is_dir():
+                meta["adapter_base"] = os.path.relpath(Path(base).expanduser().resolve(), p.resolve())
+                base = str(Path(base).expanduser().resolve())
+            acfg = json.loads((tmp / "adapter_config.json").read_text(encoding="utf-8"))
+            acfg["base_model_name_or_path"] = base
+            atomic_write_text(tmp / "adapter_config.json", json.dumps(acfg, indent=2, sort_keys=True))
         atomic_write_text(tmp / "uqkd.json", json.dumps(meta, indent=2))
         atomic_write_text(tmp / "README.md", _model_card(lm, {**meta, "path": str(p)}))
         old = None
