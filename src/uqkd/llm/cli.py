@@ -146,7 +146,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "once in OUT/base and named in each adapter_config.json (peft's AutoPeftModelForCausalLM and "
                         "`uqkd llm evaluate` load them)")
     p.add_argument("--revision", default=None, help="pin a hub model to a branch, tag or commit")
-    p.add_argument("--out", required=True, help="output directory (one sub-directory per student)")
+    p.add_argument("--out", required=True,
+                   help="output directory (one sub-directory per student); students already finished there are "
+                        "kept and skipped (resumed), only the missing ones are trained")
+    p.add_argument("--overwrite", action="store_true",
+                   help="retrain and replace the students already finished in --out (default: keep and skip them)")
     _add_common(p)
     p.set_defaults(func=_cmd_distill)
 
@@ -175,6 +179,25 @@ def _positive_int(v: int, name: str, minimum: int = 1) -> int:
 
 _REPORT_TO = ("none", "all", "azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow",
               "mlflow", "neptune", "swanlab", "tensorboard", "trackio", "wandb")  # transformers' integrations
+
+
+#: --report-to integration -> the packages transformers needs for it (any one of them)
+_REPORT_TO_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",),
+                       "comet_ml": ("comet_ml",), "clearml": ("clearml",), "dvclive": ("dvclive",),
+                       "neptune": ("neptune",), "codecarbon": ("codecarbon",), "azure_ml": ("azureml",),
+                       "dagshub": ("dagshub",), "flyte": ("flytekit",), "swanlab": ("swanlab",),
+                       "trackio": ("trackio",)}
+
+
+def _check_report_to_packages(report_to: str) -> None:
+    """A --report-to integration whose package is not installed fails now, not after the models load."""
+    import importlib.util
+
+    for name in (t.strip() for t in report_to.split(",")):
+        mods = _REPORT_TO_PACKAGES.get(name)
+        if mods and not any(importlib.util.find_spec(m) is not None for m in mods):
+            raise UserError(f"--report-to {name}: needs the {mods[0]!r} package, which is not installed: "
+                            f"pip install {mods[0]}")
 
 
 def _finite(v: float, name: str, *, gt: float | None = None, ge: float | None = None) -> float:
@@ -610,6 +633,7 @@ def _cmd_distill(a: argparse.Namespace) -> int:
         if bad or not a.report_to.strip():
             raise UserError(f"--report-to: expected none or one or more of {', '.join(_REPORT_TO[1:])}; "
                             f"got {a.report_to!r}")
+        _check_report_to_packages(a.report_to)
     cfg = TrainConfig(lr=a.lr, epochs=a.epochs, batch_size=a.batch_size, lora=a.lora, lora_r=a.lora_r,
                     lora_alpha=a.lora_alpha, adapter_only=a.adapter_only,
                     lora_target_modules=tuple(m.strip() for m in a.lora_target_modules.split(",") if m.strip()))
@@ -650,6 +674,16 @@ def _cmd_distill(a: argparse.Namespace) -> int:
                   f"{min(kq)}..{max(kq)})" if variable else f"teacher-draws (own {kps} draws per question per student)")
         data_sha = _file_sha(a.samples)
     _check_device(a)
+    out = Path(a.out)
+    _remove_stale_distill_temporaries(out)  # first: a student a kill left as .student-N.old<pid> is put back
+    finished = {} if a.overwrite else _finished_students(out, a.students, {
+        "train_data_sha256": data_sha, "design": design, "seed": a.seed, "lr": a.lr, "epochs": a.epochs,
+        "lora": a.lora, "trainer": a.trainer})
+    for r, d in finished.items():
+        print(f"student {r}: finished in {d}, skipped (resumed; --overwrite retrains it)")
+    if len(finished) == a.students:
+        print(f"students: {out} (all {a.students} finished already; nothing to train)")
+        return 0
     if not a.train:
         from .embed import load_embedder
 
@@ -673,8 +707,6 @@ def _cmd_distill(a: argparse.Namespace) -> int:
         _check_student_chat(per_student, getattr(tok, "chat_template", None) is not None, a.student)
         for rows in per_student:
             check_answer_tokens(tok, rows, cfg.max_length)
-    out = Path(a.out)
-    _remove_stale_distill_temporaries(out)
     if a.student == "derived":
         base = derive_student(load_causal_lm(a.teacher, cache_dir=root, device=a.device, dtype=a.dtype,
                                              revision=a.revision), a.student_every)
@@ -686,11 +718,14 @@ def _cmd_distill(a: argparse.Namespace) -> int:
         adapter_base = _adapter_base_spec(a)
         if adapter_base is None:
             adapter_base = out / "base"
+        if isinstance(adapter_base, Path) and (a.overwrite or not _is_adapter_base(adapter_base)):
             save_lm(base, adapter_base, {"role": _ADAPTER_BASE_ROLE, "base": base.name, "teacher": a.teacher,
                                          "student_every": a.student_every})
             print(f"adapter base: {adapter_base} (the model the adapters were trained on)")
     src_name = Path(a.train or a.samples).name
     for r, rows in enumerate(per_student):
+        if r in finished:
+            continue
         ident = ("sft", src_name, r)
         if a.trainer == "trl":
             trained, info = train_student_trl(base, rows, cfg, seed=a.seed, identity=ident,
@@ -711,6 +746,27 @@ def _cmd_distill(a: argparse.Namespace) -> int:
               f"({design})")
     print(f"students: {out} (model card README.md in each)")
     return 0
+
+
+def _finished_students(out: Path, n: int, now: dict[str, Any]) -> dict[int, Path]:
+    """The students ``0..n-1`` already finished in ``out`` (a ``student-NNN`` folder with its ``uqkd.json``: save_lm
+    renames a complete folder into place), ``{index: folder}``. One trained with other settings is a ``UserError``
+    (resuming would mix two designs)."""
+    done = {}
+    for r in range(n):
+        d = out / f"student-{r:03d}"
+        try:
+            meta = json.loads((d / "uqkd.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if not isinstance(meta, dict):
+            continue
+        diff = [f"{k} {meta[k]!r} there, {v!r} now" for k, v in now.items() if k in meta and meta[k] != v]
+        if diff:
+            raise UserError(f"--out: {str(d)!r} is a finished student trained with other settings ({'; '.join(diff)}); "
+                            "pass --overwrite to retrain it, or choose another --out")
+        done[r] = d
+    return done
 
 
 def _check_student_chat(per_student: list[list[dict[str, Any]]], chat: bool, student: str) -> None:
