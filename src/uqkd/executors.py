@@ -79,13 +79,43 @@ class InProcessExecutor:
         return None
 
 
-def _init_worker() -> None:
-    """One BLAS / OpenMP thread per worker process: workers x threads stays at the core count.
+#: seconds between a worker's checks that the process that started it is still alive
+PARENT_POLL_S = 0.5
+
+
+def _watch_parent(parent_pid: int, poll_s: float = PARENT_POLL_S) -> None:
+    """Exit this worker as soon as ``parent_pid`` (the sweep's main process) is gone.
+
+    A main process killed with SIGKILL runs no clean-up, and a pool worker waits on its task queue for good (with
+    the resource tracker, which waits on the workers): a daemon thread polls ``os.getppid()`` (the worker is
+    re-parented when its parent dies; POSIX and Windows alike, no prctl needed, and no surprise from
+    PR_SET_PDEATHSIG firing when the *thread* that spawned the worker ends) and ends the process with
+    ``os._exit`` within ``poll_s`` seconds.
+    """
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)  # no clean-up owed: the parent that would collect our results is gone
+            time.sleep(poll_s)
+
+    if os.getppid() != parent_pid:  # already gone while we started
+        os._exit(1)
+    threading.Thread(target=watch, name="uqkd-parent-watchdog", daemon=True).start()
+
+
+def _init_worker(parent_pid: int | None = None) -> None:
+    """One BLAS / OpenMP thread per worker process: workers x threads stays at the core count; and the worker
+    exits when ``parent_pid`` dies (:func:`_watch_parent`).
 
     torch is *not* imported here (it costs ~1.5 s per process, more than a whole numpy-only
     sweep); ``OMP_NUM_THREADS=1`` makes torch start with one intra-op thread if a cell
     imports it, and MLP cells set their own thread count (``num_threads``) anyway.
     """
+    if parent_pid is not None:
+        _watch_parent(parent_pid)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     from . import _malloc
@@ -110,7 +140,8 @@ class ProcessPoolExecutor:
     def __init__(self, workers: int) -> None:
         self.workers = check_int(workers, "workers", min_value=1)
         self._pool = cf.ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker
+            max_workers=self.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+            initargs=(os.getpid(),)
         )
 
     def map_unordered(self, fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]]) -> Iterator[tuple[int, Any]]:
@@ -194,7 +225,8 @@ class AutoExecutor:
 
     def _start_pool(self) -> cf.ProcessPoolExecutor:
         self._pool = cf.ProcessPoolExecutor(
-            max_workers=self.max_workers, mp_context=mp.get_context("spawn"), initializer=_init_worker
+            max_workers=self.max_workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+            initargs=(os.getpid(),)
         )
         self.spawned = True
         return self._pool
