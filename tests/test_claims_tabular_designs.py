@@ -22,7 +22,7 @@ def _va_mlp(v_of_k, R=1000, rel_noise=0.0, seed=0, se=True):
             true = v_of_k(a, k)
             v = true * (1 + rel_noise * rng.standard_normal())
             row = {"noise": "homoscedastic", "alpha": a, "k": k, "method": "averaging", "n_students": R,
-                   "inter_student_var": v}
+                   "inter_student_var": v, "teacher_sampling": "draws"}
             if se:
                 row["inter_student_var_se"] = 0.02 * true
             rows.append(row)

@@ -213,11 +213,18 @@ def test_reversed_effect_is_contradicted():
 
 def test_reversed_tabular_slope_is_contradicted():
     rows = [{"noise": "homoscedastic", "alpha": 1.0, "k": k, "method": "averaging", "n_students": 200,
-             "inter_student_var": 0.04 * k**0.5} for k in (1, 3, 10, 30)]
+             "inter_student_var": 0.04 * k**0.5, "teacher_sampling": "draws"} for k in (1, 3, 10, 30)]
     r = _by_id({"variance-aware-linear": pd.DataFrame(rows)})["F2"]
     assert r.verdict == "contradicted"
     ok = [{**x, "inter_student_var": 0.04 / x["k"]} for x in rows]
     assert _by_id({"variance-aware-linear": pd.DataFrame(ok)})["F2"].verdict == "holds"
+    # the same numbers from exact sampling (the 1/k generated, no averaging ran), or from a table that does not say
+    # how its draws were made, are not a finding
+    exact = [{**x, "teacher_sampling": "exact"} for x in ok]
+    r = _by_id({"variance-aware-linear": pd.DataFrame(exact)})["F2"]
+    assert r.verdict == "not computable" and "by construction" in r.value
+    old = [{k: v for k, v in x.items() if k != "teacher_sampling"} for x in ok]
+    assert _by_id({"variance-aware-linear": pd.DataFrame(old)})["F2"].verdict == "not computable"
 
 
 def test_tiny_sample_is_inconclusive_with_mde():

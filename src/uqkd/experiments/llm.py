@@ -217,13 +217,13 @@ def _setup(cfg: LLMConfig, seed: int) -> tuple[Any, Any, Any, Any, Any]:
     from ..llm.generate import DecodingConfig
     from ..llm.models import check_model_spec
     from ..llm.pipeline import get_resources, load_items
-    from ..llm.train import SFTConfig
+    from ..llm.train import TrainConfig
 
     # every setting that can be checked without a model first: a bad one fails in a second, not after the load
     dec = DecodingConfig(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                          repetition_penalty=cfg.repetition_penalty, max_new_tokens=cfg.max_new_tokens)
-    sft = SFTConfig(lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, lora=cfg.lora, lora_r=cfg.lora_r,
-                    lora_alpha=cfg.lora_alpha, lora_target_modules=tuple(cfg.lora_target_modules))
+    sft = TrainConfig(lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, lora=cfg.lora, lora_r=cfg.lora_r,
+                      lora_alpha=cfg.lora_alpha, lora_target_modules=tuple(cfg.lora_target_modules))
     check_model_spec(cfg.teacher, "teacher")
     if cfg.student:
         check_model_spec(cfg.student, "student")

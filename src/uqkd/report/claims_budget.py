@@ -46,6 +46,9 @@ def _pooled_log_ratio(d: Any, col: str) -> tuple[float, float, int]:
     se = d[f"{col}_se_log"].to_numpy(float)
     ok = np.isfinite(r) & np.isfinite(se) & (r > 0) & (se > 0)
     if not ok.any():
+        same = np.isfinite(r) & (r > 0) & (se == 0)
+        if same.any():  # the schemes gave identical students (e.g. an allocation equal to the reference): exact
+            return float(np.log(r[same]).mean()), 0.0, int(same.sum())
         raise NotComputable(f"no rows with a finite {col} and a positive standard error")
     lr, se = np.log(r[ok]), se[ok]
     return float(lr.mean()), float(np.sqrt(np.sum(se**2)) / ok.sum()), int(ok.sum())

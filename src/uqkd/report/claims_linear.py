@@ -79,7 +79,7 @@ def _f1_linear_propagation(t):
 #: agreement with a closed form is equivalence within these margins (two one-sided tests)
 F1_MARGIN = 0.10  # the Monte-Carlo parameter covariance's mean variance ratio within +-10% of 1
 F2_MARGIN = 0.10  # the log-log slope of inter-student variance on k within -1 +- 0.1
-CLOSED_FORM_MARGIN = 0.02  # Monte-Carlo expected test MSE within 2% of the closed form
+CLOSED_FORM_MARGIN = 0.10  # Monte-Carlo test MSE within 10% of the closed form's noise part
 
 
 def _f1_full_covariance(d):
@@ -164,7 +164,10 @@ BY_CONSTRUCTION_SAMPLING = ("teacher_sampling=exact generates the mean of k draw
 def check_draws(d) -> None:
     """Raise :class:`NotComputable` when the rows were made with ``teacher_sampling=exact`` (the averaging
     claims would hold by construction)."""
-    if "teacher_sampling" in d and (d["teacher_sampling"] == "exact").any():
+    if "teacher_sampling" not in d:
+        raise NotComputable("by construction: the table has no teacher_sampling column (written before uqkd averaged "
+                            "real draws, with teacher_sampling=exact); rerun the experiment with this uqkd version")
+    if (d["teacher_sampling"] == "exact").any():
         raise NotComputable("by construction: " + BY_CONSTRUCTION_SAMPLING)
 
 
@@ -288,7 +291,7 @@ def _f3_ivw(t):
     if "hetero_strength" in d and d["hetero_strength"].nunique() > 1:
         parts = []
         for h in sorted(set(d["hetero_strength"])):
-            _, ph = _ratio_cells(a.xs(h, level=0), w.xs(h, level=0), R, f"h={h:g}")
+            ph = crn_pooled_log_ratio(a.xs(h, level=0), w.xs(h, level=0), R)
             parts.append(f"h={h:g}: x{ph.estimate:.3f} {fmt_interval(ph.lo, ph.hi)} {ph.verdict}")
         by_h = "; by strength: " + ", ".join(parts)
     return ("inter-student variance ratio, oracle-free inverse-variance WLS / averaging (heteroscedastic, k>=3, every "
@@ -599,7 +602,7 @@ def b_oracle_free(t, experiment="variance-aware-linear"):
             x.lo > -NONINFERIORITY_MARGIN for x in tests) else INCONCLUSIVE
         vs.append(v)
         mdes.append(worst.mde)
-        parts.append(f"homoscedastic (non-inferiority, every k): least favourable k={worst.label} "
+        parts.append(f"homoscedastic (non-inferiority, every k): least favourable cell (h, alpha, k)={worst.label} "
                      f"{worst.estimate:+.3g} {fmt_interval(worst.lo, worst.hi)} -> {v}")
     if len(het):
         import pandas as pd
@@ -640,20 +643,25 @@ def _b_theory_mse(t):
     d = df[df["sigma"] > 0]
     if d.empty:
         raise NotComputable("no noise level sigma > 0")
+    for col in ("mse_cv_mean", "mse_cv_sem", "theory_inter_student_var"):
+        if col not in d or not np.all(np.isfinite(d[col].to_numpy(dtype=float))):
+            raise NotComputable(f"no {col} (rerun teacher-noise-linear with this uqkd version): the margin is set on "
+                                "the noise part of the MSE, which the plain test MSE is too noisy to resolve")
     R = _n(d)
     m = len(d)
-    scale = d["theory_mse"].to_numpy(dtype=float)
+    scale = d["theory_inter_student_var"].to_numpy(dtype=float)  # the noise part of the expected test MSE
     if not np.all(scale > 0):
-        raise NotComputable("a closed-form expected MSE is not positive")
-    rel = ((d["mse_mean"] - d["theory_mse"]) / scale).to_numpy(dtype=float)
-    rel_se = (d["mse_sem"] / scale).to_numpy(dtype=float)
+        raise NotComputable("a closed-form noise part of the MSE is not positive")
+    rel = ((d["mse_cv_mean"] - d["theory_mse"]) / scale).to_numpy(dtype=float)
+    rel_se = (d["mse_cv_sem"] / scale).to_numpy(dtype=float)
     tests = [equivalence_test(f"sigma={sg:g}", r, se, R - 1, 0.0, CLOSED_FORM_MARGIN, m=m, n=R)
              for sg, r, se in zip(d["sigma"], rel, rel_se)]
     vs = [x.verdict for x in tests]
     v = CONTRADICTED if CONTRADICTED in vs else HOLDS if all(x == HOLDS for x in vs) else INCONCLUSIVE
     worst = max(tests, key=lambda x: max(abs(x.lo), abs(x.hi)))
-    return ("Monte-Carlo mean test MSE minus the closed-form expectation (bias + sigma_T^2 tr(X_test (X^T X)^-1 "
-            "X_test^T)/n_test), relative to the closed form, per sigma > 0: equivalence with 0 within "
+    return ("Monte-Carlo test MSE (its cross term 2 mean((f - mu)(mu - y)), of expectation 0, removed as a control "
+            "variate) minus the closed-form expectation bias + sigma_T^2 tr(X_test (X^T X)^-1 X_test^T)/n_test, "
+            "relative to the closed form's noise part, per sigma > 0: equivalence with 0 within "
             f"+-{CLOSED_FORM_MARGIN:.0%} (two one-sided t tests, {R - 1} df, Bonferroni over {m})",
             f"least favourable {worst.label}: {worst.estimate:+.3g} {fmt_interval(worst.lo, worst.hi)}",
             f"{vs.count(HOLDS)}/{m} within the margin; holds if every interval lies in [-{CLOSED_FORM_MARGIN:g}, "

@@ -161,7 +161,7 @@ def _b_llm_adaptive_budget(t: dict[str, Any]) -> tuple[Any, ...]:
     _check_run(df)
     d = df[df["method"].isin(["uniform", "adaptive"])]
     if "record" in d.columns:
-        d = d[d["record"].isin(["summary", "question"])]
+        d = d[d["record"].isin(["summary", "question", "question-inter"])]
     how = (f"crossed mixed model over students x questions ({METHOD_TEXT.split(', students paired')[0]}; the "
            "schemes' students have their own teacher draws: not paired); the variance ratio from each student's "
            "share of the per-question inter-student variance (inter_dev) on the log scale"

@@ -74,7 +74,10 @@ def per_teacher(values, teachers) -> np.ndarray:
     import pandas as pd
 
     keys = [str(t) for t in teachers]
-    return pd.Series(np.asarray(values, dtype=float)).groupby(np.asarray(keys)).mean().to_numpy()
+    v = np.asarray(values, dtype=float)
+    if not np.all(np.isfinite(v)):
+        raise NotComputable("a cell's entropy gap is NaN or infinite")
+    return pd.Series(v).groupby(np.asarray(keys)).mean().to_numpy()
 
 
 def _teacher_keys(d) -> list:
@@ -136,9 +139,12 @@ def log_ratio_t(label: str, ratio: float, se_log: float, df: int, direction: str
 
     if not (ratio > 0 and np.isfinite(ratio)):
         raise NotComputable(f"{label}: the ratio is {ratio}")
-    if not se_log > 0:
-        raise NotComputable(f"{label}: zero standard error")
-    lo, hi = t_interval(float(np.log(ratio)), se_log, df, level)
+    if not se_log >= 0 or not np.isfinite(se_log):
+        raise NotComputable(f"{label}: the standard error is {se_log}")
+    if se_log == 0:  # identical before and after (nothing moved): the interval is the point
+        lo = hi = float(np.log(ratio))
+    else:
+        lo, hi = t_interval(float(np.log(ratio)), se_log, df, level)
     v = verdict_from_interval(lo, hi, direction, float(np.log(threshold)))
     mde = ""
     if v == INCONCLUSIVE:
@@ -168,9 +174,12 @@ def _before_after(t, before: str, after: str, what: str, se_col: str, threshold:
         how = ("t intervals on the log ratio from each student's share of the variance, paired by student (delta "
                "method, R-1 df)")
     else:
-        tests = [variance_ratio_test(f"{r['sigma_init']:g}", float(r[after]), float(r[before]),
+        # the F interval of (after / threshold) / before against 1: the same verdict threshold as the paired path
+        tests = [variance_ratio_test(f"{r['sigma_init']:g}", float(r[after]) / threshold, float(r[before]),
                                      int(r["n_students"]) - 1, int(r["n_students"]) - 1, "<", level=lvl,
                                      n=int(r["n_students"])) for _, r in d.iterrows()]
+        tests = [type(x)(x.label, x.estimate * threshold, x.lo * threshold, x.hi * threshold, x.verdict,
+                         x.mde, ratio=True) for x in tests]
         how = "exact F intervals (conservative for paired estimates; older tables without the paired SE)"
     worst = max(tests, key=lambda x: x.hi)
     return (f"{what} across perturbed students, after / before training, per sigma_init > 0; {how}, {lvl:.2%} "
