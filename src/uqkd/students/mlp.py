@@ -43,6 +43,21 @@ spread across students; MSE statistics agree). The chunk size follows from the s
 results do not depend on the thread count. Use ``dtype="float64"`` where a single student's
 trajectory must be reproduced exactly (its GEMMs stay in MKL).
 
+Autotuning
+----------
+The fastest variant differs between hosts (oneDNN against MKL's bmm for the first-layer GEMMs, the
+activation budget that sets the chunk size). ``backend="auto"`` therefore times the candidates
+(fused with oneDNN, fused with MKL bmm, each at the budgets of :data:`AUTOTUNE_BUDGETS`; the autograd
+path for large fits) for :data:`AUTOTUNE_TRIAL_EPOCHS` epochs on one chunk of the fit's own students,
+once per (layers, rows, task, dtype, thread count, chunk size class, allocator) and host, and keeps the
+fastest (:mod:`uqkd.students._autotune`: in-process memo and ``$UQKD_CACHE/autotune``, keyed by the
+host's fingerprint, so worker processes read the first measurement). Only float32 fits large enough
+to pay for the measurement (:data:`AUTOTUNE_MIN_WORK_RATIO`, a function of the shapes) are tuned;
+float64 keeps its MKL path. The variants agree to float32 rounding (the tolerance above); on a given
+host every fit of a key uses the cached variant, so a sweep's numbers stay the same for any worker
+count or order. ``UQKD_AUTOTUNE=0`` restores the fixed defaults (oneDNN, 10 MB), and
+``UQKD_AUTOTUNE=<variant>`` or ``backend="fused-onednn" | "fused-bmm" | "autograd"`` pins one.
+
 General path
 ------------
 ``backend="autograd"`` (chosen by ``backend="auto"`` whenever the fused kernel does not apply)
@@ -58,6 +73,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -68,6 +84,7 @@ from .. import _malloc
 from .._seeding import make_rng, student_normals, student_uniforms
 from .._validation import check_array, check_choice, check_float, check_int
 from ..config import UserError
+from . import _autotune
 
 __all__ = ["BatchedMLP", "distillation_targets", "auto_chunk_size", "NotFittedError"]
 
@@ -112,6 +129,19 @@ FUSED_SPEEDUP: dict[str, float] = {"13-16-1": 3.65, "13-64-1": 3.81, "13-128-1":
 #: rounding. Off (bmm) for float64, which oneDNN's matmul does not run, and where torch lacks oneDNN.
 #: ``benchmarks/bench_mlp_backends.py`` prints the kernel's time with this on and off.
 ONEDNN_GEMM: bool = bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+#: Activation budgets the autotuner tries (with the fused kernel's two GEMM variants and the autograd path)
+#: when ``backend="auto"`` fits a float32 problem on the CPU; see :mod:`uqkd.students._autotune`.
+AUTOTUNE_BUDGETS: tuple[int, ...] = (4_000_000, ACTIVATION_BUDGET_BYTES, 25_000_000)
+#: Epochs per timed trial of a candidate (on one chunk of the fit's own students, inputs and labels).
+AUTOTUNE_TRIAL_EPOCHS = 3
+#: A fit is autotuned only when its work (students x epochs) is at least this many times a full
+#: measurement's (so toy fits, and tests, keep the defaults; the decision depends on the shapes only).
+AUTOTUNE_MIN_WORK_RATIO = 4.0
+#: The autograd path is timed only for fits estimated (from the fused trials) at this many seconds or more:
+#: its first call in a process costs about a second (torch's optimiser imports), and on the machines
+#: measured it is 3.5x behind the fused kernel (:data:`FUSED_SPEEDUP`).
+AUTOTUNE_AUTOGRAD_MIN_FIT_S = 30.0
 
 
 def _onednn_linear(x: torch.Tensor, w: torch.Tensor, attr: str) -> torch.Tensor:
@@ -325,7 +355,7 @@ class BatchedMLP:
         num_threads: int | None = None,
         activation: str = "relu",
         loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-        backend: Literal["auto", "fused", "autograd"] = "auto",
+        backend: Literal["auto", "fused", "autograd", "fused-onednn", "fused-bmm"] = "auto",
         device: str | None = None,
         adam: Literal["foreach", "fused", "for-loop"] = "foreach",
     ) -> None:
@@ -377,7 +407,7 @@ class BatchedMLP:
         check_choice(self.activation, "activation", tuple(ACTIVATIONS))
         if self.loss is not None and not callable(self.loss):
             check_choice(self.loss, "loss", tuple(LOSSES))
-        check_choice(self.backend, "backend", ("auto", "fused", "autograd"))
+        check_choice(self.backend, "backend", ("auto", "fused", "autograd", "fused-onednn", "fused-bmm"))
         check_choice(self.adam, "adam", ("foreach", "fused", "for-loop"))
         if self._resolved_backend() == "fused" and not self._fused_supports():
             raise ValueError("backend: 'fused' supports only activation='relu' with the default loss on the CPU "
@@ -397,7 +427,7 @@ class BatchedMLP:
     def _resolved_backend(self) -> str:
         """``auto``: the fused kernel where it supports the problem (it wins there, see ``FUSED_SPEEDUP``)."""
         if self.backend != "auto":
-            return str(self.backend)
+            return "fused" if str(self.backend).startswith("fused") else str(self.backend)
         return "fused" if self._fused_supports() else "autograd"
 
     @property
@@ -570,18 +600,20 @@ class BatchedMLP:
         torch.baddbmm(bs[-1].unsqueeze(-1), Ws[-1], a, out=Z)  # (R, C, n)
         return Z, acts
 
-    @staticmethod
-    def _use_onednn(X1: torch.Tensor) -> bool:
-        return ONEDNN_GEMM and X1.dtype == torch.float32 and X1.device.type == "cpu"
+    def _use_onednn(self, X1: torch.Tensor) -> bool:
+        return (ONEDNN_GEMM and getattr(self, "_gemm", "onednn") == "onednn" and X1.dtype == torch.float32
+                and X1.device.type == "cpu")
 
     def _train_chunk(self, X1: torch.Tensor, flat: torch.Tensor, R: int, T: torch.Tensor,
-                     wn: torch.Tensor, track_idx: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Train one chunk of R students in place.
+                     wn: torch.Tensor, track_idx: torch.Tensor | None, epochs: int | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Train one chunk of R students in place (for ``epochs``, default ``n_epochs``).
 
         X1: (n, d+1) inputs with a ones column; T: (R|1, C, n) targets; wn: (R|1, 1, n) weights
         normalised to sum one per student.
         """
         n = X1.shape[0]
+        n_epochs = self.n_epochs if epochs is None else int(epochs)
         L = len(self.hidden) + 1
         regression = self.task == "regression"
         b1, b2 = (float(b) for b in self.betas)
@@ -598,7 +630,7 @@ class BatchedMLP:
         wn2 = wn * 2.0 if regression else wn
         traj = None
         if track_idx is not None:
-            traj = torch.empty(self.n_epochs + 1, R, len(track_idx), dtype=X1.dtype)
+            traj = torch.empty(n_epochs + 1, R, len(track_idx), dtype=X1.dtype)
             # where each tracked entry of each student sits in the blocked buffer: one gather per epoch
             # instead of rebuilding every student's whole parameter vector (same values)
             where = self._vec_view(torch.arange(flat.numel()), R)[:, track_idx]  # (R, len(track)) offsets
@@ -613,7 +645,7 @@ class BatchedMLP:
         if fast:
             gblock1_3d = gblock1.view(R, h1, X1.shape[1])  # (R, h1, d+1)
             block1_3d = self._views(flat, R)[2].view(R, h1, X1.shape[1])  # [W1 | b1] before this epoch's step
-        for t in range(1, self.n_epochs + 1):
+        for t in range(1, n_epochs + 1):
             self._forward(X1, flat, R, acts, Z)  # Z: (R, C, n)
             if regression:
                 dZ = Z.sub_(T).mul_(wn2)  # d/dz sum_i w_i (z_i - y_i)^2 = 2 w (z - y): (R, 1, n)
@@ -706,7 +738,8 @@ class BatchedMLP:
         return LOSSES[self._loss_name() or "mse"](Z, T)
 
     def _train_chunk_autograd(self, XT: torch.Tensor, vecs: torch.Tensor, T: torch.Tensor, wn: torch.Tensor,
-                              track_idx: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                              track_idx: torch.Tensor | None, epochs: int | None = None
+                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Train one chunk with autograd and ``torch.optim.Adam`` over the stacked parameters.
 
         The objective is the sum over students of their weighted mean losses, so each student's
@@ -721,16 +754,17 @@ class BatchedMLP:
         opt = torch.optim.Adam(params, lr=float(self.lr), betas=tuple(float(b) for b in self.betas),
                                eps=float(self.eps), **kw)
         R = vecs.shape[0]
+        n_epochs = self.n_epochs if epochs is None else int(epochs)
 
         def flat_now() -> torch.Tensor:
             return torch.cat([p.detach().reshape(R, -1) for p in params], dim=1)  # (R, P), torch order
 
         traj = None
         if track_idx is not None:
-            traj = torch.empty(self.n_epochs + 1, R, len(track_idx), dtype=vecs.dtype, device=vecs.device)
+            traj = torch.empty(n_epochs + 1, R, len(track_idx), dtype=vecs.dtype, device=vecs.device)
             traj[0] = vecs[:, track_idx]
         with torch.enable_grad():
-            for t in range(1, self.n_epochs + 1):
+            for t in range(1, n_epochs + 1):
                 opt.zero_grad(set_to_none=False)
                 total = (self._per_example_loss(self._forward_stacked(XT, Ws, bs), T) * wn).sum()
                 total.backward()
@@ -817,7 +851,11 @@ class BatchedMLP:
         loss = np.empty(R)
         traj = np.empty((self.n_epochs + 1, R, track.size), dtype=params.dtype) if track.size else None
         tidx = torch.from_numpy(track) if track.size else None
-        fused = self._resolved_backend() == "fused"
+        with torch.no_grad(), _threads(self.num_threads):
+            kernel, cs = self._plan(X1, Tall, Wall, ids, cs)
+        fused = kernel != "autograd"
+        self._gemm = "bmm" if kernel == "fused-bmm" else "onednn"
+        self.kernel_, self.chunk_size_ = kernel, cs
         dev = self._torch_device()
         if not fused:
             if self.chunk_size is None and dev.type != "cpu":
@@ -859,6 +897,81 @@ class BatchedMLP:
             self.intercepts_.append(params[:, off:off + o])
             off += o
         return self
+
+    def _plan(self, X1: torch.Tensor, Tall: torch.Tensor, Wall: torch.Tensor, ids: np.ndarray,
+              cs: int) -> tuple[str, int]:
+        """(kernel variant, students per chunk) of this fit: pinned, the default, or measured on the host.
+
+        ``backend="auto"`` on a float32 CPU problem the fused kernel supports is autotuned (see
+        :mod:`uqkd.students._autotune`, ``UQKD_AUTOTUNE``) when the fit is large enough; everything
+        else (float64 included: its bit-exact MKL path) keeps today's choice.
+        """
+        fused = self._resolved_backend() == "fused"
+        onednn_ok = ONEDNN_GEMM and self.dtype == "float32"
+        default = ("fused-onednn" if onednn_ok else "fused-bmm") if fused else "autograd"
+        if self.backend in ("fused-onednn", "fused-bmm"):
+            return ("fused-bmm" if not onednn_ok else str(self.backend)), cs
+        if self.backend != "auto" or not fused or self.dtype != "float32":
+            return default, cs
+        mode = _autotune.autotune_mode()
+        if mode == "off":
+            return default, cs
+        if mode in _autotune.VARIANTS:
+            return ("fused-bmm" if mode == "fused-onednn" and not onednn_ok else mode), cs
+        n, R, E = X1.shape[0], len(ids), AUTOTUNE_TRIAL_EPOCHS
+        sizes = self._layer_sizes()
+        budgets: tuple[int | None, ...] = AUTOTUNE_BUDGETS if self.chunk_size is None else (None,)
+
+        def chunk(b: int | None) -> int:
+            return min(R, cs if b is None else auto_chunk_size(n, sizes, itemsize=4, budget_bytes=b))
+
+        variants = [v for v in _autotune.VARIANTS if onednn_ok or v != "fused-onednn"]
+        base = None if self.chunk_size is not None else ACTIVATION_BUDGET_BYTES  # today's chunking
+        plan = {f"{v}@{b}": chunk(b) for v in variants for b in (budgets if v != "autograd" else (base,))}
+        units = sum((1 + 3) * E * r * (4 if k.startswith("autograd") else 1) for k, r in plan.items())
+        if R * self.n_epochs < AUTOTUNE_MIN_WORK_RATIO * units:
+            return default, cs  # too small to pay for a measurement (a function of the shapes only)
+        size_class = 1 << max(0, math.ceil(math.log2(min(R, cs))))
+        key = (f"{self.task}|layers={'-'.join(map(str, sizes))}|n={n}|float32|threads={torch.get_num_threads()}|"
+               f"students={size_class}|chunk={'auto' if self.chunk_size is None else cs}|"
+               f"malloc={int(_malloc.recycles_large_blocks())}")
+
+        def candidates() -> dict[str, Callable[[], float]]:
+            r_max = max(plan.values())
+            init = self._init_params(ids[:r_max])
+            dt = X1.dtype
+            XT = X1[:, :-1].T.contiguous()
+
+            def trial(name: str, r: int) -> Callable[[], float]:
+                T = Tall[:r] if Tall.shape[0] > 1 else Tall
+                wn = Wall[:r] if Wall.shape[0] > 1 else Wall
+                if name.startswith("autograd"):
+                    def run() -> float:
+                        vecs = torch.from_numpy(init[:r]).to(dt)
+                        t0 = time.perf_counter()
+                        self._train_chunk_autograd(XT, vecs, T, wn.reshape(-1, n), None, epochs=E)
+                        return (time.perf_counter() - t0) / (r * E)
+                    return run
+                gemm = "bmm" if name.startswith("fused-bmm") else "onednn"
+
+                def run_fused() -> float:
+                    self._gemm = gemm
+                    flat = self._to_blocked(init[:r])
+                    t0 = time.perf_counter()
+                    self._train_chunk(X1, flat, r, T, wn, None, epochs=E)
+                    return (time.perf_counter() - t0) / (r * E)
+                return run_fused
+
+            return {name: trial(name, r) for name, r in plan.items()}
+
+        def admit(name: str, best_s: float) -> bool:  # autograd (~1 s first call) only where the fit pays for it
+            return not name.startswith("autograd") or best_s * R * self.n_epochs >= AUTOTUNE_AUTOGRAD_MIN_FIT_S
+
+        won = _autotune.choose(key, candidates, prefer=f"{default}@{base}", admit=admit)
+        variant, _, budget = won.partition("@")
+        if variant not in _autotune.VARIANTS:
+            return default, cs
+        return variant, chunk(None if budget in ("None", "") or self.chunk_size is not None else int(budget))
 
     def _raise_diverged(self, loss: np.ndarray, params: np.ndarray, ids: np.ndarray) -> None:
         """Non-finite training loss or weights (Adam blown up by too large a step): a clear error, never NaN students."""
