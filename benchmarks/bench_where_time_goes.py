@@ -51,7 +51,8 @@ class Timers:
         real = getattr(owner, attr)
 
         def timed(*a: Any, **k: Any) -> Any:
-            self.stack.append([part, time.perf_counter(), 0.0])
+            inside_teacher = part == "kernel" and any(f[0] == "teacher" for f in self.stack)
+            self.stack.append(["teacher" if inside_teacher else part, time.perf_counter(), 0.0])
             try:
                 return real(*a, **k)
             finally:
