@@ -28,6 +28,7 @@ __all__ = [
     "countryinfo_qa",
     "split_qa",
     "load_qa",
+    "load_prompts",
     "read_utf8",
     "save_qa_jsonl",
     "normalize_answer",
@@ -56,15 +57,16 @@ class QAItem:
     id : str
         Stable identifier (seeds and splits derive from it).
     question : str
-    answer : str
-        Reference answer (embedded for the embedding-space metrics).
+    answer : str or None
+        Reference answer (embedded for the embedding-space metrics); None for a prompt without one
+        (open-ended instruction data): the reference-based metrics skip it.
     aliases : tuple of str
         Accepted answers for exact match and hallucination; always contains ``answer``.
     """
 
     id: str
     question: str
-    answer: str
+    answer: str | None
     aliases: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -73,7 +75,14 @@ class QAItem:
         al = tuple(dict.fromkeys(a for a in (self.answer, *self.aliases) if a and a.strip()))
         object.__setattr__(self, "aliases", al)
 
+    @property
+    def has_reference(self) -> bool:
+        """Whether the item has a reference answer (the reference-based metrics need one)."""
+        return self.answer is not None
+
     def to_dict(self) -> dict[str, Any]:
+        if self.answer is None:
+            return {"id": self.id, "question": self.question}
         return {"id": self.id, "question": self.question, "answer": self.answer, "aliases": list(self.aliases)}
 
 
@@ -197,21 +206,221 @@ def split_qa(items: Sequence[QAItem], eval_fraction: float = 0.2, seed: int = 0)
     return train, test
 
 
-def _item_from_obj(obj: Any, where: str, index: int) -> QAItem:
-    if not isinstance(obj, dict):
-        raise UserError(f"{where}: expected a JSON object with 'question' and 'answer', got {type(obj).__name__}")
-    q, a = obj.get("question"), obj.get("answer")
-    if not isinstance(q, str) or not q.strip():
-        raise UserError(f"{where}: missing or empty 'question'")
-    if not isinstance(a, str):
-        raise UserError(f"{where}: missing 'answer' (a string)")
-    aliases = obj.get("aliases", [])
+#: prompt columns recognised without --prompt-column, in this order
+PROMPT_COLUMNS = ("question", "prompt", "messages")
+#: reference columns recognised without --reference-column, in this order
+REFERENCE_COLUMNS = ("answer", "completion")
+#: file suffix -> the ``datasets`` builder that reads it
+_DATASETS_BUILDERS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet", ".arrow": "arrow"}
+_JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+
+
+def _content(m: Any) -> str | None:
+    """The text of a chat message's ``content`` (a string, or a list of ``{"type": "text", "text"}`` parts)."""
+    c = m.get("content") if isinstance(m, dict) else None
+    if isinstance(c, str):
+        return c
+    if isinstance(c, list) and all(isinstance(x, dict) for x in c):
+        return "".join(str(x.get("text") or "") for x in c if x.get("type", "text") == "text")
+    return None
+
+
+def _check_messages(msgs: list[Any], where: str, col: str) -> None:
+    if not msgs or not all(isinstance(m, dict) and isinstance(m.get("role"), str) and _content(m) is not None
+                           for m in msgs):
+        raise UserError(f"{where}: {col!r}: expected text or a non-empty list of chat messages "
+                        "({'role': ..., 'content': ...})")
+
+
+def _prompt_from_messages(msgs: list[Any], where: str, col: str) -> tuple[str, str | None]:
+    """(the last user turn, the assistant turn that follows it or None)."""
+    _check_messages(msgs, where, col)
+    users = [i for i, m in enumerate(msgs) if m["role"] == "user"]
+    if not users:
+        raise UserError(f"{where}: {col!r}: no user turn (the prompt is the last user message)")
+    i = users[-1]
+    ref = next((_content(m) for m in msgs[i + 1:] if m["role"] == "assistant"), None)
+    return _content(msgs[i]) or "", ref
+
+
+def _reference_from_value(v: Any, where: str, col: str) -> str | None:
+    if v is None or (isinstance(v, float) and v != v):  # null, or an empty CSV cell
+        return None
+    if isinstance(v, str):
+        return v
+    if isinstance(v, list):
+        _check_messages(v, where, col)
+        said = [_content(m) for m in v if m["role"] == "assistant"]
+        return said[-1] if said else None
+    raise UserError(f"{where}: {col!r}: expected text or a list of chat messages, got {type(v).__name__}")
+
+
+def _item_from_row(row: dict[str, Any], where: str, index: int, pcol: str, rcol: str | None) -> QAItem:
+    pv = row.get(pcol)
+    ref = None
+    if isinstance(pv, list):
+        q, ref = _prompt_from_messages(pv, where, pcol)
+    else:
+        q = pv if isinstance(pv, str) else None
+    if q is None or not q.strip():
+        raise UserError(f"{where}: missing or empty {pcol!r}")
+    if rcol is not None and row.get(rcol) is not None:  # an explicit reference wins over a trailing assistant turn
+        ref = _reference_from_value(row.get(rcol), where, rcol)
+    aliases = row.get("aliases") or []
     if isinstance(aliases, str):
         aliases = [aliases]
     if not isinstance(aliases, list) or not all(isinstance(x, str) for x in aliases):
         raise UserError(f"{where}: 'aliases' must be a list of strings")
-    qid = obj.get("id", f"q{index:06d}")
-    return QAItem(str(qid), q.strip(), a.strip(), tuple(aliases))
+    qid = row.get("id")
+    qid = f"q{index:06d}" if qid is None or qid == "" else qid
+    return QAItem(str(qid), q.strip(), ref.strip() if ref is not None else None, tuple(aliases))
+
+
+def _resolve_columns(columns: Sequence[str], source: str, prompt_column: str | None,
+                     reference_column: str | None) -> tuple[str, str | None]:
+    avail = ", ".join(map(str, columns)) or "none"
+    if prompt_column:
+        if prompt_column not in columns:
+            raise UserError(f"--prompt-column: no column {prompt_column!r} in {source}; available columns: {avail}")
+        pcol = prompt_column
+    else:
+        found = next((c for c in PROMPT_COLUMNS if c in columns), None)
+        if found is None:
+            raise UserError(f"--data: {source} has no prompt column (expected one of {', '.join(PROMPT_COLUMNS)}, or "
+                            f"pass --prompt-column NAME); available columns: {avail}")
+        pcol = found
+    if reference_column:
+        if reference_column not in columns:
+            raise UserError(f"--reference-column: no column {reference_column!r} in {source}; "
+                            f"available columns: {avail}")
+        return pcol, reference_column
+    return pcol, next((c for c in REFERENCE_COLUMNS if c in columns and c != pcol), None)
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    return (bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?", spec))
+            and not spec.lower().endswith(tuple(_DATASETS_BUILDERS) + _JSON_SUFFIXES))
+
+
+def _datasets_rows(spec: str, p: Path, flag: str) -> tuple[list[dict[str, Any]], list[str], str]:
+    """Rows, columns and a name of a CSV/Parquet file, a ``save_to_disk`` folder or a hub dataset id, read with ``datasets`` (one split: ``train`` when there are several)."""
+    import logging
+
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - depends on the install
+        raise UserError(f"{flag}: reading {spec!r} needs the 'datasets' package: pip install datasets") from None
+    from datasets.utils import logging as ds_logging
+
+    bars_were_on = ds_logging.is_progress_bar_enabled() if hasattr(ds_logging, "is_progress_bar_enabled") else False
+    quiet = [logging.getLogger(n) for n in ("huggingface_hub", "datasets", "fsspec")]
+    levels = [lg.level for lg in quiet]
+    for lg in quiet:
+        lg.setLevel(logging.ERROR)
+    datasets.disable_progress_bars()
+    hub = False
+    try:
+        if p.is_dir():
+            ds = datasets.load_from_disk(str(p))
+        elif p.is_file():
+            ds = datasets.load_dataset(_DATASETS_BUILDERS[p.suffix.lower()], data_files=str(p))
+        else:
+            hub = True
+            ds = datasets.load_dataset(spec)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader/network failure is one line naming the input
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        if hub:
+            raise UserError(f"{flag}: {spec!r} is not a local file or folder, and loading it as a Hugging Face hub "
+                            f"dataset failed (offline, or no such dataset?): {why}") from None
+        raise UserError(f"{flag}: cannot read {spec!r} with datasets: {type(exc).__name__}: {why}") from None
+    finally:
+        for lg, lv in zip(quiet, levels):
+            lg.setLevel(lv)
+        if bars_were_on:
+            datasets.enable_progress_bars()
+    if isinstance(ds, datasets.DatasetDict):
+        names = list(ds)
+        if not names:
+            raise UserError(f"{flag}: empty dataset: {spec!r} has no splits")
+        split = "train" if "train" in ds else names[0] if len(names) == 1 else None
+        if split is None:
+            raise UserError(f"{flag}: {spec!r} has the splits {', '.join(names)} and none is 'train'; save the one "
+                            "to use on its own (Dataset.save_to_disk or to_json)")
+        ds = ds[split]
+        spec = f"{spec} (split {split})" if len(names) > 1 else spec
+    return ds.to_list(), list(ds.column_names), spec
+
+
+def load_prompts(spec: str | Path, prompt_column: str | None = None, reference_column: str | None = None,
+                 *, flag: str = "--data", require_reference: bool = False) -> list[QAItem]:
+    """Prompts, with their reference answers where there are any, from a file, a folder or a hub dataset id.
+
+    ``spec`` is a JSONL / JSON (a list of objects) file, read line by line (errors name the line); a CSV or
+    Parquet file or a folder saved with ``Dataset.save_to_disk`` (or ``DatasetDict.save_to_disk``), read
+    with ``datasets``; or a Hugging Face hub dataset id (``datasets.load_dataset(id)``; its ``train`` split when
+    it has several).
+
+    Columns: the prompt is ``prompt_column``, else the first of :data:`PROMPT_COLUMNS` present
+    (``question``, ``prompt`` (text or chat messages) or ``messages`` (chat: the last user turn is the
+    prompt, an assistant turn after it the reference)); the reference is ``reference_column``, else
+    ``answer`` or ``completion`` (text or messages: the last assistant turn), where present. Rows without
+    one have ``answer = None``. ``aliases`` (accepted answers) and ``id`` are optional.
+
+    Raises
+    ------
+    UserError
+        A missing file, unreadable data, a named column that is absent (listing the columns there), no
+        prompt column, a bad row (naming the file and line), no rows, duplicate ids, or (with
+        ``require_reference``) a row without a reference.
+    """
+    spec = str(spec)
+    p = Path(spec).expanduser()
+    rows_where: list[tuple[Any, str]]
+    if p.is_file() and p.suffix.lower() not in _DATASETS_BUILDERS:  # JSONL / JSON: our reader names the line
+        text = read_utf8(p, flag)
+        if text.lstrip().startswith("["):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{p}: line {exc.lineno}: invalid JSON: {exc.msg}") from None
+            rows_where = [(obj, f"{p}: item {i + 1}") for i, obj in enumerate(data)]
+        else:
+            rows_where = [(obj, f"{p}: line {n}") for n, obj in iter_jsonl_text(text, p)]
+        for obj, where in rows_where:
+            if not isinstance(obj, dict):
+                raise UserError(f"{where}: expected a JSON object with a prompt ({', '.join(PROMPT_COLUMNS)}), got "
+                                f"{type(obj).__name__}")
+        columns = list(dict.fromkeys(k for obj, _ in rows_where for k in obj))
+        source = str(p)
+    elif p.exists() or _looks_like_hub_id(spec):
+        if p.is_dir() and not any((p / f).is_file() for f in ("state.json", "dataset_dict.json")):
+            raise UserError(f"{flag}: not a file, nor a folder saved with datasets' save_to_disk (no state.json or "
+                            f"dataset_dict.json): {spec!r}")
+        if p.exists() and not p.is_dir() and not p.is_file():
+            raise UserError(f"{flag}: not a file or folder: {spec!r}")
+        rows, columns, source = _datasets_rows(spec, p, flag)
+        rows_where = [(r, f"{source}: row {i + 1}") for i, r in enumerate(rows)]
+    else:
+        raise UserError(f"{flag}: file not found: {spec!r} (expected a JSONL/JSON/CSV/Parquet file, a folder saved "
+                        "with datasets' save_to_disk, or a hub dataset id)")
+    if not rows_where:
+        raise UserError(f"{source}: empty dataset (no questions)")
+    pcol, rcol = _resolve_columns(columns, source, prompt_column, reference_column)
+    items = []
+    for i, (obj, where) in enumerate(rows_where):
+        it = _item_from_row(obj, where, i, pcol, rcol)
+        if require_reference and it.answer is None:
+            raise UserError(f"{where}: missing 'answer' (a string)")
+        items.append(it)
+    ids = [it.id for it in items]
+    if len(set(ids)) != len(ids):
+        from collections import Counter
+
+        dup = next(i for i, c in Counter(ids).items() if c > 1)
+        raise UserError(f"{source}: duplicate question id {dup!r}")
+    return items
 
 
 def read_utf8(path: str | Path, flag: str | None = None) -> str:
@@ -243,37 +452,16 @@ def iter_jsonl_text(text: str, source: str | Path) -> Iterator[tuple[int, Any]]:
 
 
 def load_qa(path: str | Path) -> list[QAItem]:
-    """Read a QA file: JSONL (one ``{"question", "answer", "aliases"?, "id"?}`` per line) or the
-    paper's JSON list of ``{"question", "answer"}``.
+    """Read a QA file whose every row has a reference answer: JSONL (one ``{"question", "answer", "aliases"?,
+    "id"?}`` per line), the paper's JSON list of ``{"question", "answer"}``, or any input :func:`load_prompts`
+    reads. For prompts without references use :func:`load_prompts`.
 
     Raises
     ------
     UserError
-        Missing file, a malformed line (naming the file and line), or no items.
+        Missing file, a malformed line (naming the file and line), a row without an answer, or no items.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"--data: {'not a file' if p.exists() else 'file not found'}: {str(p)!r}")
-    text = read_utf8(p, "--data")
-    items: list[QAItem] = []
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{p}: line {exc.lineno}: invalid JSON: {exc.msg}") from None
-        for i, obj in enumerate(data):
-            items.append(_item_from_obj(obj, f"{p}: item {i + 1}", i))
-    else:
-        for lineno, obj in iter_jsonl_text(text, p):
-            items.append(_item_from_obj(obj, f"{p}: line {lineno}", lineno - 1))
-    if not items:
-        raise UserError(f"{p}: empty dataset (no questions)")
-    ids = [it.id for it in items]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise UserError(f"{p}: duplicate question id {dup!r}")
-    return items
+    return load_prompts(path, require_reference=True)
 
 
 def save_qa_jsonl(items: Sequence[QAItem], path: str | Path) -> Path:

@@ -56,11 +56,22 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="countryinfo",
-                   help="QA file (JSONL with question/answer/aliases, or a JSON list); default: countryinfo facts")
+                   help="prompts: a JSONL/JSON/CSV/Parquet file, a datasets save_to_disk folder or a hub dataset id, "
+                        "with a question, prompt or messages column and optionally an answer or completion "
+                        "(reference); default: countryinfo facts")
+    _add_columns(p)
     p.add_argument("--split", default="all", choices=("train", "eval", "all"),
                    help="all questions (default), or one side of a deterministic 80/20 split by question id")
     p.add_argument("--limit", type=int, default=0, help="use only the first N questions (0: all)")
     p.add_argument("--qa-kinds", default="capital", help="countryinfo question kinds, comma-separated")
+
+
+def _add_columns(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt-column", default=None,
+                   help="--data column holding the prompt (default: question, prompt or messages, the first present)")
+    p.add_argument("--reference-column", default=None,
+                   help="--data column holding the reference answer (default: answer or completion, where present; "
+                        "prompts without one get only the reference-free metrics)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -104,6 +115,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="TRL dataset format: conversational (prompt/completion message lists; default, for students "
                         "with a chat template) or standard (plain strings)")
     p.add_argument("--data", default=None, help="QA file the samples were drawn from: checked question by question")
+    _add_columns(p)
     p.add_argument("--qa-kinds", default="capital", help=argparse.SUPPRESS)
     p.add_argument("--out", required=True, help="output JSONL")
     _add_common(p)
@@ -352,12 +364,15 @@ def _items(a: argparse.Namespace) -> list[Any]:
 
 def _items_and_note(a: argparse.Namespace) -> tuple[list[Any], str]:
     """The questions to use and a sentence saying which (all, or a split and what it held out)."""
-    from ..data.qa import countryinfo_qa, load_qa, split_qa
+    from ..data.qa import countryinfo_qa, load_prompts, split_qa
 
     if a.data == "countryinfo":
+        if a.prompt_column or a.reference_column:
+            raise UserError("--prompt-column/--reference-column: apply to a --data file, folder or hub id, not to the "
+                            "default countryinfo set")
         items = countryinfo_qa([k.strip() for k in a.qa_kinds.split(",") if k.strip()])
     else:
-        items = load_qa(a.data)
+        items = load_prompts(a.data, a.prompt_column, a.reference_column)
     total = len(items)
     note = f"all {total} questions of {a.data}"
     if a.split != "all":
@@ -371,6 +386,11 @@ def _items_and_note(a: argparse.Namespace) -> tuple[list[Any], str]:
         note += f"; first {len(items)} of {n0} (--limit)"
     if not items:
         raise UserError(f"--data: empty dataset (no questions in split {a.split!r} of {a.data!r})")
+    n_ref = sum(it.has_reference for it in items)
+    if n_ref == 0:
+        note += "; no reference answers (prompt-only: reference-free metrics only)"
+    elif n_ref < len(items):
+        note += f"; {n_ref} of {len(items)} with a reference answer"
     return items, note
 
 
@@ -505,7 +525,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     for i, it in enumerate(items):
         r = {**it.to_dict(), "question_sha": question_hash(it.question), "teacher": teacher.name,
              "samples": g.texts[i], "dispersion": embedding_dispersion(e[i]),
-             "n_empty": sum(1 for t in g.texts[i] if not t), "k": ks[i], "provenance": prov}
+             "n_empty": sum(1 for t in g.texts[i] if not t), "k": ks[i], "embedder": emb.name, "provenance": prov}
         if pilot_disp is not None:
             r["pilot_dispersion"] = pilot_disp[0][i]
             r["pilot_dispersion_shrunk"] = pilot_disp[1][i]
@@ -587,9 +607,9 @@ def _cmd_build(a: argparse.Namespace) -> int:
     recs = _read_jsonl(a.samples, "--samples")
     _check_sample_records(recs, a.method)
     if a.data:
-        from ..data.qa import load_qa
+        from ..data.qa import load_prompts
 
-        _check_samples_match(recs, load_qa(a.data), a.data)
+        _check_samples_match(recs, load_prompts(a.data, a.prompt_column, a.reference_column), a.data)
     if needs_emb:
         _check_device(a)
     from .embed import load_embedder
@@ -871,11 +891,16 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         why = [f"{n}: {w}" for n, w in flagged] + [f"{n}: skipped, {w}" for n, w in skipped.items()]
         raise UserError(f"--students: no student could be scored ({'; '.join(why)})")
     summary = summarize_students(evals)
+    n_ref = sum(it.has_reference for it in items)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"students": summary, "teacher": teacher_row(tev) if tev is not None else None,
               "n_eval": len(items), "k": a.k, "questions": note, "flagged": dict(flagged), "skipped": dict(skipped),
-              "alignment": "against the teacher's samples" if tev is not None else "not computed: pass --teacher"}
+              "alignment": "against the teacher's samples" if tev is not None else "not computed: pass --teacher",
+              "n_with_reference": n_ref,
+              "reference_metrics": (f"over the {n_ref} of {len(items)} questions with a reference answer"
+                                    if n_ref else "not computed: no reference answers in --data (" +
+                                    ", ".join(_REFERENCE_METRICS) + " need them; the others are reference-free)")}
     from .._io import atomic_write_text
 
     def _clean(x: Any) -> Any:
@@ -895,11 +920,20 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         if key == "alignment" and tev is None:
             print(f"{key:<14} not computed (no --teacher: alignment needs the teacher's own samples)")
             continue
+        if key in _REFERENCE_METRICS and n_ref == 0:
+            print(f"{key:<14} no reference (needs reference answers: --data has none; pass --reference-column)")
+            continue
         t = f"   teacher {tev.metrics[key]:.4f}" if tev is not None else ""
         print(f"{key:<14} {summary[key + '_mean']:.4f} ± {summary[key + '_std']:.4f}{t}")
     print(f"{'inter_var':<14} {summary['inter_var']:.4f}   ({len(evals)} students)")
+    if 0 < n_ref < len(items):
+        print(f"note: {', '.join(_REFERENCE_METRICS)} are over the {n_ref} of {len(items)} questions with a reference")
     print(f"metrics: {out / 'metrics.json'}")
     return 0
+
+
+#: metrics that compare with a reference answer (the others are reference-free)
+_REFERENCE_METRICS = ("mse", "cosine", "exact_match", "accuracy", "hallucination")
 
 
 def _require_extra() -> None:

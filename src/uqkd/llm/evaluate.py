@@ -11,6 +11,11 @@ answers :math:`a_{i1..ik}` (embeddings :math:`e(\cdot)` unit-norm SBERT):
 - ``accuracy``: the answer contains an alias; ``hallucination``: non-empty and contains no alias;
   ``empty_rate``: empty answers.
 
+``mse``, ``cosine``, ``exact_match``, ``accuracy`` and ``hallucination`` need a reference answer: they
+average over the questions that have one (``QAItem.answer`` not None) and are NaN when none has; per
+question they are NaN where there is none. ``alignment``, ``intra_var``, ``inter_var`` and
+``empty_rate`` need no reference (prompt-only, open-ended data).
+
 Across students: ``inter_var`` (per question variance across the students' greedy-answer
 embeddings, summed over dimensions, averaged over questions) and, for every per-model metric,
 its mean and standard deviation across students.
@@ -100,8 +105,11 @@ def evaluate_model(
     s = generate_samples(lm, qs, k, dec, seed=seed, cache=cache, batch_size=batch_size, progress=progress)
     greedy = [row[0] for row in g.texts]
     n = len(items)
-    ref = embedder.encode([it.answer for it in items])  # (n, d)
+    has_ref = np.array([it.answer is not None for it in items], dtype=bool)  # prompts without a reference: NaN
     ge = embedder.encode(greedy)  # (n, d)
+    ref = np.full_like(ge, np.nan)
+    if has_ref.any():
+        ref[has_ref] = embedder.encode([it.answer for it in items if it.answer is not None])
     se = embedder.encode([t for row in s.texts for t in row]).reshape(n, k, -1)  # (n, k, d)
     if teacher_sample_emb is not None:
         align_q = np.einsum("nd,nkd->nk", ge, np.asarray(teacher_sample_emb)).mean(axis=1)
@@ -110,24 +118,29 @@ def evaluate_model(
     else:
         align_q = np.full(n, np.nan)
     # per question (the unit the claims resample), then the per-model means as before
+    def per_ref(f: Any) -> np.ndarray:  # a reference-based 0/1 per question, NaN without a reference
+        return np.array([float(f(a, it)) if it.answer is not None else np.nan for a, it in zip(greedy, items)])
+
+    def ref_mean(v: np.ndarray) -> float:  # mean over the questions with a reference (NaN when none has one)
+        return float(v[has_ref].mean()) if has_ref.any() else float("nan")
+
     pq = {
         "mse": ((ge - ref) ** 2).sum(1),
         "alignment": align_q,
-        "hallucination": np.array([bool(a) and not contains_alias(a, it.aliases) for a, it in zip(greedy, items)],
-                                  dtype=float),
-        "accuracy": np.array([contains_alias(a, it.aliases) for a, it in zip(greedy, items)], dtype=float),
+        "hallucination": per_ref(lambda a, it: bool(a) and not contains_alias(a, it.aliases)),
+        "accuracy": per_ref(lambda a, it: contains_alias(a, it.aliases)),
         "intra_var": se.var(axis=1, ddof=1).sum(-1) if k >= 2 else np.zeros(n),
     }
     m = {
-        "mse": float(pq["mse"].mean()),
-        "cosine": float((ge * ref).sum(1).mean()),
+        "mse": ref_mean(pq["mse"]),
+        "cosine": ref_mean((ge * ref).sum(1)),
         "alignment": float(np.einsum("nd,nkd->nk", ge, np.asarray(teacher_sample_emb)).mean())
         if teacher_sample_emb is not None
         else float(np.einsum("nd,nkd->nk", ge, se).mean()) if self_alignment else float("nan"),
         "intra_var": float(intra_student_var(se[None])) if k >= 2 else 0.0,
-        "exact_match": float(np.mean([exact_match(a, it.aliases) for a, it in zip(greedy, items)])),
-        "accuracy": float(np.mean([contains_alias(a, it.aliases) for a, it in zip(greedy, items)])),
-        "hallucination": float(np.mean([bool(a) and not contains_alias(a, it.aliases) for a, it in zip(greedy, items)])),
+        "exact_match": ref_mean(per_ref(lambda a, it: exact_match(a, it.aliases))),
+        "accuracy": ref_mean(pq["accuracy"]),
+        "hallucination": ref_mean(pq["hallucination"]),
         "empty_rate": float(np.mean([not a for a in greedy])),
     }
     return ModelEval(greedy, s.texts, ge, se, m, pq)

@@ -23,7 +23,9 @@ Methods
     dimensions are not), normalised to mean one. Confident (low-dispersion) questions weigh more,
     at most twice the average.
 
-Rows have ``id, prompt, completion, weight, teacher_var, method, sample_index`` in one of TRL's
+Rows have ``id, prompt, completion, weight, teacher_var, method, sample_index`` and the uncertainty's
+provenance ``k`` (teacher answers the row was chosen from), ``embedder`` (the id of the embedder that
+measured ``teacher_var``), ``teacher`` and ``decoding`` (from the samples file) in one of TRL's
 prompt-completion formats (``conversational`` message lists, or ``standard`` strings); TRL's
 SFTTrainer trains on them as they are, and :class:`uqkd.llm.train.WeightedSFTTrainer` also applies
 ``weight``.
@@ -194,7 +196,12 @@ def build_training_set(
         emb = embedder.encode([texts[j] for j in ok]) if needs_emb else None
         tv = float(rec["dispersion"]) if "dispersion" in rec and rec["dispersion"] is not None else (
             embedding_dispersion(emb) if emb is not None else None)
-        base = {"id": qid, "prompt": _prompt(q, format), "teacher_var": tv, "method": method, "weight": 1.0}
+        prov = rec.get("provenance") if isinstance(rec.get("provenance"), dict) else {}
+        emb_id = (rec.get("embedder") if rec.get("dispersion") is not None
+                  else getattr(embedder, "name", None) if emb is not None else None)
+        base = {"id": qid, "prompt": _prompt(q, format), "teacher_var": tv, "method": method, "weight": 1.0,
+                "k": len(texts), "embedder": emb_id, "teacher": rec.get("teacher"),
+                "decoding": prov.get("decoding")}
         if method == "single":
             j = ok[int(make_rng(seed, "single", qid, student_index).integers(len(ok)))]
             rows.append({**base, "completion": _completion(texts[j], format), "sample_index": j})
