@@ -30,6 +30,7 @@ from .claims import (
     variance_ratio_test,
 )
 from .claims_linear import _n, check_draws, f5_variance_aware, mse_gain_test, s5_teacher_vs_truth
+from .stats import log_ratio_t
 
 
 def _f1_mlp(t):
@@ -130,27 +131,6 @@ def _b_soft_sampled(t):
 register_claim(ClaimSpec(
     "B-soft-sampled-labels", "6", "Soft-label and sampled-label distillation narrow the entropy gap that argmax "
                                   "distillation opens", ("student-entropy",), _b_soft_sampled, beyond=True))
-
-
-def log_ratio_t(label: str, ratio: float, se_log: float, df: int, direction: str, level: float, n: int,
-                threshold: float = 1.0):
-    """A t interval for a ratio from the SE of its log; verdict against ``threshold`` (default 1)."""
-    from .claims import Comparison, mde_text, mde_two_sample, t_interval, verdict_from_interval
-
-    if not (ratio > 0 and np.isfinite(ratio)):
-        raise NotComputable(f"{label}: the ratio is {ratio}")
-    if not se_log >= 0 or not np.isfinite(se_log):
-        raise NotComputable(f"{label}: the standard error is {se_log}")
-    if se_log == 0:  # identical before and after (nothing moved): the interval is the point
-        lo = hi = float(np.log(ratio))
-    else:
-        lo, hi = t_interval(float(np.log(ratio)), se_log, df, level)
-    v = verdict_from_interval(lo, hi, direction, float(np.log(threshold)))
-    mde = ""
-    if v == INCONCLUSIVE:
-        dd = mde_two_sample(se_log, 1 - level, 0.8, df)
-        mde = mde_text(float(threshold * np.exp(-dd if direction == "<" else dd)), n, "students/cell", ratio=True)
-    return Comparison(label, float(ratio), float(np.exp(lo)), float(np.exp(hi)), v, mde, ratio=True)
 
 
 #: "training removes most initialisation uncertainty": the prediction variance falls below half of what it was

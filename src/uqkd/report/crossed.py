@@ -44,18 +44,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # claims imports the built-in claim modules, which import this one: import it at call time
-    from .claims import Comparison
-
-
-def _claims():
-    from . import claims
-
-    return claims
+from .stats import (
+    INCONCLUSIVE,
+    POWER,
+    Comparison,
+    NotComputable,
+    mde_text,
+    mde_two_sample,
+    t_interval,
+    verdict_from_interval,
+)
 
 __all__ = ["MIN_STUDENTS", "FEW_STUDENTS", "METHOD_TEXT", "CrossedEstimate", "crossed_contrast", "contrast_test",
            "log_ratio_contrast_test"]
@@ -81,7 +83,6 @@ class CrossedEstimate:
 
 
 def _check(tables: Sequence[np.ndarray]) -> list[np.ndarray]:
-    NotComputable = _claims().NotComputable
     ys = [np.atleast_2d(np.asarray(t, dtype=float)) for t in tables]
     if not ys:
         raise NotComputable("no groups to compare")
@@ -132,7 +133,6 @@ def crossed_contrast(tables: Sequence[np.ndarray], weights: Sequence[float], *, 
         the same number of students in each.
     """
     ys = _check(tables)
-    NotComputable = _claims().NotComputable
     c = np.asarray(weights, dtype=float)
     if c.shape != (len(ys),) or not np.all(np.isfinite(c)):
         raise ValueError(f"weights: expected {len(ys)} finite numbers, got {weights!r}")
@@ -185,10 +185,6 @@ def contrast_test(label: str, tables: Sequence[np.ndarray], weights: Sequence[fl
     with an interval of that width is rounding error (identical groups), reported as not computable.
     With fewer than :data:`MIN_STUDENTS` students in a group the verdict is ``inconclusive``.
     """
-    C = _claims()
-    INCONCLUSIVE, POWER, Comparison, NotComputable = C.INCONCLUSIVE, C.POWER, C.Comparison, C.NotComputable
-    mde_text, mde_two_sample, t_interval, verdict_from_interval = (C.mde_text, C.mde_two_sample, C.t_interval,
-                                                                   C.verdict_from_interval)
     ce = crossed_contrast(tables, weights, paired=paired)
     if scale is not None and ce.se <= 1e-10 * max(scale, np.finfo(float).tiny):
         raise NotComputable(f"{label}: no spread across students or questions (the groups are identical): no interval")
@@ -208,10 +204,6 @@ def log_ratio_contrast_test(label: str, num: np.ndarray, den: np.ndarray, direct
     (e.g. each student's share ``inter_dev`` of the per-question inter-student variance): the t interval of
     the log ratio from the linearised shares ``num / mean(num) - den / mean(den)`` (delta method) with the
     crossed mixed-model SE and Satterthwaite df; verdict against a ratio of 1."""
-    C = _claims()
-    INCONCLUSIVE, POWER, Comparison, NotComputable = C.INCONCLUSIVE, C.POWER, C.Comparison, C.NotComputable
-    mde_text, mde_two_sample, t_interval, verdict_from_interval = (C.mde_text, C.mde_two_sample, C.t_interval,
-                                                                   C.verdict_from_interval)
     a, b = _check([num, den])
     ma, mb = float(a.mean()), float(b.mean())
     if not (ma > 0 and mb > 0):
