@@ -1,7 +1,7 @@
 """Figures of a finished sweep: drawn one after another here (naive) against ``parallel_figures``.
 
 Builds the variance-aware-linear paper figures from a small run's results grid repeated to the
-paper's shape, and saves them (a) serially, (b) inside ``uqkd.report.plots.parallel_figures``,
+paper's shape, and saves them (a) serially, (b) inside ``uqkd.plotting.parallel_figures``,
 alternating the two for several repeats. Prints the median wall time of each, the ratio, and
 whether the PNGs are byte-identical.
 """
@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from uqkd import plotting as plots
 from uqkd.experiments.base import get_experiment
-from uqkd.report import plots
 from uqkd.runner import resolve_config, run_experiment
 
 EXP = "variance-aware-linear"

@@ -1,4 +1,4 @@
-"""Figures drawn in forked processes after a sweep (report.plots.parallel_figures): the same bytes as
+"""Figures drawn in forked processes after a sweep (plotting.parallel_figures): the same bytes as
 drawing them here, every child reaped, a failure in a child named, nothing forked where it is unsafe."""
 
 import dataclasses
@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+from uqkd import plotting as plots
 from uqkd import runner
-from uqkd.report import plots
 from uqkd.runner import run_experiment
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="figures are forked on Linux only")

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from ._validation import check_int
 
-__all__ = ["Executor", "InProcessExecutor", "ProcessPoolExecutor", "AutoExecutor", "make_executor", "auto_workers", "limit_threads", "EXECUTORS"]
+__all__ = ["Executor", "InProcessExecutor", "ProcessPoolExecutor", "AutoExecutor", "make_executor", "auto_workers", "available_cores", "limit_threads", "EXECUTORS"]
 
 
 class Executor(Protocol):
@@ -160,7 +160,8 @@ class ProcessPoolExecutor:
 EXECUTORS = ("local", "ray")
 
 
-def _cores() -> int:
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -184,7 +185,7 @@ class AutoExecutor:
     """
 
     def __init__(self, max_workers: int | None = None, min_parallel_s: float | None = None) -> None:
-        cores = _cores()
+        cores = available_cores()
         self.max_workers = max(0, min(cores, 8) - 1) if max_workers is None else check_int(max_workers, "max_workers",
                                                                                            min_value=0)
         self.min_parallel_s = 2 * WORKER_STARTUP_S if min_parallel_s is None else float(min_parallel_s)
@@ -243,7 +244,7 @@ def auto_workers(n_tasks: int) -> int:
     One per core (at most 8) for 16+ cells, else 1. ``--workers auto`` in the runner uses
     :class:`AutoExecutor` instead, which decides from the measured cost of the first cells.
     """
-    cores = _cores()
+    cores = available_cores()
     return max(1, min(cores, 8)) if n_tasks >= 16 else 1
 
 

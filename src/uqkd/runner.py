@@ -332,7 +332,7 @@ def _import_publishing(exp: Experiment, make_figures: bool) -> bool:
     if make_figures and exp.plot is not None:
         import importlib
 
-        from .report import plots  # noqa: F401
+        from . import plotting  # noqa: F401
 
         for mod in exp.plot_imports:
             importlib.import_module(mod)
@@ -455,7 +455,7 @@ def _publish(out_dir: Path, csv_text: str, meta_text: str, plot: Any, timings_te
             atomic_write_text(stage / "timings.json", timings_text)
         staged_figs = []
         if plot is not None:
-            from .report.plots import parallel_figures
+            from .plotting import parallel_figures
 
             with parallel_figures():  # figures drawn on the cores the finished sweep left idle
                 staged_figs = [Path(f) for f in plot(stage)]

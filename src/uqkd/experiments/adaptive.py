@@ -367,7 +367,7 @@ def _budget_ticks(ax: Any, d: Any) -> None:
 def _plot(df: Any, cfg: AdaptiveBudgetLinearConfig, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    from ..report.plots import plot_sweep, save_figure
+    from ..plotting import plot_sweep, save_figure
 
     df = df.copy()
     df["_band"] = 1.96 * df["inter_student_var_sem"]
@@ -551,7 +551,7 @@ def _mlp_summary(df: Any) -> Any:
 def _mlp_plot(df: Any, cfg: AdaptiveBudgetMLPConfig, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    from ..report.plots import plot_sweep, save_figure
+    from ..plotting import plot_sweep, save_figure
 
     df = df.copy()
     df["_band"] = 1.96 * df["inter_student_var_sem"]

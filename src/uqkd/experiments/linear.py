@@ -488,7 +488,7 @@ def overlay_floor_fit(ax: Any, d: Any) -> None:
 def _tn_plot(df: Any, cfg: TeacherNoiseLinearConfig, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    from ..report.plots import plot_sweep, save_figure
+    from ..plotting import plot_sweep, save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     plot_sweep(df, "sigma", "mse_mean", yerr="mse_std", theory="theory_mse", label="test", ax=axes[0])
@@ -586,7 +586,7 @@ def _bs_run(cfg: BootstrapLinearConfig, cell: dict[str, Any], seed: int) -> list
 def _bs_plot(df: Any, cfg: BootstrapLinearConfig, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    from ..report.plots import plot_sweep, save_figure
+    from ..plotting import plot_sweep, save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     keys = ["target", "teacher_noise"] if "teacher_noise" in df else ["target"]
@@ -813,7 +813,7 @@ def _va_run_cell(cfg: VarianceAwareLinearConfig, cell: dict[str, Any], seed: int
 def _va_plot(df: Any, cfg: VarianceAwareLinearConfig, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    from ..report.plots import plot_sweep, save_figure
+    from ..plotting import plot_sweep, save_figure
 
     paths = []
     if "hetero_strength" in df:

@@ -363,7 +363,7 @@ def summary_rows(df: Any) -> Any:
 def _bar_plot(df: Any, out: Path, group: str, title: str, metrics: tuple[str, ...]) -> Path:
     import matplotlib.pyplot as plt
 
-    from ..report.plots import save_figure
+    from ..plotting import save_figure
 
     df = summary_rows(df)
     ncol = min(len(metrics), 4)
@@ -517,7 +517,7 @@ def _in_run(cfg: LLMConfig, cell: dict[str, Any], seed: int) -> list[dict[str, A
 def _in_plot(df: Any, cfg: LLMConfig, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    from ..report.plots import save_figure
+    from ..plotting import save_figure
 
     summ = df[df["record"] == "summary"] if "record" in df else df
     d = summ.sort_values(["init_noise", "split"])

@@ -234,7 +234,7 @@ def _summary(df: Any) -> Any:
 def _plot(df: Any, cfg: LLMBudgetConfig, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    from ..report.plots import save_figure
+    from ..plotting import save_figure
 
     d = _summary_rows(df).sort_values(["split", "method"])
     paths = [_bar_plot(d, out_dir / "llm_budget.png", "method,split",
