@@ -1,5 +1,9 @@
-"""Experiments: one module per paper section, registered by name."""
+"""Experiments: one module per design, each registering its experiments by name at import.
 
-from .base import EXPERIMENTS, Experiment, get_experiment, list_experiments, register
+The registry finds them by package discovery (:func:`~uqkd.experiments.base.experiment_modules`: every module here
+whose name does not start with ``_``), so a new experiment is a new module and nothing else.
+"""
 
-__all__ = ["EXPERIMENTS", "Experiment", "get_experiment", "list_experiments", "register"]
+from .base import EXPERIMENTS, Experiment, experiment_modules, get_experiment, list_experiments, register
+
+__all__ = ["EXPERIMENTS", "Experiment", "experiment_modules", "get_experiment", "list_experiments", "register"]

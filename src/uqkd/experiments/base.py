@@ -15,7 +15,8 @@ from typing import Any
 
 from ..config import UserError, unbounded_fields
 
-__all__ = ["Deviation", "Experiment", "register", "get_experiment", "list_experiments", "EXPERIMENTS"]
+__all__ = ["Deviation", "Experiment", "register", "get_experiment", "list_experiments", "experiment_modules",
+           "EXPERIMENTS"]
 
 Cell = dict[str, Any]
 Row = dict[str, Any]
@@ -133,8 +134,30 @@ def register(exp: Experiment) -> Experiment:
     return exp
 
 
+_LOADED = False
+
+
+def experiment_modules() -> list[str]:
+    """The modules that define experiments: every module of :mod:`uqkd.experiments` whose name does not start with
+    ``_`` (package discovery: a new experiment is a new module, no import list to extend)."""
+    import importlib
+    import pkgutil
+
+    pkg = __name__.rpartition(".")[0]
+    path = importlib.import_module(pkg).__path__
+    return [f"{pkg}.{m.name}" for m in pkgutil.iter_modules(path) if not m.name.startswith("_") and m.name != "base"]
+
+
 def _load_all() -> None:
-    from . import _builtin  # noqa: F401  (registers the built-in experiments)
+    """Import every experiment module once (each registers its experiments at import)."""
+    global _LOADED
+    if _LOADED:
+        return
+    import importlib
+
+    for name in experiment_modules():
+        importlib.import_module(name)
+    _LOADED = True
 
 
 def get_experiment(name: str) -> Experiment:

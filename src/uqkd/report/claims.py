@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -109,7 +109,7 @@ from .stats import (  # noqa: F401  (re-exported: claims modules and tests impor
 )
 
 __all__ = [
-    "ClaimSpec", "ClaimResult", "CLAIMS", "register_claim", "evaluate_claims", "all_claims", "claim_modules",  # noqa: F822 (module __getattr__)
+    "ClaimSpec", "ClaimResult", "CLAIMS", "register_claim", "evaluate_claims", "all_claims", "claim_modules", "Mutant",  # noqa: F822 (module __getattr__)
     "HOLDS", "CONTRADICTED", "INCONCLUSIVE", "NOT_COMPUTABLE", "NOT_RUN", "DAMAGED", "ERROR", "CLAIM_VERDICTS", "VERDICTS",
     "FINDING", "CODE_CHECK", "KINDS",
     "Verdict", "NotComputable", "Comparison", "require_finite", "critical_value", "t_interval", "welch",
@@ -176,6 +176,31 @@ class ClaimSpec:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind: expected one of {', '.join(KINDS)}; got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """A realistic bug, where it lives and the claims it must move (:mod:`uqkd.report.mutants` runs them).
+
+    Attributes
+    ----------
+    name : str
+        Short id.
+    description : str
+        The bug, as a reviewer would describe it.
+    experiments : tuple of str
+        Experiments whose numbers it changes (run with and without it).
+    claims : tuple of str
+        Claims whose verdict must move away from the shipped one.
+    apply : callable(setattr)
+        Installs the bug: calls ``setattr(obj, name, value)`` (pytest's ``monkeypatch.setattr``).
+    """
+
+    name: str
+    description: str
+    experiments: tuple[str, ...]
+    claims: tuple[str, ...]
+    apply: Callable[[Callable[[Any, str, Any], None]], None] = field(repr=False)
 
 
 _REGISTRY: list[ClaimSpec] = []

@@ -18,41 +18,17 @@ to run twice per bug in a test): see ``tests/test_llm_knowledge_change.py``,
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .claims import Mutant, all_claims, claim_modules
+
 __all__ = ["Mutant", "MUTANTS", "LLM_MUTANTS", "SIZES", "clear_caches", "mutants_for"]
 
 
-@dataclass(frozen=True)
-class Mutant:
-    """A realistic bug, where it lives and the claims it must move.
-
-    Attributes
-    ----------
-    name : str
-        Short id.
-    description : str
-        The bug, as a reviewer would describe it.
-    experiments : tuple of str
-        Experiments whose numbers it changes (run with and without it).
-    claims : tuple of str
-        Claims whose verdict must move away from the shipped one.
-    apply : callable(setattr)
-        Installs the bug: calls ``setattr(obj, name, value)`` (pytest's ``monkeypatch.setattr``).
-    """
-
-    name: str
-    description: str
-    experiments: tuple[str, ...]
-    claims: tuple[str, ...]
-    apply: Callable[[Callable[[Any, str, Any], None]], None] = field(repr=False)
-
-
 #: run sizes of the mutation test (in-process, seconds each): the quick profile, made smaller where it stays decisive
-SIZES: dict[str, dict[str, Any]] = {
+_BUILTIN_SIZES: dict[str, dict[str, Any]] = {
     "teacher-noise-linear": {},
     "variance-aware-linear": {},
     "bootstrap-linear": {},
@@ -191,7 +167,7 @@ def _no_training(setattr_: Any) -> None:
     _wrap(M, "_students", lambda f: lambda cfg, *a, **k: f(dataclasses.replace(cfg, lr=1e-12), *a, **k), setattr_)
 
 
-MUTANTS: tuple[Mutant, ...] = (
+_BUILTIN_MUTANTS: tuple[Mutant, ...] = (
     Mutant("noise-sd-is-variance", "teacher noise drawn with sd = its variance (the square root forgotten)",
            ("teacher-noise-linear",), ("F1", "B-closed-form-mse"), _noise_sd_is_variance),
     Mutant("noise-halved", "the teacher's noise variance halved (a stray 1/2 from a half-variance convention)",
@@ -225,6 +201,35 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("soft-is-argmax", "soft-label targets built as one-hot argmax labels",
            ("student-entropy",), ("B-soft-sampled-labels",), _soft_is_argmax),
 )
+
+def _discovered() -> tuple[tuple[Mutant, ...], dict[str, dict[str, Any]]]:
+    """Mutants and mutation-test sizes declared next to their claims: a claims module may define ``MUTANTS`` (a
+    tuple of :class:`Mutant`) and ``MUTANT_SIZES`` (``{experiment: overrides}``; an experiment it omits runs at its
+    quick profile), so a new experiment's claim brings its mutant without an edit here."""
+    import importlib
+
+    all_claims()
+    muts: list[Mutant] = []
+    sizes: dict[str, dict[str, Any]] = {}
+    for name in claim_modules():
+        mod = importlib.import_module(name)
+        found = getattr(mod, "MUTANTS", ())
+        if not (isinstance(found, tuple) and all(isinstance(m, Mutant) for m in found)):
+            raise TypeError(f"{name}.MUTANTS: expected a tuple of Mutant, got {found!r}")
+        muts.extend(found)
+        for m in found:
+            for e in m.experiments:
+                sizes.setdefault(e, {})
+        sizes.update(getattr(mod, "MUTANT_SIZES", {}))
+    return tuple(muts), sizes
+
+
+_FOUND_MUTANTS, _FOUND_SIZES = _discovered()
+#: every tabular mutant: the built-in ones above and those declared by claims modules
+MUTANTS: tuple[Mutant, ...] = (*_BUILTIN_MUTANTS, *_FOUND_MUTANTS)
+#: run sizes of the mutation test per experiment
+SIZES: dict[str, dict[str, Any]] = {**_FOUND_SIZES, **_BUILTIN_SIZES}
+
 
 #: the LLM claims' mutants: (claim, mutant description, the test that applies it to a synthetic table)
 LLM_MUTANTS: tuple[tuple[str, str, str], ...] = (
@@ -260,9 +265,10 @@ def clear_caches() -> None:
     """Forget every in-process memo of the experiment modules (teachers, draws, fitted students), so a run with
     or without a mutant computes its numbers afresh."""
     import importlib
+    import sys
 
-    for name in ("uqkd.experiments.linear", "uqkd.experiments.mlp", "uqkd.experiments.adaptive",
-                 "uqkd.data.tabular", "uqkd.data.classification"):
+    loaded = sorted(m for m in sys.modules if m.startswith("uqkd.experiments."))
+    for name in (*loaded, "uqkd.data.tabular", "uqkd.data.classification"):
         try:
             mod = importlib.import_module(name)
         except ImportError:  # pragma: no cover - optional module
