@@ -10,6 +10,11 @@ Range checks are declared on the fields (:func:`option` with ``min`` / ``gt`` / 
 ``__post_init__`` calls it too, for configs built in Python, then adds its relational checks).
 A config that defines ``memory_estimate() -> (bytes, what)`` is refused when one cell would
 need more than half of the machine's memory. Messages read ``<name>: expected <what>, got <value>``.
+
+Renamed fields: a config class lists its old field names in a class attribute
+``_renamed = {"old": "new"}`` (inherited and merged along the class hierarchy). Config files and
+``--set`` still accept an old name: it is read as the new one with a :class:`FutureWarning`
+("<source>: config key 'old' is deprecated; use 'new'"); giving both names is an error.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numbers
 import os
 import types
 import typing
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,6 +48,7 @@ __all__ = [
     "machine_memory_bytes",
     "numeric_fields",
     "unbounded_fields",
+    "renamed_fields",
 ]
 
 
@@ -296,6 +303,31 @@ def check_memory(cfg: Any) -> None:
                           "reduce them")
 
 
+def renamed_fields(cls: type) -> dict[str, str]:
+    """``{old name: new name}`` of ``cls``: its ``_renamed`` class attributes merged along the MRO
+    (a subclass's entries win)."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        out.update(vars(klass).get("_renamed", None) or {})
+    return out
+
+
+def _rename_keys(cls: type, data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """``data`` with deprecated (renamed) keys mapped to their new names, warning once per key."""
+    renamed = renamed_fields(cls)
+    out: dict[str, Any] = {}
+    for key, val in data.items():
+        new = renamed.get(key)
+        if new is None:
+            out[key] = val
+            continue
+        if new in data or new in out:
+            raise ConfigError(f"{key}: given in {source} together with its new name {new!r}; keep only {new!r}")
+        warnings.warn(f"{source}: config key {key!r} is deprecated; use {new!r}", FutureWarning, stacklevel=3)
+        out[new] = val
+    return out
+
+
 def _check_keys(cls: type, data: Mapping[str, Any], source: str) -> None:
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
@@ -306,6 +338,8 @@ def _check_keys(cls: type, data: Mapping[str, Any], source: str) -> None:
 def build_config(cls: type, *layers: tuple[Mapping[str, Any], str]) -> Any:
     """Build ``cls`` from layers of (mapping, source-name); later layers win.
 
+    Old names of renamed fields (``cls._renamed``) are read as the new ones, with a deprecation warning.
+
     The declared ranges of every field are checked first (:func:`check_options`), then
     ``__post_init__`` runs its relational checks (a ``ValueError`` there becomes
     :class:`ConfigError`), then the memory estimate (:func:`check_memory`).
@@ -313,6 +347,7 @@ def build_config(cls: type, *layers: tuple[Mapping[str, Any], str]) -> Any:
     hints = _field_types(cls)
     values: dict[str, Any] = {}
     for data, source in layers:
+        data = _rename_keys(cls, data, source)
         _check_keys(cls, data, source)
         for key, val in data.items():
             values[key] = coerce_value(val, hints[key], key)
@@ -336,6 +371,7 @@ def parse_overrides(cls: type, items: list[str] | None) -> dict[str, Any]:
         key, val = item.split("=", 1)
         key = key.strip().replace("-", "_")
         out[key] = val.strip()
+    out = _rename_keys(cls, out, "--set")
     _check_keys(cls, out, "--set")
     return out
 
