@@ -49,6 +49,7 @@ def budget_samples(teacher: Any, qs: Sequence[str], ids: Sequence[str], pilot: i
         ks, v = allocate_budget_two_stage(d0, pilot, budget, sample_df=nu)
     ks = [int(x) for x in ks]
     texts = [list(r) for r in g0.texts]
+    ntok = [[int(c) for c in r] for r in np.asarray(g0.n_tokens).tolist()]
     stats = {"seconds": g0.seconds, "tokens": g0.generated_tokens, "hits": g0.cache_hits, "misses": g0.cache_misses}
     for kk in sorted(set(ks) - {pilot}):
         idx = [i for i, x in enumerate(ks) if x == kk]
@@ -58,6 +59,8 @@ def budget_samples(teacher: Any, qs: Sequence[str], ids: Sequence[str], pilot: i
             if row[:pilot] != texts[i]:  # per-sequence seeding guarantees this; a broken backend does not
                 raise RuntimeError(f"question {ids[i]}: the top-up redrew different pilot answers")
             texts[i] = list(row)
+        for i, row in zip(idx, np.asarray(gi.n_tokens).tolist()):
+            ntok[i] = [int(c) for c in row]
         stats["seconds"] += gi.seconds
         stats["tokens"] += gi.generated_tokens
         stats["hits"] += gi.cache_hits
@@ -68,5 +71,6 @@ def budget_samples(teacher: Any, qs: Sequence[str], ids: Sequence[str], pilot: i
     g0.cache_hits, g0.cache_misses = stats["hits"], stats["misses"]
     g0.n_empty = sum(1 for row in texts for t in row if not t)
     g0.extra["pilot_sample_df"] = nu
+    g0.extra["n_tokens"] = ntok  # per question, k_i counts (g0.n_tokens keeps the pilot's rectangle)
     g0.extra["identical_questions"] = sum(1 for row in texts if len(row) >= 2 and len(set(row)) == 1)
     return g0, ks, e, ([float(x) for x in d0], [float(x) for x in v])

@@ -106,7 +106,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _add_common(p)
     p.set_defaults(func=_cmd_sample)
 
-    p = lsub.add_parser("build-dataset", help="training set (prompt, completion, weight, teacher_var) from samples")
+    p = lsub.add_parser("build-dataset", help="training set (prompt, completion, weight, uncertainty columns) from "
+                                              "samples, with a dataset card")
     p.add_argument("--samples", required=True, help="JSONL from `uqkd llm sample`")
     p.add_argument("--method", required=True, help="single, multi-response, averaging, variance-weighting, "
                                                    "inverse-variance-loss")
@@ -117,9 +118,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="QA file the samples were drawn from: checked question by question")
     _add_columns(p)
     p.add_argument("--qa-kinds", default="capital", help=argparse.SUPPRESS)
-    p.add_argument("--out", required=True, help="output JSONL")
+    p.add_argument("--max-dispersion", type=float, default=None,
+                   help="drop prompts whose teacher dispersion (teacher_var) is above X")
+    p.add_argument("--min-agreement", type=float, default=None,
+                   help="drop prompts where fewer than this share (0..1) of the teacher's answers fall in its "
+                        "largest answer cluster")
+    p.add_argument("--out", required=True,
+                   help="output: FILE.jsonl (dataset card beside it as FILE.jsonl.README.md), or a folder (an "
+                        "existing one, or a path ending in / or without a .jsonl/.json suffix): FOLDER/train.jsonl "
+                        "and FOLDER/README.md, the layout the Hugging Face hub expects")
     _add_common(p)
-    p.set_defaults(func=_cmd_build)
+    p.set_defaults(func=_cmd_build, embedder=None)
+    for act in p._actions:  # the embedder default is the samples' own (one embedding space)
+        if act.dest == "embedder":
+            act.help = ("embedder for the uncertainty columns (default: the one the samples were measured with); "
+                        "another one recomputes every dispersion in its own space")
 
     p = lsub.add_parser("distill", help="fine-tune N students on a training set")
     src = p.add_mutually_exclusive_group(required=True)
@@ -518,13 +531,14 @@ def _cmd_sample(a: argparse.Namespace) -> int:
                                          truncate=a.truncate).texts
     prov = {"model": teacher.name, "revision": getattr(teacher, "revision", ""),
             "backend": "hf" if isinstance(teacher, LoadedLM) else teacher.kind, "identity": model_identity(teacher),
-            "decoding": asdict(dec), "seed": a.seed, "stream_seed": seed}
+            "decoding": asdict(dec), "seed": a.seed, "stream_seed": seed, "embedder_spec": a.embedder}
     if isinstance(teacher, LoadedLM):
         prov.update({"device": str(teacher.device), "dtype": str(teacher.dtype).replace("torch.", "")})
     rows = []
+    ntok = g.extra.get("n_tokens") or np.asarray(g.n_tokens).tolist()
     for i, it in enumerate(items):
         r = {**it.to_dict(), "question_sha": question_hash(it.question), "teacher": teacher.name,
-             "samples": g.texts[i], "dispersion": embedding_dispersion(e[i]),
+             "samples": g.texts[i], "n_tokens": [int(c) for c in ntok[i]], "dispersion": embedding_dispersion(e[i]),
              "n_empty": sum(1 for t in g.texts[i] if not t), "k": ks[i], "embedder": emb.name, "provenance": prov}
         if pilot_disp is not None:
             r["pilot_dispersion"] = pilot_disp[0][i]
@@ -586,10 +600,136 @@ def _check_samples_match(recs: list[dict[str, Any]], items: list[Any], data: str
 
 
 def _training_rows(recs: list[dict[str, Any]], method: str, emb: Any, seed: int, index: int,
-                   fmt: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                   fmt: str, max_dispersion: float | None = None,
+                   min_agreement: float | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from .select import build_training_set
 
-    return build_training_set(recs, method, emb, seed=seed, student_index=index, format=fmt)
+    return build_training_set(recs, method, emb, seed=seed, student_index=index, format=fmt,
+                              max_dispersion=max_dispersion, min_agreement=min_agreement)
+
+
+def _build_paths(out: str) -> tuple[Path, Path, bool]:
+    """``(data file, dataset card, folder?)`` for build-dataset's --out (see its help)."""
+    p = Path(out)
+    folder = p.is_dir() or out.endswith(("/", os.sep)) or p.suffix.lower() not in (".jsonl", ".json")
+    if folder:
+        return p / "train.jsonl", p / "README.md", True
+    return p, p.with_name(p.name + ".README.md"), False
+
+
+def _samples_embedder(recs: list[dict[str, Any]]) -> str:
+    """The --embedder spec the samples' dispersions were measured with (one for the whole file)."""
+    specs = set()
+    for r in recs:
+        prov = r.get("provenance") if isinstance(r.get("provenance"), dict) else {}
+        spec = prov.get("embedder_spec")
+        name = r.get("embedder")
+        if not spec and isinstance(name, str):
+            if name.startswith("hash"):
+                spec = name
+            elif name.startswith("sbert:"):
+                spec = name[len("sbert:"):]
+        if spec:
+            specs.add(str(spec))
+    if len(specs) > 1:
+        raise UserError(f"--samples: records measured with different embedders ({', '.join(sorted(specs))}); "
+                        "pass --embedder to recompute every dispersion with one")
+    if not specs:
+        from .embed import DEFAULT_EMBEDDER
+
+        return DEFAULT_EMBEDDER
+    return specs.pop()
+
+
+_CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ pretty_name }}
+
+Training set for knowledge distillation built by [uqkd](https://pypi.org/project/uqkd/) `llm build-dataset`
+(method `{{ method }}`) from {{ n_questions }} prompts answered {{ k_desc }} times each by the teacher.
+Every row carries the teacher's uncertainty about its prompt, so you can filter it
+(`ds.filter(lambda r: r["agreement"] >= 0.6)`) or weight by it (`weight`, used by `uqkd.llm.WeightedSFTTrainer`).
+
+```python
+from datasets import load_dataset
+ds = load_dataset("json", data_files="{{ data_file }}", split="train")
+```
+
+## How it was made
+
+| | |
+|---|---|
+| teacher | `{{ teacher }}` |
+| decoding | {{ decoding }} |
+| seeds | sampling seed {{ seed }} (answer streams {{ stream_seed }}); build-dataset seed {{ build_seed }} |
+| embedder | `{{ embedder }}` (all uncertainty columns are in its embedding space) |
+| method | `{{ method }}` |
+| rows | {{ n_rows }} from {{ n_kept }} prompts ({{ dropped }}) |
+| cost | {{ cost }} |
+| uqkd | {{ version }} |
+
+## Columns
+
+| column | meaning |
+|---|---|
+| `id` | prompt id |
+| `prompt`, `completion` | TRL prompt-completion format (`{{ format }}`) |
+| `weight` | per-example loss weight (1 except for `inverse-variance-loss`: proportional to 1 / shrunk dispersion, mean 1) |
+| `teacher_var` | dispersion of the k teacher answers: per-dimension variance of their embeddings (ddof 1), averaged over dimensions |
+| `dispersion_df` | its effective degrees of freedom, (m-1) tr(S)^2 / tr(S^2) over the m non-empty answers (Satterthwaite, plug-in) |
+| `n_clusters` | answer clusters: complete linkage at cosine distance {{ cluster_distance }} |
+| `agreement` | share of the non-empty answers in the largest cluster |
+| `dist_to_medoid` | cosine distance of this row's answer to the medoid answer |
+| `k`, `n_nonempty` | teacher answers drawn for the prompt, and how many were non-empty |
+| `sample_index` | which of the k answers this row is |
+| `embedder`, `teacher`, `decoding`, `method` | provenance, as above |
+"""
+
+
+def _dataset_card(recs: list[dict[str, Any]], rows: list[dict[str, Any]], info: dict[str, Any],
+                  a: argparse.Namespace, emb_name: str | None, data_file: str) -> Any:
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    from .. import __version__
+    from .select import CLUSTER_DISTANCE
+
+    prov = recs[0].get("provenance") if isinstance(recs[0].get("provenance"), dict) else {}
+    ks = [len(r.get("samples") or []) for r in recs]
+    toks = [r.get("n_tokens") for r in recs]
+    if all(isinstance(t, list) for t in toks):
+        cost = f"{sum(int(c) for t in toks for c in t):,} answer tokens generated by the teacher ({sum(ks):,} answers)"
+    else:
+        cost = f"{sum(ks):,} teacher answers (token counts not recorded in the samples file)"
+    dropped = []
+    if info.get("n_skipped"):
+        dropped.append(f"{info['n_skipped']} with only empty answers")
+    if a.max_dispersion is not None:
+        dropped.append(f"{info['n_dropped_max_dispersion']} above --max-dispersion {a.max_dispersion:g}")
+    if a.min_agreement is not None:
+        dropped.append(f"{info['n_dropped_min_agreement']} below --min-agreement {a.min_agreement:g}")
+    n_kept = len({r["id"] for r in rows})
+    teacher = recs[0].get("teacher") or prov.get("model") or "unknown"
+    dec = prov.get("decoding")
+    dec_s = ", ".join(f"{k}={v}" for k, v in dec.items()) if isinstance(dec, dict) else "not recorded"
+    n = len(rows)
+    size = "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K" if n < 100_000 else "100K<n<1M"
+    data = DatasetCardData(task_categories=["text-generation"], size_categories=size,
+                           pretty_name=f"uqkd {a.method} distillation set", tags=["uqkd", "distillation",
+                                                                                    "knowledge-distillation"],
+                           configs=[{"config_name": "default", "data_files": [{"split": "train",
+                                                                             "path": Path(data_file).name}]}],
+                           uqkd={"teacher": teacher, "method": a.method, "embedder": emb_name,
+                                 "decoding": dec, "seed": prov.get("seed"), "build_seed": a.seed,
+                                 "k": {"min": min(ks), "max": max(ks)}, "uqkd_version": __version__})
+    return DatasetCard.from_template(
+        data, template_str=_CARD_TEMPLATE, pretty_name=f"uqkd {a.method} distillation set", method=a.method,
+        n_questions=len(recs), k_desc=str(ks[0]) if min(ks) == max(ks) else f"{min(ks)}-{max(ks)}",
+        data_file=Path(data_file).name, teacher=teacher, decoding=dec_s, seed=prov.get("seed", "not recorded"),
+        stream_seed=prov.get("stream_seed", "not recorded"), build_seed=a.seed, embedder=emb_name,
+        n_rows=n, n_kept=n_kept, dropped="; ".join(dropped) or "none dropped", cost=cost, version=__version__,
+        format=a.format, cluster_distance=CLUSTER_DISTANCE)
 
 
 def _cmd_build(a: argparse.Namespace) -> int:
@@ -600,26 +740,51 @@ def _cmd_build(a: argparse.Namespace) -> int:
         raise UserError(f"--method: expected one of {', '.join(METHODS)}; got {a.method!r}")
     if a.student_index < 0:
         raise UserError(f"--student-index: expected an integer >= 0, got {a.student_index}")
-    needs_emb = a.method not in ("single", "multi-response")
-    if needs_emb:
+    if a.max_dispersion is not None:
+        _finite(a.max_dispersion, "--max-dispersion", ge=0)
+    if a.min_agreement is not None and not (0.0 <= a.min_agreement <= 1.0):
+        raise UserError(f"--min-agreement: expected a share in [0, 1], got {a.min_agreement}")
+    if a.embedder is not None:
         _check_embedder(a)
-    _check_out_path(a.out, "--out", is_dir=False)
+    data_path, card_path, _ = _build_paths(a.out)
+    _check_out_path(data_path, "--out", is_dir=False)
     recs = _read_jsonl(a.samples, "--samples")
     _check_sample_records(recs, a.method)
     if a.data:
         from ..data.qa import load_prompts
 
         _check_samples_match(recs, load_prompts(a.data, a.prompt_column, a.reference_column), a.data)
-    if needs_emb:
-        _check_device(a)
+    sampled_with = _samples_embedder(recs)
+    given = a.embedder is not None
+    if not given:
+        a.embedder = sampled_with
+        try:
+            _check_embedder(a)
+        except UserError as e:
+            raise UserError(f"--samples were measured with embedder {sampled_with!r}, which is not available here "
+                            f"({e}); pass --embedder to recompute the dispersions with another one") from None
+    _check_device(a)
     from .embed import load_embedder
 
-    emb = load_embedder(a.embedder, device=a.device) if a.method not in ("single", "multi-response") else None
-    rows, info = _training_rows(recs, a.method, emb, a.seed, a.student_index, a.format)
-    _write_jsonl(a.out, rows)
+    emb = load_embedder(a.embedder, device=a.device)
+    rows, info = _training_rows(recs, a.method, emb, a.seed, a.student_index, a.format,
+                                a.max_dispersion, a.min_agreement)
+    _write_jsonl(data_path, rows)
+    _dataset_card(recs, rows, info, a, emb.name, str(data_path)).save(str(card_path))
+    if info["n_recomputed"]:
+        print(f"embedder {emb.name} (--embedder) differs from the samples' ({sampled_with}): "
+              f"{info['n_recomputed']} dispersions recomputed with {emb.name}, none mixed")
+    for key, flag, val, why in (("max_dispersion", "--max-dispersion", a.max_dispersion, "teacher dispersion above"),
+                                ("min_agreement", "--min-agreement", a.min_agreement, "agreement below")):
+        if val is not None:
+            ids = info["dropped"][key]
+            shown = ", ".join(ids[:8]) + (", ..." if len(ids) > 8 else "")
+            print(f"{flag} {val:g}: dropped {len(ids)} of {info['n_questions']} prompts ({why} {val:g})"
+                  + (f": {shown}" if ids else ""))
     print(f"{a.method}: {info['n_rows']} training rows ({a.format} format) from {info['n_questions']} questions "
           f"({info['n_skipped']} skipped: only empty answers)")
-    print(f"train set: {a.out}")
+    print(f"train set: {data_path}")
+    print(f"dataset card: {card_path}")
     return 0
 
 

@@ -23,12 +23,32 @@ Methods
     dimensions are not), normalised to mean one. Confident (low-dispersion) questions weigh more,
     at most twice the average.
 
-Rows have ``id, prompt, completion, weight, teacher_var, method, sample_index`` and the uncertainty's
-provenance ``k`` (teacher answers the row was chosen from), ``embedder`` (the id of the embedder that
-measured ``teacher_var``), ``teacher`` and ``decoding`` (from the samples file) in one of TRL's
+Rows have ``id, prompt, completion, weight, teacher_var, method, sample_index`` in one of TRL's
 prompt-completion formats (``conversational`` message lists, or ``standard`` strings); TRL's
 SFTTrainer trains on them as they are, and :class:`uqkd.llm.train.WeightedSFTTrainer` also applies
-``weight``.
+``weight``. Every row also carries the teacher's uncertainty about its prompt, so that a user can
+filter the set (:func:`uncertainty_columns`; all in the embedding space named by ``embedder``):
+
+``teacher_var``
+    the dispersion of the k teacher answers: per-dimension variance of their embeddings (ddof=1),
+    averaged over dimensions (:func:`embedding_dispersion`); 0 when fewer than 2 answers.
+``dispersion_df``
+    its effective degrees of freedom, Satterthwaite's :math:`(m-1)\,\mathrm{tr}(S)^2/\mathrm{tr}(S^2)`
+    with :math:`S` the sample covariance of the m non-empty answers' embeddings (plug-in; between
+    m - 1, one direction of spread, and :math:`(m-1)^2`); 0 when m < 2 or all answers coincide.
+    The inverse-variance weights use the conservative m - 1.
+``n_clusters``, ``agreement``
+    the answers grouped by complete-linkage clustering at cosine distance :data:`CLUSTER_DISTANCE`
+    (every pair in a cluster at cosine similarity >= 0.85): the number of clusters and the share
+    of the non-empty answers in the largest one (1.0: the teacher always says the same thing).
+``dist_to_medoid``
+    cosine distance of the chosen answer to the medoid answer (the one with the smallest summed
+    cosine distance to the others); 0 for the medoid itself.
+``k``, ``n_nonempty``
+    teacher answers the row was chosen from, and how many of them were non-empty.
+``embedder``, ``teacher``, ``decoding``
+    the embedder id that measured all of the above, the teacher and its decoding settings (from the
+    samples file).
 """
 
 from __future__ import annotations
@@ -50,8 +70,12 @@ __all__ = [
     "select_averaging",
     "select_variance_weighting",
     "build_training_set",
+    "uncertainty_columns",
     "FORMATS",
+    "CLUSTER_DISTANCE",
 ]
+
+CLUSTER_DISTANCE = 0.15
 
 METHODS = ("single", "multi-response", "averaging", "variance-weighting", "inverse-variance-loss")
 
@@ -111,6 +135,44 @@ def select_variance_weighting(teacher_emb: np.ndarray, student_emb: np.ndarray) 
 FORMATS = ("conversational", "standard")
 
 
+def _cosine_distances(emb: np.ndarray) -> np.ndarray:
+    e = np.asarray(emb, dtype=float)
+    en = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    return np.clip(1.0 - en @ en.T, 0.0, 2.0)
+
+
+def uncertainty_columns(emb: np.ndarray) -> dict[str, Any]:
+    """``dispersion_df``, ``n_clusters``, ``agreement``, ``medoid`` (an index) and ``distances`` (m x m cosine)
+    of m answers' embeddings (m, d).
+
+    Definitions in the module docstring. Deterministic: no randomness, ties broken by the lowest index.
+    """
+    e = np.asarray(emb, dtype=float)
+    m = e.shape[0]
+    if m == 0:
+        raise ValueError("emb: expected at least one answer")
+    if m >= 2:
+        c = e - e.mean(axis=0)
+        g = c @ c.T  # Gram matrix: tr(S) and tr(S^2) up to the same (m-1) factors
+        t1, t2 = float(np.trace(g)), float(np.sum(g * g))
+        df = float((m - 1) * t1 * t1 / t2) if t2 > 1e-24 else 0.0
+    else:
+        df = 0.0
+    dist = _cosine_distances(e)
+    if m >= 2:
+        from scipy.cluster.hierarchy import fcluster, linkage
+        from scipy.spatial.distance import squareform
+
+        cond = squareform(dist, checks=False)
+        labels = fcluster(linkage(cond, method="complete"), t=CLUSTER_DISTANCE, criterion="distance")
+        sizes = np.bincount(labels)
+        n_cl, agree = int(np.count_nonzero(sizes)), float(sizes.max() / m)
+    else:
+        n_cl, agree = 1, 1.0
+    return {"dispersion_df": df, "n_clusters": n_cl, "agreement": agree,
+            "medoid": int(np.argmin(dist.sum(axis=1))), "distances": dist}
+
+
 def _prompt(q: str, fmt: str) -> Any:
     return [{"role": "user", "content": q}] if fmt == "conversational" else f"Question: {q}\nAnswer:"
 
@@ -131,6 +193,8 @@ def build_training_set(
     seed: int = 0,
     student_index: int = 0,
     format: str = "conversational",
+    max_dispersion: float | None = None,
+    min_agreement: float | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Turn sample records into training rows for one student.
 
@@ -142,7 +206,10 @@ def build_training_set(
     method : str
         One of :data:`METHODS`.
     embedder : Embedder
-        Needed by every method but ``single`` and ``multi-response``.
+        Needed by every method but ``single`` and ``multi-response``; with it, every row gets the
+        uncertainty columns (module docstring), without it they are None. A record's own
+        ``dispersion`` is used only when its ``embedder`` is this embedder's ``name``; otherwise the
+        dispersion is recomputed in this embedder's space (never two embedding spaces mixed).
     seed, student_index : int
         ``single`` draws answer j from the stream named by (seed, "single", id, student_index).
     format : {"conversational", "standard"}
@@ -151,11 +218,17 @@ def build_training_set(
         chat template exactly as uqkd does. ``standard``: ``prompt`` = ``"Question: {q}\nAnswer:"``,
         ``completion`` = ``" " + a`` (TRL appends EOS), for models without a chat template.
 
+    max_dispersion, min_agreement : float, optional
+        Drop questions whose ``teacher_var`` is above ``max_dispersion``, or whose ``agreement`` is
+        below ``min_agreement`` (a share in [0, 1]), before the weights are computed.
+
     Returns
     -------
     rows : list of dict
     info : dict
-        ``n_questions``, ``n_skipped`` (questions whose answers were all empty), ``n_rows``.
+        ``n_questions``, ``n_skipped`` (questions whose answers were all empty), ``n_rows``,
+        ``n_dropped_max_dispersion``, ``n_dropped_min_agreement`` and ``dropped`` (their ids),
+        ``n_recomputed`` (records whose dispersion was recomputed in this embedder's space).
 
     Raises
     ------
@@ -171,10 +244,18 @@ def build_training_set(
     needs_emb = method in ("averaging", "variance-weighting", "inverse-variance-loss")
     if needs_emb and embedder is None:
         raise ValueError(f"embedder: method {method!r} needs an embedder")
+    for name, v in (("max_dispersion", max_dispersion), ("min_agreement", min_agreement)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0):
+            raise UserError(f"{name}: expected a finite number >= 0, got {v!r}")
+    if min_agreement is not None and min_agreement > 1:
+        raise UserError(f"min_agreement: expected a share in [0, 1], got {min_agreement!r}")
     rows: list[dict[str, Any]] = []
     skipped = 0
+    dropped = {"max_dispersion": [], "min_agreement": []}
+    recomputed = 0
     disp: list[float] = []
     ks: list[int] = []
+    emb_name = getattr(embedder, "name", None)
     for n, rec in enumerate(records):
         for f in ("id", "question", "samples"):
             if f not in rec:
@@ -193,23 +274,43 @@ def build_training_set(
             skipped += 1
             continue
         qid, q = str(rec["id"]), rec["question"]
-        emb = embedder.encode([texts[j] for j in ok]) if needs_emb else None
-        tv = float(rec["dispersion"]) if "dispersion" in rec and rec["dispersion"] is not None else (
-            embedding_dispersion(emb) if emb is not None else None)
+        emb = embedder.encode([texts[j] for j in ok]) if embedder is not None else None
+        # the sampling-time dispersion only where it was measured in this embedder's space: never two spaces mixed
+        same_space = dv is not None and (embedder is None or rec.get("embedder") == emb_name)
+        if same_space:
+            tv: float | None = float(dv)
+        elif emb is not None:
+            tv = embedding_dispersion(emb)
+            recomputed += dv is not None
+        else:
+            tv = None
+        unc = uncertainty_columns(emb) if emb is not None else None
+        if max_dispersion is not None and tv is not None and tv > max_dispersion:
+            dropped["max_dispersion"].append(qid)
+            continue
+        if min_agreement is not None and unc is not None and unc["agreement"] < min_agreement:
+            dropped["min_agreement"].append(qid)
+            continue
         prov = rec.get("provenance") if isinstance(rec.get("provenance"), dict) else {}
-        emb_id = (rec.get("embedder") if rec.get("dispersion") is not None
-                  else getattr(embedder, "name", None) if emb is not None else None)
+        emb_id = emb_name if emb is not None else (rec.get("embedder") if dv is not None else None)
         base = {"id": qid, "prompt": _prompt(q, format), "teacher_var": tv, "method": method, "weight": 1.0,
-                "k": len(texts), "embedder": emb_id, "teacher": rec.get("teacher"),
+                "dispersion_df": unc["dispersion_df"] if unc else None,
+                "n_clusters": unc["n_clusters"] if unc else None, "agreement": unc["agreement"] if unc else None,
+                "k": len(texts), "n_nonempty": len(ok), "embedder": emb_id, "teacher": rec.get("teacher"),
                 "decoding": prov.get("decoding")}
+
+        def row(j: int, base: dict[str, Any] = base, unc: Any = unc, ok: list[int] = ok) -> dict[str, Any]:
+            d = float(unc["distances"][ok.index(j), unc["medoid"]]) if unc else None
+            return {**base, "completion": _completion(texts[j], format), "sample_index": j, "dist_to_medoid": d}
+
         if method == "single":
             j = ok[int(make_rng(seed, "single", qid, student_index).integers(len(ok)))]
-            rows.append({**base, "completion": _completion(texts[j], format), "sample_index": j})
+            rows.append(row(j))
         elif method == "multi-response":
-            rows.extend({**base, "completion": _completion(texts[j], format), "sample_index": j} for j in ok)
+            rows.extend(row(j) for j in ok)
         elif method in ("averaging", "inverse-variance-loss"):
             j = ok[select_averaging(emb)]
-            rows.append({**base, "completion": _completion(texts[j], format), "sample_index": j})
+            rows.append(row(j))
             disp.append(tv)
             ks.append(len(texts))
         else:  # variance-weighting
@@ -221,7 +322,16 @@ def build_training_set(
                 )
             s_ok = [t for t in ss if isinstance(t, str) and t.strip()] or [""]
             j = ok[select_variance_weighting(emb, embedder.encode(s_ok))[0]]
-            rows.append({**base, "completion": _completion(texts[j], format), "sample_index": j})
+            rows.append(row(j))
+    info = {"n_questions": len(records), "n_skipped": skipped, "n_rows": len(rows),
+            "n_dropped_max_dispersion": len(dropped["max_dispersion"]),
+            "n_dropped_min_agreement": len(dropped["min_agreement"]), "dropped": dropped,
+            "n_recomputed": recomputed}
+    if not rows and (dropped["max_dispersion"] or dropped["min_agreement"]):
+        raise UserError(f"samples: nothing to train on: the filters dropped every question "
+                        f"({len(dropped['max_dispersion'])} by max_dispersion={max_dispersion}, "
+                        f"{len(dropped['min_agreement'])} by min_agreement={min_agreement}; "
+                        f"{skipped} had only empty answers)")
     if not rows:
         raise UserError(f"samples: nothing to train on ({skipped} questions had only empty answers)")
     if method == "inverse-variance-loss":
@@ -237,4 +347,4 @@ def build_training_set(
         w = w / w.mean()
         for r, wi in zip(rows, w):
             r["weight"] = float(wi)
-    return rows, {"n_questions": len(records), "n_skipped": skipped, "n_rows": len(rows)}
+    return rows, info
