@@ -106,7 +106,7 @@ def spiky(work):
 
         cfg = resolve_config(get_experiment("llm-budget"), "quick", _over(work))
         r, train, _test, dec, _sft = _setup(cfg, 0)
-    return {"res": res, "res2": res2, "df": pd.read_csv(res.results_csv), "setup": (r, train, dec)}
+    return {"res": res, "res2": res2, "df": res.read(), "setup": (r, train, dec)}
 
 
 def test_equal_budget_and_rows(spiky):
@@ -193,7 +193,7 @@ def test_uniform_allocation_is_reported_not_judged(work):
     res = run_experiment("llm-budget", profile="quick", out=work / "out-uniform",
                          overrides=_over(work, n_train=4, budget_per_question=4, pilot=2), progress=False,
                          make_figures=False)
-    df = pd.read_csv(res.results_csv)
+    df = res.read()
     ad = df[(df["record"] == "summary") & (df["method"] == "adaptive")]
     assert (ad["k_min"] == ad["k_max"]).all() and (ad["n_uniform_allocations"] == 2).all()
     c = _claim(df)

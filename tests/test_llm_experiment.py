@@ -54,7 +54,7 @@ def test_variance_aware_tiny_end_to_end(tmp_path):
     res = run_experiment("llm-variance-aware", profile="quick", out=tmp_path / "out", overrides=over, progress=False)
     import pandas as pd
 
-    full = pd.read_csv(res.results_csv)
+    full = res.read()
     assert set(full["record"]) == {"summary", "question", "question-inter"}
     df = full[full["record"] == "summary"]
     assert set(df["method"]) == {"teacher", "untrained-student", "single", "multi-response", "averaging",
@@ -96,7 +96,7 @@ def test_variance_aware_tiny_end_to_end(tmp_path):
     from uqkd.report.claims import CLAIM_VERDICTS, evaluate_claims
 
     r1 = {r.claim_id: r for r in evaluate_claims({"llm-variance-aware": full})}
-    r2 = {r.claim_id: r for r in evaluate_claims({"llm-variance-aware": pd.read_csv(res2.results_csv)})}
+    r2 = {r.claim_id: r for r in evaluate_claims({"llm-variance-aware": res2.read()})}
     tr = students[(students["split"] == "transfer")]
     assert qs["target_correct"].notna().any() and tr["target_accuracy_mean"].notna().all()
     assert qs[qs["split"] == "heldout"]["target_correct"].isna().all()  # labels exist only where students trained
@@ -146,7 +146,6 @@ def _check_question_rows(full, n_students, n_q, methods=None):
 
 def test_other_llm_experiments_tiny(tmp_path):
     pytest.importorskip("transformers")
-    import pandas as pd
 
     from uqkd.llm.models import save_lm, tiny_causal_lm
 
@@ -159,7 +158,7 @@ def test_other_llm_experiments_tiny(tmp_path):
     for name, (col, values) in expect.items():
         res = run_experiment(name, profile="quick", out=tmp_path / "out", overrides=over, progress=False,
                              make_figures=False)
-        full = pd.read_csv(res.results_csv)
+        full = res.read()
         df = full[full["record"] == "summary"]
         assert set(df[col]) == values
         assert (full["record"] == "question").any() and (full["record"] == "question-inter").any()
@@ -171,7 +170,6 @@ def test_published_designs_hold_the_other_sources_fixed(tmp_path):
     """llm-output and llm-init-noise (noise 0): shared greedy teacher set, one data order, one init ->
     the students are identical (inter-student variance 0, parameter variance 0); with noise > 0 they differ."""
     pytest.importorskip("transformers")
-    import pandas as pd
 
     from uqkd.llm.models import save_lm, tiny_causal_lm
 
@@ -179,8 +177,8 @@ def test_published_designs_hold_the_other_sources_fixed(tmp_path):
     over = {"teacher": str(tmp_path / "teacher"), "student_every": 2, "embedder": "hash", "n_train": 3, "n_eval": 2,
             "k": 2, "n_students": 2, "max_new_tokens": 3, "k_eval": 2, "epochs": 1, "batch_size": 4, "lr": 1e-3,
             "cache_dir": str(tmp_path / "cache"), "threads": 0, "init_noises": "0,0.05", "track_params": 50}
-    full = pd.read_csv(run_experiment("llm-output", profile="quick", out=tmp_path / "o", overrides=over,
-                                      progress=False, make_figures=False).results_csv)
+    full = run_experiment("llm-output", profile="quick", out=tmp_path / "o", overrides=over,
+                          progress=False, make_figures=False).read()
     df = full[full["record"] == "summary"]
     st = df[df["method"] == "single"]
     assert set(st["output_design"]) == {"published", "per-student-order"}  # the quick profile runs both
@@ -202,7 +200,7 @@ def test_published_designs_hold_the_other_sources_fixed(tmp_path):
     assert both.verdict != "error" and "output_design=per-student-order" in both.statistic
     assert "published design: could not be computed" in both.value or "uqkd design per-student-order" in both.interval
     res = run_experiment("llm-init-noise", profile="quick", out=tmp_path / "o", overrides=over, progress=False)
-    df = pd.read_csv(res.results_csv)
+    df = res.read()
     summ = df[df["record"] == "summary"]
     assert (df["record"] == "question").any()
     z, p = summ[summ["init_noise"] == 0], summ[summ["init_noise"] == 0.05]

@@ -3,20 +3,27 @@
 Layout of one run::
 
     OUT/EXPERIMENT/
-        results.csv      one row per cell (x method), cell parameters and statistics
-        config.json      experiment, profile, seed, every config value, versions, results_sha256
+        results.csv      the summary table: one row per cell (x method), cell parameters and statistics
+        question.csv ... the experiment's other tables, one file each (uqkd.schema.TABLES: question,
+                         question-inter, trajectory, allocation), where its rows name them by ``record``
+        config.json      experiment, profile, seed, every config value, versions, results_sha256 and
+                         ``tables``: each table's file, row count and sha256
         *.png            figures
         cells/<id>.json  one verified record per finished cell (written atomically)
         .lock            held (flock) by the run writing here; a second run into it exits 2
 
-results.csv, config.json and the figures are published together: staged in a temporary folder
+The tables, config.json and the figures are published together: staged in a temporary folder
 and renamed into place only when all of them are written, so a failed run leaves the earlier
 results intact. A cell record is used only if its id, experiment, config fingerprint, seed,
 cell parameters, rows and checksum all check out; anything else is recomputed with a warning.
 
 A cell's id hashes (experiment, config, seed, cell parameters). A rerun loads finished
 cells and computes only the missing ones, so an interrupted sweep resumed ends with the
-same ``results.csv`` as an uninterrupted run.
+same tables as an uninterrupted run.
+
+:func:`run_experiment` reads as its three steps: :func:`_load_cell_records` (which finished cells
+can be reused), :func:`_compute_cells` (the executor's whole lifetime) and :func:`_publish_results`
+(the tables, config.json, timings.json and figures as one unit).
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +84,16 @@ class RunResult:
     n_cells: int
     n_computed: int
     seconds: float
+    #: every result table's file (``{"summary": .../results.csv, "question": .../question.csv, ...}``)
+    tables: dict[str, Path] = field(default_factory=dict)
+
+    def read(self) -> Any:
+        """Every table of this run in one frame (:func:`uqkd.schema.join_tables`): what the report and claims read."""
+        import pandas as pd
+
+        from .schema import join_tables
+
+        return join_tables({n: pd.read_csv(p) for n, p in self.tables.items()})
 
 
 def resolve_config(
@@ -192,81 +209,14 @@ def run_experiment(
     fp = config_fingerprint(cfg)
     _check_distinct_cells(name, cells)
     out_dir = Path(out) / name
-    cell_dir = out_dir / "cells"
-    try:
-        cell_dir.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        blocker = next((p for p in (cell_dir, *cell_dir.parents) if p.exists() and not p.is_dir()), cell_dir)
-        raise EnvironmentFailure(f"--out: cannot create {str(cell_dir)!r}: {str(blocker)!r} is a file in the way"
-                                 ) from None
-    ids = [_cell_id(name, fp, seed, c) for c in cells]
-    hold_after = _test_hold_after()
+    cell_dir = _make_cell_dir(out_dir / "cells")
+    sweep = _Sweep(exp, cfg, cells, [_cell_id(name, fp, seed, c) for c in cells], fp, seed, cell_dir)
     with OutputLock(out_dir), _terminate_as_interrupt():
         _remove_stale_temporaries(cell_dir)
         # a folder in the way of results.csv, config.json or timings.json fails now, not after the sweep
         _check_publish_destinations([out_dir / f for f in ("results.csv", "config.json", "timings.json")])
-        done: dict[str, dict[str, Any]] = {}
-        rejected: list[str] = []
-        for cid, cell in zip(ids, cells, strict=True):
-            p = cell_dir / f"{cid}.json"
-            if os.path.lexists(p):
-                rec, why = load_cell_record(p, cid=cid, experiment=name, fingerprint=fp, seed=seed, cell=cell)
-                if rec is not None:
-                    done[cid] = rec
-                else:
-                    rejected.append(f"{p.name}: {why}")
-        if rejected:
-            log.warning("%s: %d cell record(s) failed verification and will be recomputed (first: %s)",
-                        name, len(rejected), rejected[0])
-        todo = [i for i, cid in enumerate(ids) if cid not in done]
-        if exp.schedule_key is not None:  # compute order only; rows are written in grid order below
-            todo.sort(key=lambda i: exp.schedule_key(cells[i]))
-        n_computed = 0
-        if todo:
-            if workers == "auto" and exp.cell_threads is None:
-                workers = auto_workers(len(todo))  # cells that use every core: no measuring in-process
-            owned = executor is None or isinstance(executor, str)
-            ex = make_executor(workers, executor or "local", ray_address) if owned else executor
-            bar = _progress(len(todo), name, progress)
-            try:
-                tasks = [(name, cfg, cells[i], seed) for i in todo]
-                imported = False
-                # in-process cells run under one thread limit for the whole sweep (not one per cell)
-                with limit_threads(exp.cell_threads):
-                    for j, (rows, secs) in ex.map_unordered(_run_cell_task, tasks):
-                        i = todo[j]
-                        rec = make_cell_record(ids[i], name, fp, seed, cells[i], rows, secs)
-                        _check_rows(name, cells[i], rec["rows"])
-                        # no fsync per record (~0.9 ms each): a record a crash leaves empty or short
-                        # fails its checksum on the next run and the cell is recomputed
-                        atomic_write_text(cell_dir / f"{ids[i]}.json", json.dumps(rec), durable=False)
-                        done[ids[i]] = rec
-                        n_computed += 1
-                        if not imported and _has_workers(ex):
-                            imported = _import_publishing(exp, make_figures)
-                        if bar is not None:
-                            bar.update(1)
-                        if stop_after is not None and n_computed >= stop_after:
-                            raise SweepInterrupted(f"stopped after {n_computed} cells (stop_after)")
-                        if n_computed == hold_after:
-                            time.sleep(_TEST_HOLD_SECONDS)  # a signal now lands mid-sweep (the tests' interrupt)
-            except BrokenProcessPool:
-                raise EnvironmentFailure(
-                    f"{name}: a worker process died (killed by the system, e.g. out of memory); "
-                    f"{len(done)} of {len(ids)} finished cells are saved; rerun the same command to resume"
-                ) from None
-            except MemoryError as exc:
-                raise UserError(f"{name}: not enough memory for these settings ({exc}); "
-                                "reduce n_students, k or the grid") from None
-            finally:
-                if bar is not None:
-                    bar.close()
-                if owned:
-                    ex.close()
-        import pandas as pd
-
-        rows = [row for cid in ids for row in done[cid]["rows"]]
-        df = pd.DataFrame(rows)
+        done = _load_cell_records(sweep)
+        n_computed = _compute_cells(sweep, done, workers, executor, ray_address, progress, make_figures, stop_after)
         meta = {
             "experiment": name,
             "section": exp.section,
@@ -281,19 +231,142 @@ def run_experiment(
         # seed reproduces byte for byte
         timings = {
             "experiment": name,
-            "cell_seconds": {c: float(done[c].get("seconds", 0.0)) for c in ids},
-            "cell_seconds_total": sum(float(done[c].get("seconds", 0.0)) for c in ids),
+            "cell_seconds": {c: float(done[c].get("seconds", 0.0)) for c in sweep.ids},
+            "cell_seconds_total": sum(float(done[c].get("seconds", 0.0)) for c in sweep.ids),
             "cells_computed_this_run": n_computed,
             "sweep_seconds_this_run": time.perf_counter() - t0,
         }
-        csv_path = out_dir / "results.csv"
-        csv_text = df.to_csv(index=False, float_format=None)
-        # the report checks it: a results.csv edited, cut short or swapped after publishing is damage
-        meta["results_sha256"] = hashlib.sha256(csv_text.encode("utf-8")).hexdigest()
-        figures = _publish(out_dir, csv_text, json.dumps(meta, indent=2, default=str),
-                           (lambda d: list(exp.plot(df, cfg, d))) if make_figures and exp.plot is not None else None,
-                           timings_text=json.dumps(timings, indent=2))
-    return RunResult(name, out_dir, csv_path, figures, len(cells), n_computed, time.perf_counter() - t0)
+        files, figures = _publish_results(sweep, done, out_dir, meta, timings, make_figures)
+    return RunResult(name, out_dir, out_dir / "results.csv", figures, len(cells), n_computed, time.perf_counter() - t0,
+                     tables=files)
+
+
+@dataclass(frozen=True)
+class _Sweep:
+    """One experiment's grid as the runner handles it: the cells, their ids and where their records live."""
+
+    exp: Experiment
+    cfg: Any
+    cells: list[dict[str, Any]]
+    ids: list[str]
+    fingerprint: str
+    seed: int
+    cell_dir: Path
+
+
+def _make_cell_dir(cell_dir: Path) -> Path:
+    try:
+        cell_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (cell_dir, *cell_dir.parents) if p.exists() and not p.is_dir()), cell_dir)
+        raise EnvironmentFailure(f"--out: cannot create {str(cell_dir)!r}: {str(blocker)!r} is a file in the way"
+                                 ) from None
+    return cell_dir
+
+
+def _load_cell_records(sweep: _Sweep) -> dict[str, dict[str, Any]]:
+    """The verified records of the cells finished before (``{cell id: record}``); a record that fails verification
+    is left out (its cell is recomputed), with one warning for all of them."""
+    done: dict[str, dict[str, Any]] = {}
+    rejected: list[str] = []
+    for cid, cell in zip(sweep.ids, sweep.cells, strict=True):
+        p = sweep.cell_dir / f"{cid}.json"
+        if os.path.lexists(p):
+            rec, why = load_cell_record(p, cid=cid, experiment=sweep.exp.name, fingerprint=sweep.fingerprint,
+                                        seed=sweep.seed, cell=cell)
+            if rec is not None:
+                done[cid] = rec
+            else:
+                rejected.append(f"{p.name}: {why}")
+    if rejected:
+        log.warning("%s: %d cell record(s) failed verification and will be recomputed (first: %s)",
+                    sweep.exp.name, len(rejected), rejected[0])
+    return done
+
+
+def _compute_cells(sweep: _Sweep, done: dict[str, dict[str, Any]], workers: int | str,
+                   executor: Executor | str | None, ray_address: str | None, progress: bool, make_figures: bool,
+                   stop_after: int | None) -> int:
+    """Compute the cells missing from ``done`` (added to it, each record written as it arrives); returns how many.
+
+    The executor lives here: built (unless one was passed in) before the first cell, closed after the last or on
+    any failure.
+    """
+    exp, name = sweep.exp, sweep.exp.name
+    todo = [i for i, cid in enumerate(sweep.ids) if cid not in done]
+    if exp.schedule_key is not None:  # compute order only; rows are written in grid order
+        todo.sort(key=lambda i: exp.schedule_key(sweep.cells[i]))
+    if not todo:
+        return 0
+    if workers == "auto" and exp.cell_threads is None:
+        workers = auto_workers(len(todo))  # cells that use every core: no measuring in-process
+    owned = executor is None or isinstance(executor, str)
+    ex = make_executor(workers, executor or "local", ray_address) if owned else executor
+    bar = _progress(len(todo), name, progress)
+    hold_after = _test_hold_after()
+    n_computed = 0
+    try:
+        tasks = [(name, sweep.cfg, sweep.cells[i], sweep.seed) for i in todo]
+        imported = False
+        # in-process cells run under one thread limit for the whole sweep (not one per cell)
+        with limit_threads(exp.cell_threads):
+            for j, (rows, secs) in ex.map_unordered(_run_cell_task, tasks):
+                i = todo[j]
+                cid = sweep.ids[i]
+                rec = make_cell_record(cid, name, sweep.fingerprint, sweep.seed, sweep.cells[i], rows, secs)
+                _check_rows(name, sweep.cells[i], rec["rows"])
+                # no fsync per record (~0.9 ms each): a record a crash leaves empty or short
+                # fails its checksum on the next run and the cell is recomputed
+                atomic_write_text(sweep.cell_dir / f"{cid}.json", json.dumps(rec), durable=False)
+                done[cid] = rec
+                n_computed += 1
+                if not imported and _has_workers(ex):
+                    imported = _import_publishing(exp, make_figures)
+                if bar is not None:
+                    bar.update(1)
+                if stop_after is not None and n_computed >= stop_after:
+                    raise SweepInterrupted(f"stopped after {n_computed} cells (stop_after)")
+                if n_computed == hold_after:
+                    time.sleep(_TEST_HOLD_SECONDS)  # a signal now lands mid-sweep (the tests' interrupt)
+    except BrokenProcessPool:
+        raise EnvironmentFailure(
+            f"{name}: a worker process died (killed by the system, e.g. out of memory); "
+            f"{len(done)} of {len(sweep.ids)} finished cells are saved; rerun the same command to resume"
+        ) from None
+    except MemoryError as exc:
+        raise UserError(f"{name}: not enough memory for these settings ({exc}); "
+                        "reduce n_students, k or the grid") from None
+    finally:
+        if bar is not None:
+            bar.close()
+        if owned:
+            ex.close()
+    return n_computed
+
+
+def _publish_results(sweep: _Sweep, done: dict[str, dict[str, Any]], out_dir: Path, meta: dict[str, Any],
+                     timings: dict[str, Any], make_figures: bool) -> tuple[dict[str, Path], list[Path]]:
+    """Write the rows of every cell, in grid order, as one CSV file per table (:mod:`uqkd.schema`), with
+    ``config.json`` (each file's checksum), ``timings.json`` and the figures, as one unit (:func:`_publish`).
+    Returns ``({table: file}, figures)``."""
+    import pandas as pd
+
+    from .schema import SUMMARY, join_tables, split_rows, table_file
+
+    exp, cfg = sweep.exp, sweep.cfg
+    by_table = split_rows(row for cid in sweep.ids for row in done[cid]["rows"])
+    frames = {n: pd.DataFrame(rows) for n, rows in by_table.items() if rows or n == SUMMARY}
+    texts = {table_file(n): df.to_csv(index=False, float_format=None) for n, df in frames.items()}
+    # the report checks them: a table edited, cut short or swapped after publishing is damage
+    meta["results_sha256"] = hashlib.sha256(texts["results.csv"].encode("utf-8")).hexdigest()
+    meta["tables"] = {n: {"file": table_file(n), "rows": len(df),
+                          "sha256": hashlib.sha256(texts[table_file(n)].encode("utf-8")).hexdigest()}
+                      for n, df in frames.items()}
+    df = join_tables(frames)  # what plots read: every table, told apart by ``record`` where there are several
+    figures = _publish(out_dir, texts, json.dumps(meta, indent=2, default=str),
+                       (lambda d: list(exp.plot(df, cfg, d))) if make_figures and exp.plot is not None else None,
+                       timings_text=json.dumps(timings, indent=2))
+    return {n: out_dir / table_file(n) for n in frames}, figures
 
 
 #: Testing hook: with ``UQKD_TEST_HOLD_AFTER_CELLS=N`` in the environment the sweep pauses this long right after writing
@@ -440,8 +513,9 @@ def _remove_stale_temporaries(cell_dir: Path) -> None:
 # ------------------------------------------------------------------------------------------ publishing
 
 
-def _publish(out_dir: Path, csv_text: str, meta_text: str, plot: Any, timings_text: str | None = None) -> list[Path]:
-    """Write results.csv, config.json, timings.json and the figures as one unit.
+def _publish(out_dir: Path, tables: Mapping[str, str], meta_text: str, plot: Any, timings_text: str | None = None
+             ) -> list[Path]:
+    """Write the result tables (``{file name: CSV text}``), config.json, timings.json and the figures as one unit.
 
     Everything is first written into a staging folder; only when all of it exists are the files
     renamed into place. A failure (a full disk, a figure that cannot be drawn) leaves the earlier
@@ -449,7 +523,8 @@ def _publish(out_dir: Path, csv_text: str, meta_text: str, plot: Any, timings_te
     """
     stage = Path(tempfile.mkdtemp(dir=out_dir, prefix=".publish-"))
     try:
-        atomic_write_text(stage / "results.csv", csv_text)
+        for fname, text in tables.items():
+            atomic_write_text(stage / fname, text)
         atomic_write_text(stage / "config.json", meta_text)
         if timings_text is not None:
             atomic_write_text(stage / "timings.json", timings_text)
@@ -466,7 +541,8 @@ def _publish(out_dir: Path, csv_text: str, meta_text: str, plot: Any, timings_te
         moves = [(f, out_dir / f.name) for f in staged_figs]
         if timings_text is not None:
             moves.append((stage / "timings.json", out_dir / "timings.json"))
-        moves += [(stage / "results.csv", out_dir / "results.csv"), (stage / "config.json", out_dir / "config.json")]
+        moves += [(stage / f, out_dir / f) for f in tables]
+        moves.append((stage / "config.json", out_dir / "config.json"))
         # every destination checked before the first rename: a folder in the way of any of them publishes nothing
         _check_publish_destinations([dest for _, dest in moves])
         _move_all_or_none(moves, stage / ".previous")

@@ -70,6 +70,7 @@ from typing import Any
 
 import numpy as np
 
+from ..schema import summary_rows
 from .stats import (  # noqa: F401  (re-exported: claims modules and tests import them from here)
     ALPHA,
     CLAIM_VERDICTS,
@@ -366,9 +367,7 @@ def _summary_tables(tables: Tables, experiments: Iterable[str]) -> Tables:
     out = {}
     for e in experiments:
         df = tables.get(e)
-        if df is not None and hasattr(df, "columns") and "record" in df.columns:
-            df = df[df["record"].isna() | (df["record"] == "summary")]
-        out[e] = df
+        out[e] = summary_rows(df) if df is not None and hasattr(df, "columns") else df
     return out
 
 

@@ -62,6 +62,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..schema import summary_rows, table
 from .claims import (
     CONTRADICTED,
     HOLDS,
@@ -102,20 +103,14 @@ BOOTSTRAP_TEXT = (f"{METHOD_TEXT}; variance ratios: t on the log scale over each
 WELCH_FALLBACK = "(no per-question rows: Welch across students)"
 
 
-def summary_rows(df):
-    """The ``record = "summary"`` rows (a table without a ``record`` column is all summary rows)."""
-    return df[df["record"] == "summary"] if "record" in df.columns else df
-
-
 def has_question_rows(df) -> bool:
-    """Whether ``df`` holds per-(student, question) rows (``record = "question"``)."""
-    return "record" in df.columns and bool((df["record"] == "question").any())
+    """Whether ``df`` holds per-(student, question) rows (the ``question`` table)."""
+    return bool(len(table(df, "question")))
 
 
 def _method_rows(d, record: str, method: str):
-    if "record" not in d.columns:
-        return d.iloc[0:0]
-    return d[(d["record"] == record) & (d["method"] == method)]
+    rows = table(d, record)
+    return rows[rows["method"] == method]
 
 
 def question_table(d, method: str, metric: str) -> tuple[np.ndarray, tuple[int, ...]]:

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..schema import RECORD, SUMMARY, summary_rows
 from .claims import (
     NOT_COMPUTABLE,
     ClaimSpec,
@@ -63,7 +64,7 @@ UNIFORM_ALLOCATION = "allocation was uniform: shrinkage pooled the pilot dispers
 
 
 def _students(df: Any) -> Any:
-    d = df[df["record"] == "summary"] if "record" in df.columns else df
+    d = summary_rows(df)
     return d[d["method"].isin(["uniform", "adaptive"])]
 
 
@@ -160,8 +161,8 @@ def _b_llm_adaptive_budget(t: dict[str, Any]) -> tuple[Any, ...]:
     df = t[EXPERIMENT]
     _check_run(df)
     d = df[df["method"].isin(["uniform", "adaptive"])]
-    if "record" in d.columns:
-        d = d[d["record"].isin(["summary", "question", "question-inter"])]
+    if RECORD in d.columns:  # the tables the crossed model reads (not the allocation)
+        d = d[d[RECORD].isin([SUMMARY, "question", "question-inter"])]
     how = (f"crossed mixed model over students x questions ({METHOD_TEXT.split(', students paired')[0]}; the "
            "schemes' students have their own teacher draws: not paired); the variance ratio from each student's "
            "share of the per-question inter-student variance (inter_dev) on the log scale"

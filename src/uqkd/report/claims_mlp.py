@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..schema import summary_rows
 from .claims import (
     ALPHA,
     CONTRADICTED,
@@ -139,7 +140,8 @@ MOST = 0.5
 
 def _before_after(t, before: str, after: str, what: str, se_col: str, threshold: float = 1.0):
     df = t["init-noise-mlp"]
-    d = df[(df["record"] == "summary") & (df["sigma_init"] > 0)]
+    d = summary_rows(df)
+    d = d[d["sigma_init"] > 0]
     if d.empty:
         raise NotComputable("no sigma_init > 0")
     lvl = bonferroni_level(len(d))

@@ -108,11 +108,7 @@ class _Damaged(Exception):
 
 
 def _load_one(d: Path) -> tuple[Any, dict[str, Any]]:
-    import csv
-    import hashlib
-    import io
-
-    import pandas as pd
+    from ..schema import join_tables
 
     name = d.name
     csv_path, meta_path = d / "results.csv", d / "config.json"
@@ -138,45 +134,71 @@ def _load_one(d: Path) -> tuple[Any, dict[str, Any]]:
     if not os.path.lexists(meta_path):
         raise _Damaged(meta_path, "missing (results.csv is there without the record of its settings and "
                                   "checksum: rerun the experiment to rebuild both from its cell records)")
+    listed = meta.get("tables")
+    if listed is None:  # written before one file per table: results.csv holds every table
+        return _read_table(csv_path, meta.get("results_sha256"), summary=True), meta
+    if not (isinstance(listed, dict) and "summary" in listed
+            and all(isinstance(v, dict) and isinstance(v.get("file"), str) for v in listed.values())):
+        raise _Damaged(meta_path, "tables: expected {table: {file, rows, sha256}} with a summary table")
+    frames = {}
+    for tname, spec in listed.items():
+        fname = spec["file"]
+        if tname != "summary" and ("/" in fname or "\\" in fname or not fname.endswith(".csv") or fname.startswith(".")):
+            raise _Damaged(meta_path, f"tables: {tname!r} names the file {fname!r}, not a CSV file of this folder")
+        path = d / fname
+        if not os.path.lexists(path):
+            raise _Damaged(path, f"missing (config.json lists it as the {tname} table: deleted or moved)")
+        frames[tname] = _read_table(path, spec.get("sha256") if tname != "summary" else meta.get("results_sha256"),
+                                    summary=tname == "summary")
+    return join_tables(frames), meta
+
+
+def _read_table(path: Path, want: Any, summary: bool) -> Any:
+    """A result table's CSV, read only if it is whole: :class:`_Damaged` naming the damage otherwise."""
+    import csv
+    import hashlib
+    import io
+
+    import pandas as pd
+
     try:
-        raw = csv_path.read_bytes()
+        raw = path.read_bytes()
     except OSError as exc:
-        raise _Damaged(csv_path, f"unreadable ({exc.strerror or exc})") from None
+        raise _Damaged(path, f"unreadable ({exc.strerror or exc})") from None
     if not raw:
-        raise _Damaged(csv_path, "empty (0 bytes)")
+        raise _Damaged(path, "empty (0 bytes)")
     nul = raw.find(b"\x00")
     if nul >= 0:
-        raise _Damaged(csv_path, f"binary data (a NUL byte at byte {nul})")
+        raise _Damaged(path, f"binary data (a NUL byte at byte {nul})")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _Damaged(csv_path, f"not UTF-8 text (byte {exc.start})") from None
+        raise _Damaged(path, f"not UTF-8 text (byte {exc.start})") from None
     if not text.endswith("\n"):
-        raise _Damaged(csv_path, f"line {text.count(chr(10)) + 1} is cut short (no final newline: truncated)")
+        raise _Damaged(path, f"line {text.count(chr(10)) + 1} is cut short (no final newline: truncated)")
     try:
         lines = list(csv.reader(io.StringIO(text)))
     except csv.Error as exc:
-        raise _Damaged(csv_path, f"not a CSV table ({exc})") from None
+        raise _Damaged(path, f"not a CSV table ({exc})") from None
     header = lines[0] if lines else []
     body = [(i, r) for i, r in enumerate(lines[1:], 2) if r]
     if len(set(header)) != len(header) or any(not h.strip() for h in header):
-        raise _Damaged(csv_path, "line 1 (the header) has an empty or repeated column name")
+        raise _Damaged(path, "line 1 (the header) has an empty or repeated column name")
     if not body:
-        raise _Damaged(csv_path, "no data rows (only a header)")
+        raise _Damaged(path, "no data rows (only a header)")
     for i, r in body:
         if len(r) != len(header):
-            raise _Damaged(csv_path, f"line {i} has {len(r)} fields, the header {len(header)} (ragged)")
-    if "n_students" not in header:
-        raise _Damaged(csv_path, "no n_students column (a cut header, or not a uqkd results table)")
-    want = meta.get("results_sha256")
+            raise _Damaged(path, f"line {i} has {len(r)} fields, the header {len(header)} (ragged)")
+    if summary and "n_students" not in header:
+        raise _Damaged(path, "no n_students column (a cut header, or not a uqkd results table)")
     if want is not None and hashlib.sha256(raw).hexdigest() != want:
-        raise _Damaged(csv_path, "does not match the results_sha256 in config.json (edited, cut short or from "
-                                 "another run); rerun the experiment to rebuild it from its cell records")
+        key = "results_sha256" if summary else "sha256 of its table"
+        raise _Damaged(path, f"does not match the {key} in config.json (edited, cut short or from "
+                             "another run); rerun the experiment to rebuild it from its cell records")
     try:
-        df = pd.read_csv(io.StringIO(text))
+        return pd.read_csv(io.StringIO(text))
     except Exception as exc:  # noqa: BLE001 - any parse failure is damage
-        raise _Damaged(csv_path, f"cannot be parsed ({type(exc).__name__}: {exc})") from None
-    return df, meta
+        raise _Damaged(path, f"cannot be parsed ({type(exc).__name__}: {exc})") from None
 
 
 def _summary(name: str, df: Any) -> Any:
