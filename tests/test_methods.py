@@ -29,8 +29,8 @@ def _targets(name, k=K, mean=MEAN, var=VAR, reference=None):
 
 
 def test_registry_names_and_oracle_flags():
-    assert list(M.METHODS) == ["single", "averaging", "variance-weighting-paper-oracle", "variance-weighting-wls",
-                               "variance-weighting-shrinkage"]
+    assert M.method_names("tabular") == ("single", "averaging", "variance-weighting-paper-oracle",
+                                         "variance-weighting-wls", "variance-weighting-shrinkage")
     assert [n for n, m in M.METHODS.items() if m.oracle] == ["variance-weighting-paper-oracle"]
     from uqkd.experiments.linear import LINEAR_METHODS
     from uqkd.experiments.mlp import MLP_METHODS
@@ -77,7 +77,7 @@ def test_shrinkage_by_hand():
 
 
 def test_k1_reduces_to_averaging_and_per_input_counts():
-    for name in list(M.METHODS)[1:]:
+    for name in M.method_names("tabular")[1:]:
         labels, w = _targets(name, k=1, var=np.zeros_like(MEAN), reference=lambda y: 0 * y)
         assert labels is MEAN and w is None, name
     k = np.array([2, 3, 4, 3])
@@ -88,11 +88,11 @@ def test_k1_reduces_to_averaging_and_per_input_counts():
 
 
 def test_unknown_method_lists_the_valid_ones():
-    valid = ", ".join(M.METHODS)
-    with pytest.raises(ValueError, match=f"method: unknown method 'magic'; valid methods: {valid}$"):
+    valid = ", ".join(M.method_names("tabular"))
+    with pytest.raises(ValueError, match=f"method: expected one of {valid}; got 'magic'$"):
         _targets("magic")
     for name in ("variance-aware-linear", "variance-aware-mlp"):
-        with pytest.raises(ConfigError, match=f"methods: unknown method 'magic'; valid methods: {valid}$"):
+        with pytest.raises(ConfigError, match=f"methods: expected one of {valid}; got 'magic'$"):
             build_config(get_experiment(name).config_cls, ({"methods": "averaging,magic"}, "test"))
 
 
@@ -110,7 +110,7 @@ def _spy(monkeypatch):
 
 def test_linear_and_mlp_cells_dispatch_through_the_registry(monkeypatch):
     """Every method of both cells gets its labels from uqkd.methods.method_targets."""
-    methods = tuple(M.METHODS)
+    methods = M.method_names("tabular")
     lin = get_experiment("variance-aware-linear")
     cfg = build_config(lin.config_cls, ({"n_students": 3, "ks": "3", "alphas": "0.5"}, "test"))
     seen = _spy(monkeypatch)

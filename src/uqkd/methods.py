@@ -1,29 +1,43 @@
-r"""The variance-aware distillation methods: one registry for every tabular student family.
+r"""The distillation methods: one registry for the tabular and the LLM methods.
 
-Each method turns a student's k teacher draws per input into the targets its student is fit
-to: labels ``(R, n)`` and optional per-input loss weights ``(R, n)``. The student family
-decides only how a target is fit (OLS / WLS in closed form, a batched MLP by weighted Adam)
-and what the *reference* prediction of the shrinkage method is (a held-out student
-prediction: leave-one-out for OLS, two-fold cross-fitting for an MLP).
+Every method is one :class:`DistillationMethod` in :data:`METHODS` (the one public registry),
+keyed by its canonical name, with the domains it applies to (``tabular``, ``llm``), its flags
+(``oracle``: uses information a user distilling a real teacher lacks; ``needs_embedder``;
+``beyond_paper``: a uqkd method, not the paper's), its aliases (other accepted names; a
+``deprecated`` alias is an old name, accepted with a :class:`FutureWarning`), and where its
+behaviour lives (``behaviour``): tabular methods turn a student's k teacher draws per input into
+targets (:func:`method_targets`), LLM methods select training rows from k sampled answers
+(:func:`uqkd.llm.select.build_training_set`). :func:`resolve_method` looks a name up (canonical
+or alias, within a domain); :func:`method_names` gives the choices of a domain, from which the
+configs' and the command line's choices and help are generated.
+
+Tabular methods: the student family decides only how a target is fit (OLS / WLS in closed form,
+a batched MLP by weighted Adam) and what the *reference* prediction of the shrinkage method is
+(a held-out student prediction: leave-one-out for OLS, two-fold cross-fitting for an MLP).
 ``variance-aware-linear``, ``variance-aware-mlp`` and the ``adaptive-budget-*`` experiments
 (label rules ``averaging`` and ``wls``) all dispatch through :func:`method_targets`.
-
-Methods (``oracle`` marks those that use information a user distilling a real teacher lacks):
 
 * ``single``: standard KD, one teacher draw per input.
 * ``averaging``: the mean of the k draws, :math:`\bar y_i`.
 * ``variance-weighting-paper-oracle`` (oracle): the published rule
   (:func:`uqkd.aggregate.paper_oracle_labels`), :math:`\bar y_i` weighted against the
   noise-free teacher mean with the true noise variance, the draws' variance taken with ddof=0.
-* ``variance-weighting-wls``: labels :math:`\bar y_i` with loss weights :math:`k/\tilde s_i^2`,
-  :math:`\tilde s_i^2` the shrunk per-input sample variance
+  The same rule as the LLM method ``variance-weighting`` (``rule``), which weighs the teacher's
+  answers against the untrained student's own samples instead: oracle information in the
+  tabular design only, so the two keep distinct names.
+* ``variance-weighting-wls`` (alias ``wls``): labels :math:`\bar y_i` with loss weights
+  :math:`k/\tilde s_i^2`, :math:`\tilde s_i^2` the shrunk per-input sample variance
   (:func:`uqkd.aggregate.inverse_variance_sample_weights`; with per-input counts
   :math:`k_i`, :func:`uqkd.aggregate.shrunk_variance_unequal_k`).
-* ``variance-weighting-shrinkage``: :math:`\bar y_i` shrunk towards the reference prediction
-  by inverse variances (:func:`uqkd.aggregate.shrinkage_labels`).
+* ``variance-weighting-shrinkage`` (alias ``shrinkage``): :math:`\bar y_i` shrunk towards the
+  reference prediction by inverse variances (:func:`uqkd.aggregate.shrinkage_labels`).
 
-With one draw per input (k = 1) there is no per-input variance information and every method
-but ``single`` is ``averaging``: the labels are the draw itself, no weights.
+With one draw per input (k = 1) there is no per-input variance information and every tabular
+method but ``single`` is ``averaging``: the labels are the draw itself, no weights.
+
+LLM methods (``uqkd.llm.select``): ``single``, ``multi-response``, ``averaging``,
+``variance-weighting`` (the paper's) and ``inverse-variance-loss`` (uqkd's; the rule of
+``variance-weighting-wls``). ``single`` and ``averaging`` are one entry each, for both domains.
 
 Pure numpy; no torch.
 
@@ -34,20 +48,29 @@ Examples
 >>> labels, w = method_targets("averaging", mean_k=mean_k, var_k=var_k, k=4)
 >>> labels is mean_k, w is None
 (True, True)
+>>> resolve_method("wls", domain="tabular").name
+'variance-weighting-wls'
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import aggregate
+from .config import UserError
 
-__all__ = ["DistillationMethod", "MethodTargets", "METHODS", "get_method", "check_methods", "method_table",
-           "method_targets"]
+__all__ = ["DistillationMethod", "MethodTargets", "METHODS", "DOMAINS", "resolve_method", "method_names",
+           "check_methods", "method_table", "method_targets"]
+
+#: the domains a method applies to
+DOMAINS = ("tabular", "llm")
+#: where each domain's methods get their behaviour
+BEHAVIOUR = {"tabular": "targets: uqkd.methods.method_targets", "llm": "selection: uqkd.llm.select.build_training_set"}
 
 
 class MethodTargets(NamedTuple):
@@ -64,14 +87,27 @@ class DistillationMethod:
     Attributes
     ----------
     name : str
+        The canonical name (what result tables carry).
     oracle : bool
         Whether the method uses oracle information (the noise-free teacher mean, the true noise level).
     description : str
         One line for tables and ``uqkd show``.
     needs : tuple of str
-        The inputs of :func:`method_targets` beyond ``mean_k``, ``var_k`` and ``k`` it reads.
+        Tabular: the inputs of :func:`method_targets` beyond ``mean_k``, ``var_k`` and ``k`` it reads.
     weighted : bool
         Whether it returns per-input loss weights.
+    domains : tuple of str
+        Where it applies: ``tabular`` (:func:`method_targets`), ``llm`` (:func:`uqkd.llm.select.build_training_set`).
+    needs_embedder : bool
+        LLM: whether selecting its training rows embeds the answers.
+    beyond_paper : bool
+        A uqkd method, not one of the paper's.
+    aliases : tuple of str
+        Other accepted names.
+    deprecated : tuple of str
+        Old names, still accepted, with a :class:`FutureWarning` naming the canonical one.
+    rule : str
+        The canonical name of the method whose rule this one applies with other inputs ("" when none).
     """
 
     name: str
@@ -79,42 +115,100 @@ class DistillationMethod:
     description: str
     needs: tuple[str, ...] = ()
     weighted: bool = False
+    domains: tuple[str, ...] = ("tabular",)
+    needs_embedder: bool = False
+    beyond_paper: bool = False
+    aliases: tuple[str, ...] = ()
+    deprecated: tuple[str, ...] = ()
+    rule: str = ""
+
+    @property
+    def behaviour(self) -> dict[str, str]:
+        """``{domain: where the behaviour lives}``: targets (tabular) or selection (LLM)."""
+        return {d: BEHAVIOUR[d] for d in self.domains}
 
 
 METHODS: dict[str, DistillationMethod] = {m.name: m for m in (
-    DistillationMethod("single", False, "standard KD: one teacher draw per input", needs=("single",)),
-    DistillationMethod("averaging", False, "mean of the k teacher draws per input"),
+    DistillationMethod("single", False, "standard KD: one teacher draw per input", needs=("single",),
+                       domains=("tabular", "llm")),
+    DistillationMethod("multi-response", False, "all k teacher answers per question as training rows",
+                       domains=("llm",)),
+    DistillationMethod("averaging", False, "mean of the k teacher draws per input (LLM: the answer nearest the "
+                       "mean embedding of the k)", domains=("tabular", "llm"), needs_embedder=True),
     DistillationMethod("variance-weighting-paper-oracle", True,
                        "published rule: mean_k weighted against the noise-free teacher mean with the true noise "
-                       "variance", needs=("teacher_mean", "noise_var")),
+                       "variance", needs=("teacher_mean", "noise_var"), rule="variance-weighting"),
     DistillationMethod("variance-weighting-wls", False,
                        "oracle-free: weighted least squares on mean_k, weights k / shrunk per-input variance of the "
-                       "draws", weighted=True),
+                       "draws", weighted=True, beyond_paper=True, aliases=("wls",)),
     DistillationMethod("variance-weighting-shrinkage", False,
                        "oracle-free: mean_k shrunk towards a held-out student prediction (leave-one-out for OLS, "
-                       "two-fold cross-fitted for MLPs) by inverse variances", needs=("reference",)),
+                       "two-fold cross-fitted for MLPs) by inverse variances", needs=("reference",),
+                       beyond_paper=True, aliases=("shrinkage",)),
+    DistillationMethod("variance-weighting", False,
+                       "published rule: the teacher answer nearest the inverse-variance combination of the teacher's "
+                       "and the untrained student's mean answer embeddings", domains=("llm",), needs_embedder=True),
+    DistillationMethod("inverse-variance-loss", False,
+                       "the answer nearest the mean embedding, its loss weighted by the inverse embedding dispersion "
+                       "of the k answers", weighted=True, domains=("llm",), needs_embedder=True, beyond_paper=True,
+                       rule="variance-weighting-wls"),
 )}
 
 
+def _lookup(domain: str | None) -> dict[str, tuple[DistillationMethod, bool]]:
+    """``{accepted name: (method, deprecated?)}`` of a domain (every domain when None)."""
+    out: dict[str, tuple[DistillationMethod, bool]] = {}
+    for m in METHODS.values():
+        if domain is None or domain in m.domains:
+            out[m.name] = (m, False)
+            out.update({a: (m, False) for a in m.aliases})
+            out.update({a: (m, True) for a in m.deprecated})
+    return out
+
+
+def method_names(domain: str | None = None) -> tuple[str, ...]:
+    """Canonical names of the methods of ``domain`` (``tabular``, ``llm``; None: all), in registry order."""
+    if domain is not None and domain not in DOMAINS:
+        raise UserError(f"domain: expected one of {', '.join(DOMAINS)}; got {domain!r}")
+    return tuple(m.name for m in METHODS.values() if domain is None or domain in m.domains)
+
+
+def resolve_method(name: str, *, domain: str | None = None, argname: str = "method") -> DistillationMethod:
+    """The method a name (canonical or alias) denotes within ``domain``.
+
+    Raises
+    ------
+    UserError
+        ``<argname>: expected one of <the domain's methods>; got <name>`` for an unknown name.
+    """
+    table = _lookup(domain)
+    hit = table.get(name) if isinstance(name, str) else None
+    if hit is None:
+        raise UserError(f"{argname}: expected one of {', '.join(method_names(domain))}; got {name!r}"
+                        + (f" (not a{'n' if domain == 'llm' else ''} {domain} method)" if name in _lookup(None) else ""))
+    m, deprecated = hit
+    if deprecated:
+        warnings.warn(f"{argname}: method name {name!r} is deprecated; use {m.name!r}", FutureWarning, stacklevel=2)
+    return m
+
+
 def get_method(name: str, argname: str = "method") -> DistillationMethod:
-    """Look up a method; an unknown name raises ``ValueError`` listing the valid ones."""
-    if name not in METHODS:
-        raise ValueError(f"{argname}: unknown method {name!r}; valid methods: {', '.join(METHODS)}")
-    return METHODS[name]
+    """:func:`resolve_method` over the tabular methods (kept for callers of the old name)."""
+    return resolve_method(name, domain="tabular", argname=argname)
 
 
-def check_methods(methods: tuple[str, ...], argname: str = "methods") -> None:
-    """Check a config's list of method names (each registered, none twice)."""
-    for m in methods:
-        get_method(m, argname)
-    dup = sorted({m for m in methods if list(methods).count(m) > 1})
+def check_methods(methods: Iterable[str], argname: str = "methods", domain: str = "tabular") -> tuple[str, ...]:
+    """Check a config's list of method names (each registered in ``domain``, none twice); their canonical names."""
+    names = tuple(resolve_method(m, domain=domain, argname=argname).name for m in methods)
+    dup = sorted({m for m in names if names.count(m) > 1})
     if dup:
-        raise ValueError(f"{argname}: expected each method once, got {', '.join(dup)} more than once")
+        raise UserError(f"{argname}: expected each method once, got {', '.join(dup)} more than once")
+    return names
 
 
-def method_table() -> dict[str, tuple[bool, str]]:
-    """``{name: (oracle, description)}`` of every registered method."""
-    return {m.name: (m.oracle, m.description) for m in METHODS.values()}
+def method_table(domain: str = "tabular") -> dict[str, tuple[bool, str]]:
+    """``{name: (oracle, description)}`` of every method of ``domain``."""
+    return {m.name: (m.oracle, m.description) for m in METHODS.values() if domain in m.domains}
 
 
 def _unequal_k_weights(var_k: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -155,7 +249,7 @@ def method_targets(
     Parameters
     ----------
     name : str
-        A key of :data:`METHODS`.
+        A tabular method of :data:`METHODS` (canonical name or alias).
     mean_k : array (R, n)
         Mean of each student's k draws per input.
     var_k : array (R, n) or None
@@ -185,7 +279,7 @@ def method_targets(
         ``labels`` (R, n), ``mean_k`` itself (the same object) wherever the method reduces to
         averaging; ``sample_weight`` (R, n) or None.
     """
-    m = get_method(name)
+    m = resolve_method(name, domain="tabular")
     if m.name == "single":
         if single is None:
             raise ValueError("single: method 'single' needs the single-draw labels")

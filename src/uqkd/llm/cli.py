@@ -109,8 +109,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = lsub.add_parser("build-dataset", help="training set (prompt, completion, weight, uncertainty columns) from "
                                               "samples, with a dataset card")
     p.add_argument("--samples", required=True, help="JSONL from `uqkd llm sample`")
-    p.add_argument("--method", required=True, help="single, multi-response, averaging, variance-weighting, "
-                                                   "inverse-variance-loss")
+    p.add_argument("--method", required=True, help=_methods_help())
     p.add_argument("--student-index", type=int, default=0, help="which student's draw `single` takes")
     p.add_argument("--format", default="conversational", choices=("conversational", "standard"),
                    help="TRL dataset format: conversational (prompt/completion message lists; default, for students "
@@ -139,7 +138,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--train", help="JSONL from `uqkd llm build-dataset` (every student trains on it)")
     src.add_argument("--samples", help="JSONL from `uqkd llm sample`: student r gets its own teacher draws "
                                        "(samples r*K..(r+1)*K-1 of each question, K = --k-per-student)")
-    p.add_argument("--method", default="averaging", help="with --samples: the training-set method (default averaging)")
+    p.add_argument("--method", default="averaging", help="with --samples: the training-set method (default averaging): "
+                                                          + _methods_help())
     p.add_argument("--k-per-student", type=int, default=0,
                    help="with --samples: teacher draws per student (default: all draws / --students)")
     p.add_argument("--format", default="conversational", choices=("conversational", "standard"),
@@ -732,12 +732,24 @@ def _dataset_card(recs: list[dict[str, Any]], rows: list[dict[str, Any]], info: 
         format=a.format, cluster_distance=CLUSTER_DISTANCE)
 
 
+def _methods_help() -> str:
+    """The LLM methods of the registry (uqkd.methods), for --method's help."""
+    from ..methods import METHODS, method_names
+
+    return "; ".join(f"{n}{' (beyond the paper)' if METHODS[n].beyond_paper else ''}" for n in method_names("llm"))
+
+
+def _needs_embedder(method: str) -> bool:
+    from ..methods import METHODS
+
+    return METHODS[method].needs_embedder
+
+
 def _cmd_build(a: argparse.Namespace) -> int:
     _require_extra()
-    from .select import METHODS
+    from ..methods import resolve_method
 
-    if a.method not in METHODS:
-        raise UserError(f"--method: expected one of {', '.join(METHODS)}; got {a.method!r}")
+    a.method = resolve_method(a.method, domain="llm", argname="--method").name  # the registry's canonical name
     if a.student_index < 0:
         raise UserError(f"--student-index: expected an integer >= 0, got {a.student_index}")
     if a.max_dispersion is not None:
@@ -796,11 +808,11 @@ def _file_sha(path: str) -> str:
 
 def _cmd_distill(a: argparse.Namespace) -> int:
     _require_extra()
-    from .select import METHODS
+    from ..methods import resolve_method
     from .train import TrainConfig, check_row
 
-    if a.samples and a.method not in METHODS:
-        raise UserError(f"--method: expected one of {', '.join(METHODS)}; got {a.method!r}")
+    if a.samples:
+        a.method = resolve_method(a.method, domain="llm", argname="--method").name  # the registry's canonical name
     _positive_int(a.students, "--students")
     _positive_int(a.student_every, "--student-every")
     _positive_int(a.gradient_accumulation_steps, "--gradient-accumulation-steps")
@@ -826,7 +838,7 @@ def _cmd_distill(a: argparse.Namespace) -> int:
         _check_model(a.teacher, "--teacher")
     else:
         _check_model(a.student, "--student")
-    if a.samples and a.method not in ("single", "multi-response"):
+    if a.samples and _needs_embedder(a.method):
         _check_embedder(a)
     _check_out_path(a.out, "--out", is_dir=True)
     _check_common(a)
@@ -872,7 +884,7 @@ def _cmd_distill(a: argparse.Namespace) -> int:
     if not a.train:
         from .embed import load_embedder
 
-        emb = load_embedder(a.embedder, device=a.device) if a.method not in ("single", "multi-response") else None
+        emb = load_embedder(a.embedder, device=a.device) if _needs_embedder(a.method) else None
         per_student = []
         for r in range(a.students):
             own = [{**rec, "samples": rec["samples"][r * m:(r + 1) * m],

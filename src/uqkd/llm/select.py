@@ -61,6 +61,8 @@ import numpy as np
 from .._seeding import make_rng
 from ..aggregate import inverse_variance_combine, inverse_variance_sample_weights
 from ..config import UserError
+from ..methods import METHODS as _REGISTRY
+from ..methods import method_names, resolve_method
 from .embed import Embedder
 
 __all__ = [
@@ -77,7 +79,8 @@ __all__ = [
 
 CLUSTER_DISTANCE = 0.15
 
-METHODS = ("single", "multi-response", "averaging", "variance-weighting", "inverse-variance-loss")
+#: the LLM methods of the one registry (:data:`uqkd.methods.METHODS`, domain ``llm``)
+METHODS = method_names("llm")
 
 
 def embedding_dispersion(emb: np.ndarray) -> float:
@@ -204,7 +207,7 @@ def build_training_set(
         Lines of a samples file: ``id``, ``question``, ``samples`` (k teacher answers) and, for
         ``variance-weighting``, ``student_samples`` (the untrained student's answers).
     method : str
-        One of :data:`METHODS`.
+        One of :data:`METHODS` (or an alias in :data:`uqkd.methods.METHODS`).
     embedder : Embedder
         Needed by every method but ``single`` and ``multi-response``; with it, every row gets the
         uncertainty columns (module docstring), without it they are None. A record's own
@@ -235,13 +238,12 @@ def build_training_set(
     UserError
         Unknown method, no records, a missing field, or nothing left to train on.
     """
-    if method not in METHODS:
-        raise UserError(f"method: expected one of {', '.join(METHODS)}; got {method!r}")
+    method = resolve_method(method, domain="llm").name
     if format not in FORMATS:
         raise UserError(f"format: expected one of {', '.join(FORMATS)}; got {format!r}")
     if not records:
         raise UserError("samples: empty dataset (no questions)")
-    needs_emb = method in ("averaging", "variance-weighting", "inverse-variance-loss")
+    needs_emb = _REGISTRY[method].needs_embedder
     if needs_emb and embedder is None:
         raise ValueError(f"embedder: method {method!r} needs an embedder")
     for name, v in (("max_dispersion", max_dispersion), ("min_agreement", min_agreement)):
