@@ -217,26 +217,8 @@ def run_experiment(
         _check_publish_destinations([out_dir / f for f in ("results.csv", "config.json", "timings.json")])
         done = _load_cell_records(sweep)
         n_computed = _compute_cells(sweep, done, workers, executor, ray_address, progress, make_figures, stop_after)
-        meta = {
-            "experiment": name,
-            "section": exp.section,
-            "profile": profile,
-            "seed": seed,
-            "config": config_to_dict(cfg),
-            "config_fingerprint": fp,
-            "n_cells": len(cells),
-            "versions": _versions(),
-        }
-        # wall-clock figures live apart from results.csv and config.json, which a rerun with the same
-        # seed reproduces byte for byte
-        timings = {
-            "experiment": name,
-            "cell_seconds": {c: float(done[c].get("seconds", 0.0)) for c in sweep.ids},
-            "cell_seconds_total": sum(float(done[c].get("seconds", 0.0)) for c in sweep.ids),
-            "cells_computed_this_run": n_computed,
-            "sweep_seconds_this_run": time.perf_counter() - t0,
-        }
-        files, figures = _publish_results(sweep, done, out_dir, meta, timings, make_figures)
+        files, figures = _publish_results(sweep, done, out_dir, profile, n_computed, time.perf_counter() - t0,
+                                          make_figures)
     return RunResult(name, out_dir, out_dir / "results.csv", figures, len(cells), n_computed, time.perf_counter() - t0,
                      tables=files)
 
@@ -344,16 +326,35 @@ def _compute_cells(sweep: _Sweep, done: dict[str, dict[str, Any]], workers: int 
     return n_computed
 
 
-def _publish_results(sweep: _Sweep, done: dict[str, dict[str, Any]], out_dir: Path, meta: dict[str, Any],
-                     timings: dict[str, Any], make_figures: bool) -> tuple[dict[str, Path], list[Path]]:
+def _publish_results(sweep: _Sweep, done: dict[str, dict[str, Any]], out_dir: Path, profile: str, n_computed: int,
+                     sweep_seconds: float, make_figures: bool) -> tuple[dict[str, Path], list[Path]]:
     """Write the rows of every cell, in grid order, as one CSV file per table (:mod:`uqkd.schema`), with
-    ``config.json`` (each file's checksum), ``timings.json`` and the figures, as one unit (:func:`_publish`).
-    Returns ``({table: file}, figures)``."""
+    ``config.json`` (settings, versions, each file's checksum), ``timings.json`` and the figures, as one unit
+    (:func:`_publish`). Returns ``({table: file}, figures)``."""
     import pandas as pd
 
     from .schema import SUMMARY, join_tables, split_rows, table_file
 
-    exp, cfg = sweep.exp, sweep.cfg
+    exp, cfg, ids = sweep.exp, sweep.cfg, sweep.ids
+    meta = {
+        "experiment": exp.name,
+        "section": exp.section,
+        "profile": profile,
+        "seed": sweep.seed,
+        "config": config_to_dict(cfg),
+        "config_fingerprint": sweep.fingerprint,
+        "n_cells": len(sweep.cells),
+        "versions": _versions(),
+    }
+    # wall-clock figures live apart from the tables and config.json, which a rerun with the same seed reproduces
+    # byte for byte
+    timings = {
+        "experiment": exp.name,
+        "cell_seconds": {c: float(done[c].get("seconds", 0.0)) for c in ids},
+        "cell_seconds_total": sum(float(done[c].get("seconds", 0.0)) for c in ids),
+        "cells_computed_this_run": n_computed,
+        "sweep_seconds_this_run": sweep_seconds,
+    }
     by_table = split_rows(row for cid in sweep.ids for row in done[cid]["rows"])
     frames = {n: pd.DataFrame(rows) for n, rows in by_table.items() if rows or n == SUMMARY}
     texts = {table_file(n): df.to_csv(index=False, float_format=None) for n, df in frames.items()}
