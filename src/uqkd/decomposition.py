@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FloorFit", "fit_floor_plus_slope", "relative_variance_se", "decomposition_table"]
+__all__ = ["FloorFit", "fit_floor_plus_slope", "fit_floor_rows", "relative_variance_se", "decomposition_table"]
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,9 @@ def fit_floor_plus_slope(k: Any, v: Any, se: Any | None = None, *, rel_se: float
                     p_value=float(chdtrc(dof, chi2)), scale=scale, n_points=len(k), **extra)
 
 
-def _fit_rows(g: Any, quadratic: bool = False) -> FloorFit:
+def fit_floor_rows(g: Any, quadratic: bool = False) -> FloorFit:
+    """:func:`fit_floor_plus_slope` on a table's rows of one group: ``k``, ``inter_student_var`` and, where finite,
+    its ``inter_student_var_se``."""
     g = g.sort_values("k")
     k = g["k"].to_numpy(dtype=float)
     v = g["inter_student_var"].to_numpy(dtype=float)
@@ -205,7 +207,7 @@ def decomposition_table(df: Any, method: str = "averaging", by: tuple[str, ...] 
     for key, g in (d.groupby(list(by), sort=False) if by else [((), d)]):
         if g["k"].nunique() < 3:
             continue
-        f = _fit_rows(g)
+        f = fit_floor_rows(g)
         key = key if isinstance(key, tuple) else (key,)
         (flo, fhi), (blo, bhi) = f.interval("floor", level), f.interval("b", level)
         has_se = "inter_student_var_se" in g and bool(np.all(np.isfinite(g["inter_student_var_se"])))
@@ -214,8 +216,11 @@ def decomposition_table(df: Any, method: str = "averaging", by: tuple[str, ...] 
                      "chi2": f.chi2, "df": f.df, "p_value": f.p_value, "n_k": f.n_points,
                      "se_source": "jackknife" if has_se else "sqrt(2/(R-1)) bound"})
         if g["k"].nunique() >= 4:  # second order: floor + b/k + c/k^2 (nonlinear students, large noise)
-            q = _fit_rows(g, quadratic=True)
+            q = fit_floor_rows(g, quadratic=True)
             (clo, chi) = q.interval("c", level)
             rows[-1].update({"q_floor": q.floor, "q_b": q.b, "q_c": q.c, "q_c_lo": clo, "q_c_hi": chi,
                              "q_chi2": q.chi2, "q_df": q.df, "q_p_value": q.p_value})
     return pd.DataFrame(rows)
+
+
+_fit_rows = fit_floor_rows  # the old private name (experiments/linear.py imports it)

@@ -43,7 +43,8 @@ from .claims import (
 )
 
 
-def _n(df) -> int:
+def min_students(df) -> int:
+    """The fewest students of any row (what a per-cell test's degrees of freedom come from)."""
     n = df["n_students"].dropna().astype(int)
     if n.empty:
         raise NotComputable("no n_students column values")
@@ -57,7 +58,7 @@ def _f1_linear_propagation(t):
         raise NotComputable("no noise level sigma > 0")
     if "param_cov_lr_stat" in d and np.all(np.isfinite(d["param_cov_lr_stat"].to_numpy(dtype=float))):
         return _f1_full_covariance(d)
-    R = _n(d)
+    R = min_students(d)
     m = len(d)
     ratio = (d["param_var_mc"] / d["param_var_theory"]).to_numpy(dtype=float)
     lvl = 1 - 2 * ALPHA / m
@@ -96,7 +97,7 @@ def _f1_full_covariance(d):
         raise NotComputable("no param_cov_scale (the mean variance ratio) to test equivalence on")
     p_lr = chi2.sf(stat, dof)
     m = len(d)
-    R = _n(d)
+    R = min_students(d)
     p = int(round((np.sqrt(8 * dof[0] + 1) - 1) / 2))  # df = p(p+1)/2
     nu = p * (R - 1)  # chi-square df of the trace
     scale = d["param_cov_scale"].to_numpy(dtype=float)
@@ -150,7 +151,7 @@ def loglog_slopes(d, value: str = "inter_student_var", by: str = "alpha", x: str
         y = g[value].to_numpy(dtype=float)
         if np.any(~(y > 0)):
             raise NotComputable(f"{value} is not positive at {by}={key}: no log-log slope")
-        se = np.full(len(g), log_variance_se(_n(g)))
+        se = np.full(len(g), log_variance_se(min_students(g)))
         out.append((key, *weighted_slope(np.log(g[x].to_numpy(dtype=float)), np.log(y), se)))
     if not out:
         raise NotComputable(f"needs at least 3 values of {x} per {by}")
@@ -194,10 +195,10 @@ def _f2_averaging_slope(t):
         se = g["inter_student_var_se"].to_numpy(dtype=float) / y
         how = "jackknife SEs of the inter-student variance (the table's inter_student_var_se), on the log scale"
     else:
-        se = np.full(len(g), log_variance_se(_n(g)))
+        se = np.full(len(g), log_variance_se(min_students(g)))
         how = "SE of the log of a variance across the students (conservative for an average over inputs)"
     b, b_se = weighted_slope(np.log(g["k"].to_numpy(dtype=float)), np.log(y), se)
-    x = equivalence_test("slope", b, b_se, None, -1.0, F2_MARGIN, n=_n(g), unit="students/cell")
+    x = equivalence_test("slope", b, b_se, None, -1.0, F2_MARGIN, n=min_students(g), unit="students/cell")
     others = sorted(set(d["alpha"]) - {g["alpha"].iloc[0]})
     return ("log-log slope of inter-student variance vs k (averaging, homoscedastic, teacher draws averaged by "
             f"uqkd.aggregate.average), weighted least squares with {how}; equivalence with -1 within "
@@ -281,7 +282,7 @@ def _f3_ivw(t):
     w = d[d["method"] == "variance-weighting-wls"].set_index(keys)["inter_student_var"]
     if a.empty or w.empty:
         raise NotComputable("needs heteroscedastic averaging and variance-weighting-wls rows with k >= 3")
-    R = _n(d)
+    R = min_students(d)
     check_draws(d)
     tests, _ = _ratio_cells(a, w, R, "averaging and variance-weighting-wls")
     pooled = crn_pooled_log_ratio(a, w, R)
@@ -358,7 +359,7 @@ def f5_variance_aware(t, experiment="variance-aware-linear"):
     amax = max(rows)
     s, a = rows[amax]
     gain = mse_gain_test(s, a, "MSE gain", 1 - ALPHA / 2, unit="students/method")
-    R = _n(d)
+    R = min_students(d)
     var = variance_ratio_test("variance", float(a["inter_student_var"]), float(s["inter_student_var"]), R - 1, R - 1,
                               "<", level=1 - ALPHA / 2, n=R, unit="students/method")
     v = all_of([gain.verdict, var.verdict])
@@ -485,7 +486,7 @@ def _s5_size(t):
     y = gt["inter_student_var"].to_numpy(dtype=float)
     if np.any(~(y > 0)):
         raise NotComputable("a predictive variance is not positive: no log scale")
-    R = _n(gt)
+    R = min_students(gt)
     b, se = weighted_slope(np.log(gt["fraction"].to_numpy(dtype=float)), np.log(y), np.full(len(y), log_variance_se(R)))
     x = difference_test("slope", b, se, None, "<", n=R, unit="students/fraction")
     rho = spearmanr(gt["fraction"], y).statistic if len(gt) >= 3 else float("nan")
@@ -647,7 +648,7 @@ def _b_theory_mse(t):
         if col not in d or not np.all(np.isfinite(d[col].to_numpy(dtype=float))):
             raise NotComputable(f"no {col} (rerun teacher-noise-linear with this uqkd version): the margin is set on "
                                 "the noise part of the MSE, which the plain test MSE is too noisy to resolve")
-    R = _n(d)
+    R = min_students(d)
     m = len(d)
     scale = d["theory_inter_student_var"].to_numpy(dtype=float)  # the noise part of the expected test MSE
     if not np.all(scale > 0):

@@ -30,7 +30,7 @@ from .claims import (
     register_claim,
     variance_ratio_test,
 )
-from .claims_linear import _n, check_draws, f5_variance_aware, mse_gain_test, s5_teacher_vs_truth
+from .claims_linear import check_draws, f5_variance_aware, min_students, mse_gain_test, s5_teacher_vs_truth
 from .stats import log_ratio_t
 
 
@@ -198,20 +198,20 @@ register_claim(ClaimSpec(
 def floor_fit_claim(d, what: str):
     """Per alpha: b > 0 (one-sided by its Bonferroni interval) and the floor + b/k form (chi-square goodness of
     fit: contradicted if p < 0.001/m, inconclusive if p < 0.05/m)."""
-    from ..decomposition import _fit_rows
+    from ..decomposition import fit_floor_rows
 
     fits = []
     for a, g in d.groupby("alpha"):
         if g["k"].nunique() >= 3:
             try:
-                fits.append((a, _fit_rows(g)))
+                fits.append((a, fit_floor_rows(g)))
             except ValueError as exc:
                 raise NotComputable(f"alpha={a:g}: {exc}") from None
     if not fits:
         raise NotComputable("needs at least 3 values of k per alpha")
     m = len(fits)
     lvl = bonferroni_level(m)
-    R = _n(d)
+    R = min_students(d)
     b_tests = [difference_test(f"alpha={a:g}", f.b, f.b_se, None, ">", level=lvl, n=R, unit="students/cell")
                for a, f in fits]
     form = [HOLDS if f.p_value >= ALPHA / m else CONTRADICTED if f.p_value < STRICT_ALPHA / m else INCONCLUSIVE
@@ -231,7 +231,7 @@ def floor_fit_claim(d, what: str):
     for a, f in fits:  # where the 1/k form is rejected: does the delta method's next term, c/k^2, describe it?
         g = groups[a]
         if f.p_value < ALPHA / m and g["k"].nunique() >= 4:
-            q = _fit_rows(g, quadratic=True)
+            q = fit_floor_rows(g, quadratic=True)
             parts.append(f"alpha={a:g} second order floor + b/k + c/k^2: floor {q.floor:.3g}, b {q.b:.3g}, c {q.c:.3g} "
                          f"{fmt_interval(*q.interval('c', lvl))}, chi2 {q.chi2:.1f}/{q.df} (p={q.p_value:.2g})")
     return (f"{what} (teacher draws averaged by uqkd.aggregate.average): weighted least-squares fit of inter-student "
