@@ -3,7 +3,9 @@
 Spec: ``openai:http://HOST:PORT/v1#MODEL``; the part before ``#`` is the API base URL (the one
 ``/chat/completions`` and ``/models`` hang off), the part after it the served model name. The
 API key comes from ``$UQKD_OPENAI_API_KEY`` or ``$OPENAI_API_KEY`` (optional: a server on your own
-machine usually needs none). Only the standard library is used (``urllib``, ``json``, threads).
+machine usually needs none; the placeholder ``EMPTY`` is sent then, as vLLM's docs do). Requests go
+through the official ``openai`` client (``openai.OpenAI``: its retries, timeouts and typed errors),
+one shared client used from a thread pool.
 
 One request per sequence, ``messages=[{"role": "user", "content": question}]``, so that every
 sample has a seed of its own:
@@ -34,28 +36,31 @@ OpenAI's own API only tries. Token counts come from ``usage.completion_tokens``;
 usage falls back to a whitespace word count of the answer. Answers are returned raw (the caller
 cleans them).
 
-Requests run on a thread pool (``concurrency``, default 8). HTTP 429, 5xx and dropped connections
-are retried ``max_retries`` times with exponential back-off (``backoff * 2**attempt`` seconds, or
-the server's ``Retry-After``); everything else is a one-line :class:`~uqkd.config.UserError`:
-server unreachable (naming the URL), unknown model (naming it and listing the server's models
-from ``GET /models``), rate limit still hit after the retries, a request timeout, a malformed
-response.
+Requests run on a thread pool (``concurrency``, default 8) sharing one ``openai.OpenAI`` client
+(its HTTP connection pool is thread-safe). The client retries HTTP 408, 409, 429, 5xx, timeouts and
+dropped connections ``max_retries`` times; the delay is uqkd's ``backoff * 2**attempt`` seconds, or
+the server's ``Retry-After`` (at most 60 s). The client's typed errors (``openai.RateLimitError``,
+``APIStatusError``, ``APITimeoutError``, ``APIConnectionError``) become one-line
+:class:`~uqkd.config.UserError` s: server unreachable (naming the URL), unknown model (naming it and
+listing the server's models from ``GET /models``), rate limit still hit after the retries, a
+request timeout, a malformed response (the body is read raw and checked here, so a server that
+answers oddly gets a precise message). Proxies from the environment are ignored for a server on
+this machine (localhost, 127.0.0.1, ::1).
 """
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
+import math
 import os
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from http.client import HTTPException
 from typing import Any
 
 from ..config import UserError
@@ -64,7 +69,6 @@ __all__ = ["OpenAIBackend", "parse_openai_spec", "SPEC_FORM"]
 
 SPEC_FORM = "openai:http://HOST:PORT/v1#MODEL"
 _MODES = ("extra", "generation_config", "standard")
-_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 _log = logging.getLogger(__name__)
 
@@ -119,6 +123,33 @@ def _error_text(payload: Any, raw: str) -> str:
             if v:
                 return _one_line(v)
     return _one_line(raw) or "(empty body)"
+
+
+def _make_client(base_url: str, api_key: str | None, timeout: float, max_retries: int, backoff: float) -> Any:
+    """An ``openai.OpenAI`` client for ``base_url`` whose retry delay is ``backoff * 2**attempt`` (or Retry-After)."""
+    try:
+        import openai
+    except ImportError:
+        raise UserError("teacher openai:...: the openai package is not installed; pip install openai") from None
+
+    class _Client(openai.OpenAI):
+        def _calculate_retry_timeout(self, remaining_retries: int, options: Any, response_headers: Any = None) -> float:
+            ra = response_headers.get("retry-after") if response_headers is not None else None
+            if ra is not None:
+                try:
+                    wait = float(ra)
+                except ValueError:
+                    parsed = email.utils.parsedate_tz(ra)
+                    wait = email.utils.mktime_tz(parsed) - time.time() if parsed else float("nan")
+                if math.isfinite(wait) and wait >= 0:
+                    return min(wait, 60.0)
+            attempt = max(options.get_max_retries(self.max_retries) - remaining_retries, 0)
+            return backoff * (2.0 ** min(attempt, 30))
+
+    host = urllib.parse.urlsplit(base_url).hostname or ""
+    http = openai.DefaultHttpxClient(trust_env=host not in _LOOPBACK)  # no proxy for this machine
+    return _Client(api_key=api_key or "EMPTY", base_url=base_url, timeout=timeout, max_retries=max_retries,
+                   http_client=http)
 
 
 class _Response:
@@ -210,9 +241,7 @@ class OpenAIBackend:
         self._auto = sampling_fields == "auto"
         self.sampling_fields: str | None = None if self._auto else sampling_fields
         self._lock = threading.Lock()
-        host = urllib.parse.urlsplit(self.base_url).hostname or ""
-        handlers = [urllib.request.ProxyHandler({})] if host in _LOOPBACK else []  # no proxy for this machine
-        self._opener = urllib.request.build_opener(*handlers)
+        self._client = _make_client(self.base_url, self.api_key, self.timeout, self.max_retries, self.backoff)
         self._models: list[dict[str, Any]] | None = None
         self.model_info: dict[str, Any] = {}
         name = f"openai:{self.base_url}#{model}"
@@ -246,83 +275,61 @@ class OpenAIBackend:
     def _url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
 
-    def _send(self, method: str, path: str, body: dict[str, Any] | None, timeout: float) -> _Response:
-        """One HTTP exchange; OS-level errors propagate (the caller classifies them)."""
-        headers = {"Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode("utf-8")
-            headers["Content-Type"] = "application/json"
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(self._url(path), data=data, headers=headers, method=method)
-        try:
-            with self._opener.open(req, timeout=timeout) as r:
-                return _Response(r.status, r.read().decode("utf-8", "replace"), r.headers)
-        except urllib.error.HTTPError as e:
-            try:
-                raw = e.read().decode("utf-8", "replace")
-            except Exception:  # noqa: BLE001 - a body we cannot read is just empty
-                raw = ""
-            return _Response(e.code, raw, e.headers)
-
     def _unreachable(self, exc: BaseException) -> UserError:
-        reason = getattr(exc, "reason", exc)
+        reason = exc.__cause__ or exc
         return UserError(
             f"cannot reach the OpenAI-compatible server at {self.base_url} ({_one_line(reason, 120)}); "
             f"is it running? (teacher {SPEC_FORM})")
 
-    def _exchange(self, method: str, path: str, body: dict[str, Any] | None, timeout: float) -> _Response:
-        """``_send`` with retries on 429/5xx/dropped connections; ``UserError`` when out of retries."""
-        attempt = 0
-        while True:
-            wait = None
-            try:
-                resp = self._send(method, path, body, timeout)
-            except TimeoutError:
-                raise UserError(
-                    f"no answer from {self._url(path)} within {self.timeout:g} s (timeout); the server may be "
-                    f"overloaded: lower the concurrency ({self.concurrency}) or raise the timeout") from None
-            except urllib.error.URLError as exc:
-                reason = exc.reason
-                if isinstance(reason, TimeoutError):
-                    raise UserError(
-                        f"no answer from {self._url(path)} within {self.timeout:g} s (timeout); the server may be "
-                        f"overloaded: lower the concurrency ({self.concurrency}) or raise the timeout") from None
-                if not isinstance(reason, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
-                    raise self._unreachable(exc) from None  # refused, no route, unknown host: not worth a retry
-                last = f"connection dropped ({_one_line(reason, 120)})"
-            except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, HTTPException) as exc:
-                last = f"connection dropped ({type(exc).__name__}: {_one_line(exc, 120)})"
-            except OSError as exc:
+    def _call(self, path: str, send: Any, retries: int | None = None) -> _Response:
+        """One request through the openai client (its retries); the raw response, or ``UserError`` once out of
+        retries (rate limit, server error, timeout, unreachable). Other HTTP errors come back as a response."""
+        import openai
+
+        client = self._client if retries is None else self._client.with_options(max_retries=retries)
+        n = self.max_retries if retries is None else retries
+        try:
+            raw = send(client).http_response
+        except openai.APITimeoutError:
+            raise UserError(
+                f"no answer from {self._url(path)} within {self.timeout:g} s (timeout, after {n} retries); the server "
+                f"may be overloaded: lower the concurrency ({self.concurrency}) or raise the timeout") from None
+        except openai.APIConnectionError as exc:
+            import httpx2
+
+            if isinstance(exc.__cause__, httpx2.ConnectError):  # refused, no route, unknown host
                 raise self._unreachable(exc) from None
-            else:
-                if resp.status not in _RETRY_STATUS:
-                    return resp
-                last = f"HTTP {resp.status}: {resp.message}"
-                ra = resp.headers.get("Retry-After") if resp.headers is not None else None
-                try:
-                    wait = min(float(ra), 60.0) if ra is not None else None
-                except ValueError:
-                    wait = None
-                if attempt >= self.max_retries:
-                    if resp.status == 429:
-                        raise UserError(
-                            f"rate limit at {self.base_url}: still HTTP 429 after {self.max_retries} retries "
-                            f"({resp.message}); lower the concurrency ({self.concurrency}) or try later")
-                    raise UserError(f"server error at {self._url(path)} after {self.max_retries} retries: {last}")
-            if attempt >= self.max_retries:
-                raise UserError(f"{self._url(path)}: {last}, still after {self.max_retries} retries")
-            time.sleep(wait if wait is not None else self.backoff * (2 ** attempt))
-            attempt += 1
+            raise UserError(f"{self._url(path)}: connection dropped ({_one_line(exc.__cause__ or exc, 120)}), "
+                            f"still after {n} retries") from None
+        except openai.APIStatusError as exc:
+            resp = _Response(exc.status_code, exc.response.text, exc.response.headers)
+            if isinstance(exc, openai.RateLimitError):
+                raise UserError(f"rate limit at {self.base_url}: still HTTP 429 after {n} retries "
+                                f"({resp.message}); lower the concurrency ({self.concurrency}) or try later") from None
+            if exc.status_code >= 500:
+                raise UserError(f"server error at {self._url(path)} after {n} retries: "
+                                f"HTTP {resp.status}: {resp.message}") from None
+            return resp
+        return _Response(raw.status_code, raw.text, raw.headers)
 
     def _fetch_models(self, strict: bool = False) -> list[dict[str, Any]] | None:
         """``GET /models`` (``data`` list), or None when the server has no such endpoint or answers oddly.
 
-        ``strict``: an unreachable server or a refused API key is a ``UserError``.
+        ``strict``: an unreachable server or a refused API key is a ``UserError``. A refused connection is not
+        retried (the server is not there); a busy server is.
         """
+        timeout = min(self.timeout, 30.0)
+
+        def send(c: Any) -> Any:
+            return c.with_options(timeout=timeout).models.with_raw_response.list()
+
         try:
-            resp = self._exchange("GET", "models", None, min(self.timeout, 30.0))
+            try:
+                resp = self._call("models", send, retries=0)
+            except UserError as e:
+                if str(e).startswith("cannot reach"):
+                    raise
+                resp = self._call("models", send)
         except UserError:
             if strict:
                 raise
@@ -345,12 +352,14 @@ class OpenAIBackend:
     # ----- requests -----
 
     def _body(self, question: str, seed: int | None, dec: Any, mode: str) -> dict[str, Any]:
+        """Keyword arguments of ``chat.completions.create``: the standard fields, the rest in ``extra_body``."""
         body: dict[str, Any] = {
             "model": self.model,
             "messages": [{"role": "user", "content": question}],
             "max_tokens": int(dec.max_new_tokens),
             "stream": False,
         }
+        extra: dict[str, Any] = {}
         rp = float(dec.repetition_penalty)
         if seed is None:
             body["temperature"] = 0.0
@@ -362,11 +371,13 @@ class OpenAIBackend:
             gen = {"do_sample": True, "top_k": int(dec.top_k)}
         if mode == "extra":
             if seed is not None:
-                body["top_k"] = int(dec.top_k) if dec.top_k > 0 else -1
-            body["repetition_penalty"] = rp
+                extra["top_k"] = int(dec.top_k) if dec.top_k > 0 else -1
+            extra["repetition_penalty"] = rp
         elif mode == "generation_config":
             gen["repetition_penalty"] = rp
-            body["generation_config"] = json.dumps(gen)
+            extra["generation_config"] = json.dumps(gen)
+        if extra:
+            body["extra_body"] = extra
         return body
 
     def _rejected(self, resp: _Response, mode: str) -> bool:
@@ -425,7 +436,8 @@ class OpenAIBackend:
     def _complete(self, question: str, seed: int | None, dec: Any) -> tuple[str, int]:
         while True:
             mode = self._mode()
-            resp = self._exchange("POST", "chat/completions", self._body(question, seed, dec, mode), self.timeout)
+            body = self._body(question, seed, dec, mode)
+            resp = self._call("chat/completions", lambda c, b=body: c.chat.completions.with_raw_response.create(**b))
             if resp.status == 200:
                 with self._lock:
                     if self.sampling_fields is None:

@@ -102,7 +102,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--student-every", type=int, default=1,
                    help="derived student keeps 1 decoder layer in this many (default 1: the teacher's own weights)")
     p.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass")
-    p.add_argument("--out", required=True, help="output JSONL")
+    p.add_argument("--estimate", action="store_true",
+                   help="print the number of generations and the token count (prompt tokens from the teacher's "
+                        "tokenizer x k, plus the --max-new-tokens bound on the answers) and, with "
+                        "--price-per-1m-tokens, the cost; then exit without generating")
+    p.add_argument("--price-per-1m-tokens", type=float, default=None,
+                   help="with --estimate: price per million tokens (prompt and answer tokens alike) of a served "
+                        "teacher, in your currency")
+    p.add_argument("--price-per-1m-output-tokens", type=float, default=None,
+                   help="with --estimate: a different price per million answer tokens (default: "
+                        "--price-per-1m-tokens)")
+    p.add_argument("--out", default=None, help="output JSONL (required unless --estimate)")
     _add_common(p)
     p.set_defaults(func=_cmd_sample)
 
@@ -484,7 +494,19 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     _check_model(a.teacher, "--teacher")
     if a.student:
         _check_model(a.student, "--student", allow=("derived",))
+    for flag, v in (("--price-per-1m-tokens", a.price_per_1m_tokens),
+                    ("--price-per-1m-output-tokens", a.price_per_1m_output_tokens)):
+        if v is not None:
+            if not a.estimate:
+                raise UserError(f"{flag}: only used with --estimate")
+            _finite(v, flag, ge=0)
+    if a.estimate:
+        _check_common(a)
+        items, note = _items_and_note(a)
+        return _estimate(a, items, note, kind)
     _check_embedder(a)
+    if a.out is None:
+        raise UserError("--out: required: the output JSONL (or pass --estimate to only count tokens)")
     _check_out_path(a.out, "--out", is_dir=False)
     _check_common(a)
     items, note = _items_and_note(a)
@@ -560,6 +582,65 @@ def _cmd_sample(a: argparse.Namespace) -> int:
         print(f"warning: {ident} of {len(items)} questions have all-identical answers (zero dispersion): "
               "the teacher may be ignoring its sampling settings", file=sys.stderr)
     print(f"samples: {a.out}")
+    return 0
+
+
+def _prompt_token_counts(a: argparse.Namespace, kind: str, qs: list[str]) -> tuple[list[int], str]:
+    """Prompt tokens per question as the teacher sees them (its chat template), and where the counts come from."""
+    from .models import load_tokenizer
+
+    spec = a.teacher
+    if kind == "openai":
+        from .backend_openai import parse_openai_spec
+
+        spec = parse_openai_spec(a.teacher)[1]  # the served model's name: a local folder or cached hub id?
+    elif kind == "vllm":
+        spec = a.teacher[len("vllm:"):]
+    root = Path(a.cache_dir) if a.cache_dir else None
+    tok = load_tokenizer(spec, cache_dir=root, revision=a.revision)
+    if tok is None and kind == "hf":  # e.g. the default GGUF teacher before its first conversion: load it once
+        from .generate import encode_prompt
+        from .models import load_causal_lm
+
+        lm = load_causal_lm(a.teacher, cache_dir=root, device="cpu", dtype="float32", revision=a.revision)
+        return [len(encode_prompt(lm, q)) for q in qs], f"tokenizer of {lm.name}"
+    if tok is None:
+        return ([max(1, -(-len(q) // 4)) for q in qs],
+                f"APPROXIMATE: no local tokenizer for {spec!r}, 1 token per 4 characters")
+    if getattr(tok, "chat_template", None):
+        counts = [len(tok.apply_chat_template([{"role": "user", "content": q}], tokenize=True, return_dict=True,
+                                              add_generation_prompt=True)["input_ids"]) for q in qs]
+        return counts, f"tokenizer of {spec} (chat template)"
+    return [len(tok(f"Question: {q}\nAnswer:")["input_ids"]) for q in qs], f"tokenizer of {spec}"
+
+
+def _estimate(a: argparse.Namespace, items: list[Any], note: str, kind: str) -> int:
+    """``sample --estimate``: generations, prompt and answer tokens (and cost), without generating."""
+    qs = [it.question for it in items]
+    counts, source = _prompt_token_counts(a, kind, qs)
+    if a.budget is None:
+        n_gen, prompt_tokens = a.k * len(qs), a.k * sum(counts)
+        kdesc = f"k={a.k}"
+    else:  # the allocation depends on the pilot: bound by the most a question can get
+        n_gen = a.budget
+        prompt_tokens = int(round(a.budget * (sum(counts) / len(counts))))
+        kdesc = f"budget {a.budget} (prompt tokens at the mean prompt length)"
+    if a.student:
+        n_stu = len(qs) * (a.k if a.k is not None else a.budget)
+        kdesc += f"; plus up to {n_stu} untrained-student generations (not counted below)"
+    out_bound = n_gen * a.max_new_tokens
+    print(f"estimate for {len(qs)} prompts x {kdesc} from {a.teacher} ({note}):")
+    print(f"  generations: {n_gen:,}")
+    print(f"  prompt tokens: {prompt_tokens:,} ({source}; mean {sum(counts) / len(counts):.1f} per prompt)")
+    print(f"  answer tokens: at most {out_bound:,} ({n_gen:,} x --max-new-tokens {a.max_new_tokens})")
+    print(f"  total: at most {prompt_tokens + out_bound:,} tokens")
+    if a.price_per_1m_tokens is not None or a.price_per_1m_output_tokens is not None:
+        p_in = a.price_per_1m_tokens if a.price_per_1m_tokens is not None else a.price_per_1m_output_tokens
+        p_out = a.price_per_1m_output_tokens if a.price_per_1m_output_tokens is not None else p_in
+        cost = (prompt_tokens * p_in + out_bound * p_out) / 1e6
+        print(f"  cost: at most {cost:,.4f} ({prompt_tokens:,} x {p_in:g} + {out_bound:,} x {p_out:g} per 1M tokens; "
+              "cached samples cost nothing)")
+    print("nothing generated (--estimate)")
     return 0
 
 

@@ -301,7 +301,8 @@ def build_training_set(
                 "k": len(texts), "n_nonempty": len(ok), "embedder": emb_id, "teacher": rec.get("teacher"),
                 "decoding": prov.get("decoding")}
 
-        def row(j: int, base: dict[str, Any] = base, unc: Any = unc, ok: list[int] = ok) -> dict[str, Any]:
+        def row(j: int, base: dict[str, Any] = base, unc: Any = unc, ok: list[int] = ok,
+                texts: list[str] = texts) -> dict[str, Any]:
             d = float(unc["distances"][ok.index(j), unc["medoid"]]) if unc else None
             return {**base, "completion": _completion(texts[j], format), "sample_index": j, "dist_to_medoid": d}
 
