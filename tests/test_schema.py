@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -9,6 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from uqkd.config import option
+from uqkd.experiments import base
+from uqkd.experiments.base import Experiment
 from uqkd.report.report import load_tables_checked
 from uqkd.runner import run_experiment
 from uqkd.schema import SUMMARY, join_tables, split_rows, summary_rows, table, table_file, table_names
@@ -101,3 +105,30 @@ def test_an_old_folder_and_its_new_layout_read_the_same(tmp_path):
         pd.testing.assert_frame_equal(tx, ty[tx.columns], check_dtype=False)
     assert np.isclose(summary_rows(y)["inter_var"].sum(), 0.7)
     shutil.rmtree(tmp_path / "old")
+
+
+@dataclasses.dataclass(frozen=True)
+class _TablesConfig:
+    n_students: int = option(3, "students", min=2, max=10)
+    with_questions: bool = option(True, "write a question table")
+
+
+def _tables_cell(cfg, cell, seed):
+    rows = [{"x": cell["x"], "n_students": cfg.n_students, "v": float(cell["x"] + seed)}]
+    if cfg.with_questions:
+        rows += [{"record": "question", "x": cell["x"], "question": q, "mse": float(q)} for q in range(2)]
+    return rows
+
+
+def test_a_table_the_rerun_no_longer_has_is_removed(tmp_path, monkeypatch):
+    exp = Experiment(name="tables-test", section="9", description="", config_cls=_TablesConfig,
+                     cells=lambda c: [{"x": 1}, {"x": 2}], run_cell=_tables_cell)
+    monkeypatch.setitem(base.EXPERIMENTS, "tables-test", exp)  # gone from the registry after the test
+    first = run_experiment("tables-test", out=tmp_path, progress=False)
+    assert set(first.tables) == {"summary", "question"} and (first.out_dir / "question.csv").is_file()
+    assert len(pd.read_csv(first.out_dir / "question.csv")) == 4
+    again = run_experiment("tables-test", out=tmp_path, progress=False, overrides={"with_questions": False})
+    assert set(again.tables) == {"summary"}
+    assert not (again.out_dir / "question.csv").exists()  # the earlier unit's table is gone with it
+    tables, _, damaged = load_tables_checked(tmp_path)
+    assert damaged == {} and "record" not in tables["tables-test"].columns and len(tables["tables-test"]) == 2

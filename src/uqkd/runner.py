@@ -364,10 +364,25 @@ def _publish_results(sweep: _Sweep, done: dict[str, dict[str, Any]], out_dir: Pa
                           "sha256": hashlib.sha256(texts[table_file(n)].encode("utf-8")).hexdigest()}
                       for n, df in frames.items()}
     df = join_tables(frames)  # what plots read: every table, told apart by ``record`` where there are several
+    before = _published_table_files(out_dir)
     figures = _publish(out_dir, texts, json.dumps(meta, indent=2, default=str),
                        (lambda d: list(exp.plot(df, cfg, d))) if make_figures and exp.plot is not None else None,
                        timings_text=json.dumps(timings, indent=2))
+    for stale in before - set(texts):  # a table the earlier unit had and this one has not
+        with contextlib.suppress(FileNotFoundError):
+            (out_dir / stale).unlink()
     return {n: out_dir / table_file(n) for n in frames}, figures
+
+
+def _published_table_files(out_dir: Path) -> set[str]:
+    """The table files the unit published in ``out_dir`` lists in its config.json (none if it cannot be read)."""
+    try:
+        listed = json.loads((out_dir / "config.json").read_text(encoding="utf-8")).get("tables", {})
+        files = {spec["file"] for spec in listed.values()}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return set()
+    return {f for f in files if isinstance(f, str) and f.endswith(".csv") and "/" not in f and "\\" not in f
+            and not f.startswith(".")}
 
 
 #: Testing hook: with ``UQKD_TEST_HOLD_AFTER_CELLS=N`` in the environment the sweep pauses this long right after writing
