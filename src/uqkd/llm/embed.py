@@ -14,6 +14,13 @@ the last hidden states :math:`h_t` (mask :math:`m_t`), L2-normalised:
 A local folder that is a plain Hugging Face model (``config.json`` but no ``modules.json``) is
 loaded by sentence-transformers with mean pooling and no normalisation (a warning is logged).
 
+A sentence-transformers hub id (``sentence-transformers/all-mpnet-base-v2``, ``BAAI/bge-small-en-v1.5``;
+a bare name gets the ``sentence-transformers/`` prefix, as sentence-transformers does) is resolved
+offline from the local Hugging Face cache (``$HF_HUB_CACHE``, by default
+``~/.cache/huggingface/hub``): nothing is downloaded at run time. An id that is not there is a
+one-line error naming it and saying how to fetch it once (``hf download ID`` where a hub is
+reachable). The embedder's ``name`` is ``sbert:<id>``.
+
 ``HashEmbedder`` (``hash`` / ``hash:DIM``) is a deterministic, model-free embedder for tests.
 """
 
@@ -237,6 +244,41 @@ def _sbert_dir() -> Path | None:
     return d if (d / "config.json").is_file() else None
 
 
+_HUB_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*")
+
+
+def _hub_dir(spec: str) -> Path | None:
+    """The local snapshot of a hub model id in the Hugging Face cache (no download), or None."""
+    if not _HUB_ID.fullmatch(spec) or spec.endswith((".", "-")):
+        return None
+    from huggingface_hub import snapshot_download
+
+    ids = [spec] if "/" in spec else [f"sentence-transformers/{spec}", spec]
+    for rid in ids:
+        try:
+            d = Path(snapshot_download(rid, local_files_only=True))
+        except Exception:  # noqa: BLE001 - not cached (LocalEntryNotFoundError) or a malformed id
+            continue
+        if (d / "modules.json").is_file() or (d / "config.json").is_file():
+            return d
+    return None
+
+
+def _hub_id(spec: str) -> str:
+    return spec if "/" in spec else f"sentence-transformers/{spec}"
+
+
+def _not_found(spec: str, flag: str) -> UserError:
+    if _HUB_ID.fullmatch(spec) and not Path(spec).exists():
+        return UserError(
+            f"{flag} {spec!r}: no such directory, and no hub model of that id in the local Hugging Face cache "
+            f"(nothing is downloaded at run time); fetch it once with `hf download {_hub_id(spec)}` where a hub is reachable, or pass a "
+            f"sentence-transformers folder, 'hash', 'hash:DIM' or {DEFAULT_EMBEDDER!r}")
+    p = Path(spec)
+    return UserError(f"{flag} {spec!r}: {'not a directory' if p.exists() else 'no such directory'}; pass a "
+                     f"sentence-transformers directory, a cached hub id, 'hash', 'hash:DIM' or {DEFAULT_EMBEDDER!r}")
+
+
 def _parse_hash(spec: str) -> int:
     if spec == "hash":
         return 64
@@ -262,8 +304,10 @@ def check_embedder_spec(spec: Any, flag: str = "--embedder") -> None:
         return
     d = Path(spec)
     if not d.is_dir():
-        raise UserError(f"{flag} {spec!r}: {'not a directory' if d.exists() else 'no such directory'}; pass a "
-                        f"sentence-transformers directory, 'hash', 'hash:DIM' or {DEFAULT_EMBEDDER!r}")
+        hub = _hub_dir(spec)
+        if hub is None:
+            raise _not_found(spec, flag)
+        d = hub
     has_modules = (d / "modules.json").is_file()
     if not has_modules and not (d / "config.json").is_file():
         raise UserError(f"{flag} {spec!r}: neither modules.json (sentence-transformers) nor config.json "
@@ -289,7 +333,8 @@ def load_embedder(spec: str = DEFAULT_EMBEDDER, batch_size: int = 64, device: st
     ----------
     spec : str
         ``"all-MiniLM-L6-v2"`` (also ``"sbert"``, ``"sentence-transformers/all-MiniLM-L6-v2"``: the
-        packaged SBERT), ``"hash"`` / ``"hash:DIM"``, or a local sentence-transformers directory.
+        packaged SBERT), ``"hash"`` / ``"hash:DIM"``, a local sentence-transformers directory, or a
+        sentence-transformers hub id present in the local Hugging Face cache (module docstring).
     batch_size : int
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (ignored by ``hash``, but still checked).
@@ -318,10 +363,12 @@ def load_embedder(spec: str = DEFAULT_EMBEDDER, batch_size: int = 64, device: st
         name: str | None = f"sbert:{DEFAULT_EMBEDDER}"
     else:
         d = Path(spec)
-        if not d.is_dir():
-            raise UserError(f"--embedder {spec!r}: no such directory; pass a sentence-transformers directory, "
-                            f"'hash', 'hash:DIM' or {DEFAULT_EMBEDDER!r}")
         name = None
+        if not d.is_dir():
+            hub = _hub_dir(spec)
+            if hub is None:
+                raise _not_found(spec, "--embedder")
+            d, name = hub, f"sbert:{_hub_id(spec)}"
     dev = _resolve_device(device)
     key = (str(d.resolve()), dev)
     if key not in _LOADED:
