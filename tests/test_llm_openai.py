@@ -156,6 +156,8 @@ class _Fixed(http.server.BaseHTTPRequestHandler):
         self.send_response(self.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(self.body)))
+        for k, v in getattr(self, "headers_extra", {}).items():
+            self.send_header(k, v)
         self.end_headers()
         self.wfile.write(self.body)
 
@@ -282,3 +284,91 @@ def test_cli_sample_through_openai_teacher(server, tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     recs = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(recs) == 3 and all(len(r["samples"]) == 3 for r in recs)
+
+
+# ----- what the openai client sends, and its retry / timeout paths (stdlib http.server) -----
+
+class _Recording(http.server.BaseHTTPRequestHandler):
+    """Serves /models (with a root) and /chat/completions; rejects top-level top_k like `transformers serve`."""
+
+    bodies: list = []
+    delay = 0.0
+
+    def do_GET(self):
+        self._send(200, {"object": "list", "data": [{"id": "m", "root": "/weights/m-v2"}]})
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        type(self).bodies.append(body)
+        time.sleep(self.delay)
+        if "top_k" in body:
+            self._send(400, {"error": {"message": "Unrecognized request argument supplied: top_k"}})
+            return
+        txt = f"answer seed={body.get('seed')}"
+        self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": txt}}],
+                         "usage": {"completion_tokens": 2}})
+
+    def _send(self, status, obj):
+        raw = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def recording():
+    handler = type("R", (_Recording,), {"bodies": [], "delay": 0.0})
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/v1", handler
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_requests_identity_and_sampling_field_fallback(recording):
+    url, h = recording
+    b = OpenAIBackend.from_spec(f"openai:{url}#m", concurrency=3)
+    assert b.name == f"openai:{url}#m|root=/weights/m-v2"  # the sample-cache identity, as before the openai client
+    seeds = [2 ** 40 + 5, 7, 8, 9]
+    texts, n = b.generate(["q"] * 4, seeds, SAMPLED)
+    assert b.sampling_fields == "generation_config" and n == [2, 2, 2, 2]
+    first, second = h.bodies[0], h.bodies[1]
+    assert first["top_k"] == 50 and first["repetition_penalty"] == 1.2  # tried as extra fields first, rejected
+    assert "top_k" not in second and json.loads(second["generation_config"]) == {
+        "do_sample": True, "top_k": 50, "repetition_penalty": 1.2}
+    assert second["seed"] == (2 ** 40 + 5) % (2 ** 31 - 1) and second["temperature"] == 1.0
+    assert sorted(texts) == sorted(f"answer seed={s % (2 ** 31 - 1)}" for s in seeds)
+    assert texts[1] == "answer seed=7"  # answers come back in question order whatever the thread order
+    h.bodies.clear()
+    b.generate(["q"], None, GREEDY)
+    g = h.bodies[0]
+    assert g["temperature"] == 0.0 and "seed" not in g and json.loads(g["generation_config"])["do_sample"] is False
+
+
+def test_timeout_is_retried_then_a_user_error(recording):
+    url, h = recording
+    h.delay = 1.0
+    b = OpenAIBackend(url, "m", timeout=0.2, max_retries=1, backoff=0.0, probe=False,
+                      sampling_fields="generation_config")
+    t0 = time.monotonic()
+    with pytest.raises(UserError, match=r"timeout, after 1 retries") as ei:
+        b.generate(["hi"], None, GREEDY)
+    assert url in str(ei.value) and time.monotonic() - t0 < 5
+    time.sleep(1.2)
+    assert len(h.bodies) == 2  # one try, one retry
+
+
+def test_retry_after_is_honoured(fixed_server):
+    url, h = fixed_server(503, b'{"error": {"message": "busy"}}')
+    h.headers_extra = {"Retry-After": "0.3"}
+    b = OpenAIBackend(url, "m", max_retries=2, backoff=5.0, probe=False)  # backoff alone would wait 5 + 10 s
+    t0 = time.monotonic()
+    with pytest.raises(UserError, match="server error"):
+        b.generate(["hi"], None, GREEDY)
+    took = time.monotonic() - t0
+    assert h.hits == 3 and 0.5 <= took < 4
