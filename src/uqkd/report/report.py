@@ -252,7 +252,30 @@ def _table_data(df: Any, *, max_rows: int | None = None) -> dict[str, Any]:
             for r in _fmt_df(df).itertuples(index=False, name=None)]
     shown = rows if max_rows is None or len(rows) <= max_rows + 3 else rows[:max_rows]
     return {"columns": [str(c) for c in df.columns], "numeric": numeric, "rows": shown,
-            "more": len(rows) - len(shown), "total": len(rows)}
+            "more": len(rows) - len(shown), "total": len(rows), "titles": [_column_text(str(c)) for c in df.columns]}
+
+
+def _column_text(column: str) -> str:
+    """A column's meaning and unit as :mod:`uqkd.schema` declares them ("" for an undeclared column)."""
+    from ..schema import COLUMNS, canonical_name
+
+    col = COLUMNS.get(canonical_name(column))
+    return "" if col is None else col.meaning + (f" [{col.unit}]" if col.unit else "")
+
+
+def _columns_md(df: Any) -> str:
+    """The declared columns of a key-number table, one clause each ("" if none is declared)."""
+    parts = [f"`{c}`: {_column_text(str(c))}" for c in df.columns if _column_text(str(c))]
+    return "Columns: " + "; ".join(parts) + "." if parts else ""
+
+
+def _tables_md(meta: dict[str, Any]) -> str:
+    """Which files hold the experiment's tables (from config.json; "" for a folder of one results.csv)."""
+    listed = meta.get("tables")
+    if not isinstance(listed, dict) or len(listed) < 2:
+        return ""
+    return "Tables: " + ", ".join(f"`{spec.get('file')}` ({name}, {spec.get('rows', '?')} rows)"
+                                  for name, spec in listed.items() if isinstance(spec, dict)) + "."
 
 
 _CODE_SPAN = re.compile(r"`([^`\n]+)`")
@@ -447,6 +470,7 @@ def build_report_and_claims(root: str | Path, *, expected: list[str] | None = No
                 md += [key_error, ""]
             else:
                 md += ["Key numbers:", "", _md_table(summ), ""]
+                md += [line for text in (_columns_md(summ), _tables_md(meta)) if text for line in (text, "")]
                 key = _table_data(summ, max_rows=HTML_MAX_ROWS)
                 for label, tbl in extra.items():
                     md += [f"{label}:", "", _md_table(tbl), ""]
