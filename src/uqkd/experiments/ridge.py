@@ -8,7 +8,7 @@ Students fit ridge regression (intercept unpenalised) to the teacher's mean plus
 .. math:: \mathrm{Cov}(\hat\theta) = \sigma^2 A X^\top X A,
 
 which shrinks OLS's :math:`\sigma^2 (X^\top X)^{-1}` (section 4's F1). The claim ``B-ridge-closed-form``
-(:mod:`uqkd.report.claims_ridge`) checks the Monte-Carlo inter-student variance of the test predictions against
+(the report's ``claims_ridge`` module) checks the Monte-Carlo inter-student variance of the test predictions against
 :math:`\mathrm{mean}_x\, x^\top \mathrm{Cov}(\hat\theta) x` within an equivalence margin. ``lambdas`` are in units of
 the mean eigenvalue of the features' :math:`X^\top X` (``trace / p``), so a value means the same shrinkage on any
 dataset.
