@@ -378,8 +378,9 @@ INIT_NOISE_NOTES = (
 
 
 def _in_plot(df: Any, cfg: InitNoiseMLPConfig, out_dir: Path) -> list[Path]:
-    summ = df[df["record"] == "summary"]
-    traj = df[df["record"] == "trajectory"]
+    from ..schema import summary_rows, table
+
+    summ, traj = summary_rows(df), table(df, "trajectory")
     fig, ax = _fig(4)
     _errorbar(ax[0, 0], summ, "sigma_init", "mse_mean", "mse_std")
     ax[0, 0].set(xlabel=r"$\sigma_{init}$", ylabel="test MSE", title="test MSE (mean ± std across students)")
