@@ -331,10 +331,11 @@ def build_training_set(
             "n_dropped_min_agreement": len(dropped["min_agreement"]), "dropped": dropped,
             "n_recomputed": recomputed}
     if not rows and (dropped["max_dispersion"] or dropped["min_agreement"]):
-        raise UserError(f"samples: nothing to train on: the filters dropped every question "
-                        f"({len(dropped['max_dispersion'])} by max_dispersion={max_dispersion}, "
-                        f"{len(dropped['min_agreement'])} by min_agreement={min_agreement}; "
-                        f"{skipped} had only empty answers)")
+        why = [f"{len(dropped[k])} by {k}={v:g}" for k, v in (("max_dispersion", max_dispersion),
+                                                                 ("min_agreement", min_agreement)) if v is not None]
+        raise UserError(f"samples: nothing to train on: the filters dropped every question ({', '.join(why)}; "
+                        f"{skipped} had only empty answers); loosen them (the teacher_var and agreement columns "
+                        "of an unfiltered build show the values)")
     if not rows:
         raise UserError(f"samples: nothing to train on ({skipped} questions had only empty answers)")
     if method == "inverse-variance-loss":
