@@ -68,3 +68,15 @@ def test_old_names_still_go_through_range_checks_under_the_new_name():
 def test_an_unrenamed_unknown_key_is_still_refused():
     with pytest.raises(ConfigError, match="unknown config key 'n_epoch'"):
         build_config(_Child, ({"n_epoch": 3}, "file"))
+
+
+def test_a_rename_keeps_the_fingerprint_so_cell_records_stay_valid():
+    from uqkd.config import config_fingerprint
+
+    @dataclasses.dataclass
+    class Old:
+        n_epochs: int = option(10, "epochs", min=1, max=1000)
+        threads: int = option(1, "threads", min=1, max=64)
+
+    assert config_fingerprint(_Base(epochs=7)) == config_fingerprint(Old(n_epochs=7))
+    assert config_fingerprint(_Base(epochs=7)) != config_fingerprint(Old(n_epochs=8))

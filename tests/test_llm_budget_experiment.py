@@ -40,7 +40,8 @@ def test_registered_with_profiles():
     [
         ({"pilot": 1}, "pilot: expected an integer >= 2"),
         ({"budget_per_question": 2, "pilot": 3}, r"budget_per_question: expected an integer >= pilot \(3\)"),
-        ({"schemes": "uniform,oracle"}, "unknown scheme 'oracle'"),
+        ({"schemes": "uniform,oracle"}, "schemes: expected values among uniform, adaptive; got 'oracle'"),
+        ({"schemes": "uniform,uniform"}, "schemes: expected each value once"),
         ({"method": "variance-weighting"}, "method: expected one of"),
         ({"teacher_answers": "shared-greedy"}, "own draws"),
         ({"n_students": 1}, "n_students"),

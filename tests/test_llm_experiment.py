@@ -24,23 +24,98 @@ def test_registered_with_profiles(name):
 
 
 @pytest.mark.parametrize(
-    "override, match",
+    "name, override, match",
     [
-        ({"n_students": 1}, "n_students"),
-        ({"methods": "single,best"}, "unknown method 'best'"),
-        ({"k_values": "0,3"}, "k_values"),
-        ({"temperature": 0}, "temperature"),
-        ({"k_eval": 1}, "k_eval"),
-        ({"output_designs": "published,bogus"}, "output_designs: expected one or more of published"),
-        ({"step_budgets": "epochs,forever"}, "step_budgets: expected distinct values among epochs, equal-steps"),
-        ({"step_budgets": "epochs,epochs"}, "step_budgets: expected distinct values"),
-        ({"lora_r": 0}, "lora_r"),
-        ({"lora_alpha": 0}, "lora_alpha"),
+        ("llm-variance-aware", {"n_students": 1}, "n_students"),
+        ("llm-variance-aware", {"methods": "single,best"},
+         "methods: expected values among single, multi-response, averaging, variance-weighting, "
+         "inverse-variance-loss; got 'best'"),
+        ("llm-variance-aware", {"methods": "single,single"}, "methods: expected each value once, got single"),
+        ("llm-variance-aware", {"k_values": "0,3"}, "k_values"),
+        ("llm-variance-aware", {"temperature": 0}, "temperature"),
+        ("llm-variance-aware", {"k_eval": 1}, "k_eval"),
+        ("llm-output", {"output_designs": "published,bogus"},
+         "output_designs: expected values among published, per-student-order, own-draws; got 'bogus'"),
+        ("llm-variance-aware", {"step_budgets": "epochs,forever"},
+         "step_budgets: expected values among epochs, equal-steps; got 'forever'"),
+        ("llm-variance-aware", {"step_budgets": "epochs,epochs"}, "step_budgets: expected each value once"),
+        ("llm-variance-aware", {"lora_r": 0}, "lora_r"),
+        ("llm-variance-aware", {"lora_alpha": 0}, "lora_alpha"),
+        ("llm-teacher-noise", {"device": "gpu"}, "device: expected auto .*, cuda:N; got 'gpu'"),
+        ("llm-init-noise", {"dtype": "int8"}, "dtype: expected one of auto, float32, bfloat16, float16; got 'int8'"),
+        ("llm-output", {"teacher_answers": "mine"},
+         "teacher_answers: expected one of '', draws, shared-greedy, shared-draws; got 'mine'"),
+        ("llm-output", {"data_order": "random"}, "data_order: expected one of fixed, per-student; got 'random'"),
+        ("llm-budget", {"schemes": "uniform,greedy"}, "schemes: expected values among uniform, adaptive; got 'greedy'"),
+        ("llm-budget", {"method": "variance-weighting"}, "method: expected one of single, multi-response, averaging, "
+                                                         "inverse-variance-loss; got 'variance-weighting'"),
+        # each experiment's config holds its own sweep only
+        ("llm-teacher-noise", {"k_values": "2"}, "unknown config key 'k_values'"),
+        ("llm-variance-aware", {"k": 2}, "unknown config key 'k'"),
+        ("llm-budget", {"temperatures": "1"}, "unknown config key 'temperatures'"),
+        ("llm-output", {"track_params": 3}, "unknown config key 'track_params'"),
     ],
 )
-def test_config_checks(override, match):
+def test_config_checks(name, override, match):
     with pytest.raises(ConfigError, match=match):
-        resolve_config(get_experiment("llm-variance-aware"), "quick", override)
+        resolve_config(get_experiment(name), "quick", override)
+
+
+def test_device_pattern_accepts_the_documented_values():
+    exp = get_experiment("llm-teacher-noise")
+    for dev in ("auto", "cpu", "mps", "cuda", "cuda:1"):
+        assert resolve_config(exp, "quick", {"device": dev}).device == dev
+
+
+def test_llm_configs_extend_one_base_and_help_says_no_experiment_names():
+    import dataclasses
+
+    from uqkd.experiments.llm import LLMConfig
+
+    base = {f.name for f in dataclasses.fields(LLMConfig)}
+    names = ("llm-variance-aware", "llm-teacher-noise", "llm-init-noise", "llm-output", "llm-budget")
+    own = {}
+    for name in names:
+        cls = get_experiment(name).config_cls
+        assert issubclass(cls, LLMConfig) and cls is not LLMConfig
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        assert base <= set(fields)
+        own[name] = set(fields) - base
+        for f in fields.values():
+            assert not any(n in f.metadata["help"] for n in names), (name, f.name)
+    # k_values (a list, one cell per k) only where k is swept; k where one k is used; never both
+    assert [n for n in names if "k_values" in own[n]] == ["llm-variance-aware"]
+    assert [n for n in names if "k" in own[n]] == ["llm-teacher-noise", "llm-init-noise", "llm-output"]
+
+
+def _before() -> dict:
+    import json
+    from pathlib import Path
+
+    data = json.loads((Path(__file__).parent / "data" / "llm_configs_before_issue32.json").read_text())
+    data.pop("_about")
+    return data
+
+
+@pytest.mark.parametrize("key", sorted(_before()))
+def test_every_llm_experiment_keeps_its_values_and_cells(key):
+    """The per-experiment configs resolve, at every profile, to the values and cells the single LLMConfig gave
+    (recorded from the code before the split): a cell's seed derives from (root seed, cell), and every seed
+    and generation-cache key inside it from the root seed and the values run_cell reads, so they are unchanged.
+    What a config lost are fields its experiment never read (they are no longer attributes)."""
+    from uqkd.config import config_to_dict
+
+    name, profile = key.split("/")
+    old = _before()[key]
+    exp = get_experiment(name)
+    cfg = resolve_config(exp, profile)
+    new = config_to_dict(cfg)
+    assert set(new) <= set(old["config"])
+    assert {f: new[f] for f in new} == {f: old["config"][f] for f in new}
+    assert [dict(c) for c in exp.cells(cfg)] == old["cells"]
+    dropped = set(old["config"]) - set(new)
+    assert dropped and dropped <= {"k", "k_values", "methods", "temperatures", "init_noises", "output_designs",
+                                   "track_params", "step_budgets"}
 
 
 def test_variance_aware_tiny_end_to_end(tmp_path):
@@ -144,6 +219,14 @@ def _check_question_rows(full, n_students, n_q, methods=None):
             np.testing.assert_allclose(shares, ri.sort_values("question")["inter_var"].to_numpy(), atol=1e-9)
 
 
+def _own(name, over):
+    """The overrides that ``name``'s config has (each LLM experiment's config holds its own sweep only)."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(get_experiment(name).config_cls)}
+    return {k: v for k, v in over.items() if k in fields}
+
+
 def test_other_llm_experiments_tiny(tmp_path):
     pytest.importorskip("transformers")
 
@@ -156,7 +239,7 @@ def test_other_llm_experiments_tiny(tmp_path):
     expect = {"llm-teacher-noise": ("temperature", {0.5, 1.5}), "llm-init-noise": ("init_noise", {0.0, 0.05}),
               "llm-output": ("method", {"teacher", "untrained-student", "single"})}
     for name, (col, values) in expect.items():
-        res = run_experiment(name, profile="quick", out=tmp_path / "out", overrides=over, progress=False,
+        res = run_experiment(name, profile="quick", out=tmp_path / "out", overrides=_own(name, over), progress=False,
                              make_figures=False)
         full = res.read()
         df = full[full["record"] == "summary"]
@@ -177,7 +260,7 @@ def test_published_designs_hold_the_other_sources_fixed(tmp_path):
     over = {"teacher": str(tmp_path / "teacher"), "student_every": 2, "embedder": "hash", "n_train": 3, "n_eval": 2,
             "k": 2, "n_students": 2, "max_new_tokens": 3, "k_eval": 2, "epochs": 1, "batch_size": 4, "lr": 1e-3,
             "cache_dir": str(tmp_path / "cache"), "threads": 0, "init_noises": "0,0.05", "track_params": 50}
-    full = run_experiment("llm-output", profile="quick", out=tmp_path / "o", overrides=over,
+    full = run_experiment("llm-output", profile="quick", out=tmp_path / "o", overrides=_own("llm-output", over),
                           progress=False, make_figures=False).read()
     df = full[full["record"] == "summary"]
     st = df[df["method"] == "single"]
@@ -199,7 +282,7 @@ def test_published_designs_hold_the_other_sources_fixed(tmp_path):
     both = {x.claim_id: x for x in evaluate_claims({"llm-output": full})}["F4-llm"]
     assert both.verdict != "error" and "output_design=per-student-order" in both.statistic
     assert "published design: could not be computed" in both.value or "uqkd design per-student-order" in both.interval
-    res = run_experiment("llm-init-noise", profile="quick", out=tmp_path / "o", overrides=over, progress=False)
+    res = run_experiment("llm-init-noise", profile="quick", out=tmp_path / "o", overrides=_own("llm-init-noise", over), progress=False)
     df = res.read()
     summ = df[df["record"] == "summary"]
     assert (df["record"] == "question").any()

@@ -100,3 +100,19 @@ def test_a_deprecated_name_warns_and_resolves(monkeypatch):
     with pytest.warns(FutureWarning, match="--method: method name 'inverse-variance-wls' is deprecated; "
                                            "use 'variance-weighting-wls'"):
         assert M.resolve_method("inverse-variance-wls", domain="tabular", argname="--method").name == wls.name
+
+
+def test_the_readme_method_table_matches_the_registry():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Methods: what each may know"):]
+    section = section[:section.index("\n## ", 1)]
+    rows = {}
+    for line in section.splitlines():
+        m = re.match(r"\| `([\w-]+)` \| ([\w, ]+) \| .* \| (\**(?:yes|no)\**) \| (yes|no) \| (.*)\|$", line)
+        if m:
+            rows[m.group(1)] = (tuple(m.group(2).split(", ")), "yes" in m.group(3), m.group(4) == "yes",
+                                tuple(re.findall(r"`([\w-]+)`", m.group(5))))
+    assert rows == {n: (m.domains, m.oracle, m.beyond_paper, m.aliases) for n, m in M.METHODS.items()}

@@ -33,7 +33,7 @@ def _cli(capsys, tmp_path, experiment, *sets):
         ("variance-aware-linear", ["methods=single,single"],
          "methods: expected each method once, got single more than once"),
         ("llm-variance-aware", ["methods=single,averaging,single"],
-         "methods: expected each method once, got single more than once"),
+         "methods: expected each value once, got single more than once"),
         ("student-entropy", ["lr=inf"], "lr: expected a finite number > 0, got inf"),
         ("student-entropy", ["temperature=inf"], "temperature: expected a finite number > 0, got inf"),
         ("teacher-noise-linear", ["sigmas=0.5,nan"], "sigmas: expected finite values >= 0, got nan"),

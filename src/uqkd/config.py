@@ -5,7 +5,7 @@ Unknown keys and ill-typed values raise :class:`ConfigError` naming the key and 
 the valid ones.
 
 Range checks are declared on the fields (:func:`option` with ``min`` / ``gt`` / ``max``,
-``choices``, ``nonempty``) and checked by one function, :func:`check_options`, which
+``choices``, ``nonempty``, ``unique``, ``pattern``) and checked by one function, :func:`check_options`, which
 :func:`build_config` runs for every experiment config before constructing it (a config's
 ``__post_init__`` calls it too, for configs built in Python, then adds its relational checks).
 A config that defines ``memory_estimate() -> (bytes, what)`` is refused when one cell would
@@ -25,6 +25,7 @@ import json
 import math
 import numbers
 import os
+import re
 import types
 import typing
 import warnings
@@ -65,7 +66,7 @@ class ConfigError(UserError):
     """An unknown config key, an ill-typed value or a value out of range."""
 
 
-_BOUND_KEYS = ("min", "gt", "max", "choices", "nonempty")
+_BOUND_KEYS = ("min", "gt", "max", "choices", "nonempty", "unique", "pattern")
 
 
 def option(
@@ -77,6 +78,8 @@ def option(
     max: float | None = None,
     choices: tuple[str, ...] | None = None,
     nonempty: bool = True,
+    unique: bool = False,
+    pattern: str | None = None,
 ) -> Any:
     """A dataclass field with a default, help text and declared range (tuples for sequences).
 
@@ -92,10 +95,16 @@ def option(
         The allowed values of a string, or of every element of a tuple of strings.
     nonempty : bool
         A tuple needs at least one element.
+    unique : bool
+        A tuple's elements must be distinct.
+    pattern : str, optional
+        A regular expression a string (or every string of a tuple) must match in full; the help text
+        says what it means (``check_options`` quotes the help's values in its message).
     """
     if min is not None and gt is not None:
         raise ValueError("option: give min or gt, not both")
-    meta = {"help": help, "min": min, "gt": gt, "max": max, "choices": choices, "nonempty": nonempty}
+    meta = {"help": help, "min": min, "gt": gt, "max": max, "choices": choices, "nonempty": nonempty,
+            "unique": unique, "pattern": pattern}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -253,6 +262,10 @@ def check_options(cfg_or_cls: Any, values: Mapping[str, Any] | None = None) -> N
         items = tuple(v) if many and isinstance(v, (tuple, list)) else (v,)
         if many and not items and meta.get("nonempty", True):
             raise ConfigError(f"{f.name}: expected at least one value")
+        if many and meta.get("unique"):
+            dup = sorted({str(x) for x in items if items.count(x) > 1})
+            if dup:
+                raise ConfigError(f"{f.name}: expected each value once, got {', '.join(dup)} more than once")
         for x in items:
             if inner in (int, float):
                 _check_number(f.name, x, inner, many, meta)
@@ -260,8 +273,10 @@ def check_options(cfg_or_cls: Any, values: Mapping[str, Any] | None = None) -> N
                 want = ", ".join(map(str, typing.get_args(inner)))
                 raise ConfigError(f"{f.name}: expected one of {want}; got {x!r}")
             elif meta.get("choices") is not None and x not in meta["choices"]:
-                want = ", ".join(meta["choices"])
+                want = ", ".join(repr(c) if c == "" else c for c in meta["choices"])
                 raise ConfigError(f"{f.name}: expected {'values among' if many else 'one of'} {want}; got {x!r}")
+            elif meta.get("pattern") is not None and not (isinstance(x, str) and re.fullmatch(meta["pattern"], x)):
+                raise ConfigError(f"{f.name}: expected {meta.get('help') or meta['pattern']}; got {x!r}")
 
 
 def machine_memory_bytes() -> int | None:
@@ -411,8 +426,13 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def config_fingerprint(cfg: Any) -> str:
-    """Stable short hash of a config's values."""
-    blob = json.dumps(config_to_dict(cfg), sort_keys=True, default=str)
+    """Stable short hash of a config's values.
+
+    A field renamed through ``_renamed`` is hashed under its old name, so cell records written before
+    the rename (whose ids hash this fingerprint) stay valid.
+    """
+    old = {new: prev for prev, new in renamed_fields(type(cfg)).items()}
+    blob = json.dumps({old.get(k, k): v for k, v in config_to_dict(cfg).items()}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

