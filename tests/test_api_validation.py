@@ -8,7 +8,7 @@ import pytest
 
 from uqkd import aggregate as A
 from uqkd._seeding import student_draws, student_fill, student_normals
-from uqkd.students.linear import BatchedLinearRegression, fit_wls_batched, loo_predictions
+from uqkd.students.linear import BatchedLinearRegression, fit_wls, loo_predictions
 
 NAN = float("nan")
 INF = float("inf")
@@ -150,50 +150,53 @@ def test_inverse_variance_sample_weights_of_zero_variances_are_equal_not_inf():
 
 
 def _xy(n=8, d=2, R=3):
+    """X (n, d) and targets (R, n): students are rows."""
     rng = np.random.default_rng(1)
     X = rng.normal(size=(n, d))
-    return X, X @ rng.normal(size=(d, R)) + rng.normal(size=(n, R))
+    return X, (X @ rng.normal(size=(d, R)) + rng.normal(size=(n, R))).T
 
 
 def test_loo_predictions_keeps_a_1d_label_vector_1d():
     X, Y = _xy()
-    one = loo_predictions(X, Y[:, 0])
+    one = loo_predictions(X, Y[0])
     assert one.shape == (8,)
-    np.testing.assert_allclose(one, loo_predictions(X, Y)[:, 0])
-    _raises(ValueError, "Y: expected 8 rows to match X, got shape (7,)", loo_predictions, X, Y[:7, 0])
-    _raises(ValueError, "Y: expected a 1 or 2-d array, got shape (8, 3, 1)", loo_predictions, X, Y[:, :, None])
-    _raises(ValueError, "Y: expected finite values, got 1 NaN or infinite value(s)", loo_predictions, X,
-            np.r_[NAN, Y[1:, 0]])
+    np.testing.assert_allclose(one, loo_predictions(X, Y)[0])
+    _raises(ValueError, "targets: expected shape (R, 8) or (8,) to match X's 8 rows, got (7,)", loo_predictions, X,
+            Y[0, :7])
+    _raises(ValueError, "targets: expected a 1 or 2-d array, got shape (3, 8, 1)", loo_predictions, X,
+            Y[:, :, None])
+    _raises(ValueError, "targets: expected finite values, got 1 NaN or infinite value(s)", loo_predictions, X,
+            np.r_[NAN, Y[0, 1:]])
 
 
-def test_fit_wls_batched_names_a_student_with_all_zero_weights():
+def test_fit_wls_names_a_student_with_all_zero_weights():
     X, Y = _xy()
     W = np.ones_like(Y)
-    W[:, 1] = 0.0
-    _raises(ValueError, "W: student 1 (column 1 of 3) has all-zero weights; its coefficients are undefined "
-                        "(expected a positive weight on some row)", fit_wls_batched, X, Y, W)
-    W[:, 2] = 0.0
-    _raises(ValueError, "W: student 1 (column 1 of 3) has all-zero weights, and 1 more; its coefficients are "
-                        "undefined (expected a positive weight on some row)", fit_wls_batched, X, Y, W)
+    W[1] = 0.0
+    _raises(ValueError, "sample_weight: student 1 (row 1 of 3) has all-zero weights; its coefficients are undefined "
+                        "(expected a positive weight on some column)", fit_wls, X, Y, W)
+    W[2] = 0.0
+    _raises(ValueError, "sample_weight: student 1 (row 1 of 3) has all-zero weights, and 1 more; its coefficients "
+                        "are undefined (expected a positive weight on some column)", fit_wls, X, Y, W)
     W = np.ones_like(Y)
     W[0, 0] = NAN
-    _raises(ValueError, "W: expected finite values, got 1 NaN or infinite value(s)", fit_wls_batched, X, Y, W)
+    _raises(ValueError, "sample_weight: expected finite values, got 1 NaN or infinite value(s)", fit_wls, X, Y, W)
     W[0, 0] = -1.0
-    _raises(ValueError, "W: expected non-negative values, got minimum -1.0", fit_wls_batched, X, Y, W)
+    _raises(ValueError, "sample_weight: expected non-negative values, got minimum -1.0", fit_wls, X, Y, W)
     W = np.ones_like(Y)
-    W[:4, 0] = 0.0  # zero weights on some rows only: fine
-    assert np.all(np.isfinite(fit_wls_batched(X, Y, W)))
+    W[0, :4] = 0.0  # zero weights on some inputs only: fine
+    assert np.all(np.isfinite(fit_wls(X, Y, W)))
 
 
-@pytest.mark.parametrize("shape", [(7,), (8, 2), (3, 8), (8, 3, 1), (1, 3)])
+@pytest.mark.parametrize("shape", [(7,), (2, 8), (8, 3), (3, 8, 1), (1, 3)])
 def test_batched_regression_checks_sample_weight_shape(shape):
     X, Y = _xy()
     w = np.ones(shape)
     exc = ValueError
     if len(shape) == 3:
-        message = "sample_weight: expected a 1 or 2-d array, got shape (8, 3, 1)"
+        message = "sample_weight: expected a 1 or 2-d array, got shape (3, 8, 1)"
     else:
-        message = f"sample_weight: expected shape (8,) or (8, 3) to match Y (8, 3), got {shape}"
+        message = f"sample_weight: expected shape (8,) or (3, 8) to match y (3, 8), got {shape}"
     _raises(exc, message, BatchedLinearRegression().fit, X, Y, sample_weight=w)
 
 
@@ -202,7 +205,7 @@ def test_batched_regression_valid_weights():
     a = BatchedLinearRegression().fit(X, Y, sample_weight=np.full(8, 2.0))
     b = BatchedLinearRegression().fit(X, Y)
     np.testing.assert_allclose(a.coef_, b.coef_, atol=1e-10)
-    c = BatchedLinearRegression().fit(X, Y[:, 0], sample_weight=np.ones(8))
+    c = BatchedLinearRegression().fit(X, Y[0], sample_weight=np.ones(8))
     assert c.coef_.shape == (1, 2)
 
 

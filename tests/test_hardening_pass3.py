@@ -15,7 +15,7 @@ from uqkd.cli import main
 from uqkd.config import EnvironmentFailure, UserError
 from uqkd.runner import run_experiment
 from uqkd.students import BatchedLinearRegression
-from uqkd.students.linear import fit_ols_batched, fit_wls_batched, fit_wls_batched_multi
+from uqkd.students.linear import fit_ols, fit_wls, fit_wls_multi
 
 # ---------------------------------------------------------------------------------------------- 3. rcond
 
@@ -26,7 +26,7 @@ RCOND_MSG = "rcond: expected a finite number >= 0 and < 1 (the relative cut-off 
 def collinear():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(20, 2))
-    return np.hstack([X, X[:, :1]]), rng.normal(size=(20, 3))  # a duplicated column: rank-deficient
+    return np.hstack([X, X[:, :1]]), rng.normal(size=(3, 20))  # a duplicated column: rank-deficient; (R, n)
 
 
 @pytest.mark.parametrize("rcond", [float("nan"), -1, -1e-12, 1.0, 2.0, float("inf"), True, "1e-10", None])
@@ -42,8 +42,8 @@ def test_rcond_outside_0_1_is_refused_at_fit(collinear, rcond, weighted):
 def test_rcond_checked_by_the_functions_too(collinear, rcond):
     X, Y = collinear
     W = np.ones_like(Y)
-    for call in (lambda: fit_ols_batched(X, Y, rcond=rcond), lambda: fit_wls_batched(X, Y, W, rcond=rcond),
-                 lambda: fit_wls_batched_multi(X, [Y], W, rcond=rcond)):
+    for call in (lambda: fit_ols(X, Y, rcond=rcond), lambda: fit_wls(X, Y, W, rcond=rcond),
+                 lambda: fit_wls_multi(X, [Y], W, rcond=rcond)):
         with pytest.raises(ValueError, match=re.escape(RCOND_MSG + repr(rcond))):
             call()
 
@@ -52,7 +52,7 @@ def test_rcond_checked_by_the_functions_too(collinear, rcond):
 def test_valid_rcond_gives_the_minimum_norm_solution(collinear, rcond):
     X, Y = collinear
     m = BatchedLinearRegression(rcond=rcond).fit(X, Y)
-    ref = np.linalg.lstsq(np.hstack([np.ones((20, 1)), X]), Y, rcond=None)[0]
+    ref = np.linalg.lstsq(np.hstack([np.ones((20, 1)), X]), Y.T, rcond=None)[0]
     if rcond == 0:  # numpy's "no cut-off": allowed, and on exactly collinear columns not the minimum-norm one
         assert np.all(np.isfinite(m.coef_))
     elif rcond < 1e-3:

@@ -286,8 +286,10 @@ def test_classification_input_errors(small):
         BatchedMLP(task="classification", n_epochs=1).fit(X, np.full((60, 3), 0.5))  # rows do not sum to 1
     with pytest.raises(ValueError, match="y"):
         BatchedMLP(task="classification", n_epochs=1, n_classes=2).fit(X, np.arange(60) % 3)
-    with pytest.raises(ValueError, match="task"):
-        BatchedMLP(n_epochs=1).fit(X, rng.normal(size=60)).predict_proba(X)
+    regressor = BatchedMLP(n_epochs=1).fit(X, rng.normal(size=60))
+    assert not hasattr(regressor, "predict_proba")  # scikit-learn's contract: no predict_proba on a regressor
+    with pytest.raises(AttributeError, match="predict_proba"):
+        regressor.predict_proba(X)
     with pytest.raises(ValueError, match="temperature"):
         distillation_targets(np.array([[0.5, 0.5]]), "soft", temperature=0.0)
     with pytest.raises(ValueError, match="mode"):

@@ -109,16 +109,16 @@ def test_method_cache_gives_the_same_numbers_and_is_tied_to_its_array(method):
 
 
 def test_symmetric_gram_fit_equals_the_full_outer_product_fit():
-    from uqkd.students.linear import _add_intercept, fit_wls_batched
+    from uqkd.students.linear import design_matrix, fit_wls
 
     rng = np.random.default_rng(2)
     n, d, R = 120, 6, 40
     X, Y, W = rng.normal(size=(n, d)), rng.normal(size=(n, R)), rng.gamma(2.0, size=(n, R))
-    D = _add_intercept(X, True)
+    D = design_matrix(X, True)
     p = D.shape[1]
     G = (W.T @ (D[:, :, None] * D[:, None, :]).reshape(n, p * p)).reshape(R, p, p)  # every p^2 entry
     want = np.linalg.solve(G, ((W * Y).T @ D)[:, :, None])[:, :, 0].T
-    np.testing.assert_allclose(fit_wls_batched(X, Y, W), want, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(fit_wls(X, Y.T, W.T), want.T, rtol=1e-12, atol=1e-13)
 
 
 @pytest.mark.parametrize("noise, h, sampling", [("homoscedastic", 0.0, "exact"), ("heteroscedastic", 1.5, "exact"),
@@ -158,21 +158,21 @@ def test_wls_students_from_the_unit_scale_fit_equal_the_direct_fit_at_every_alph
 
 
 def test_wls_multi_equals_one_fit_per_label_set_on_both_solver_paths():
-    from uqkd.students.linear import fit_wls_batched, fit_wls_batched_multi
+    from uqkd.students.linear import fit_wls, fit_wls_multi
 
     rng = np.random.default_rng(4)
     n, d, R = 60, 4, 25
-    X, W = rng.normal(size=(n, d)), rng.gamma(2.0, size=(n, R))
-    Ys = [rng.normal(size=n), rng.normal(size=(n, R)), rng.normal(size=(n, R))]
+    X, W = rng.normal(size=(n, d)), rng.gamma(2.0, size=(R, n))
+    Ys = [rng.normal(size=n), rng.normal(size=(R, n)), rng.normal(size=(R, n))]
     W_def = W.copy()
-    W_def[3:, :5] = 0.0  # students 0-4 see 3 rows for 5 parameters: the minimum-norm path
+    W_def[:5, 3:] = 0.0  # students 0-4 see 3 rows for 5 parameters: the minimum-norm path
     for w in (W, W_def):
-        got = fit_wls_batched_multi(X, Ys, w)
+        got = fit_wls_multi(X, Ys, w)
         for g, Y in zip(got, Ys):
-            np.testing.assert_allclose(g, fit_wls_batched(X, Y, w), rtol=1e-10, atol=1e-12)
-    with pytest.raises(ValueError, match=r"Ys: expected at least one label set, got none"):
-        fit_wls_batched_multi(X, [], W)
-    with pytest.raises(ValueError, match=r"Ys\[1\]: expected shape \(60,\) or \(60, 25\), got \(60, 3\)"):
-        fit_wls_batched_multi(X, [Ys[0], Ys[1][:, :3]], W)
-    with pytest.raises(ValueError, match=r"W: student 2 \(column 2 of 25\) has all-zero weights"):
-        fit_wls_batched_multi(X, Ys, np.where(np.arange(R) == 2, 0.0, W))
+            np.testing.assert_allclose(g, fit_wls(X, Y, w), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match=r"targets: expected at least one label set, got none"):
+        fit_wls_multi(X, [], W)
+    with pytest.raises(ValueError, match=r"targets\[1\]: expected shape \(60,\) or \(25, 60\), got \(3, 60\)"):
+        fit_wls_multi(X, [Ys[0], Ys[1][:3]], W)
+    with pytest.raises(ValueError, match=r"sample_weight: student 2 \(row 2 of 25\) has all-zero weights"):
+        fit_wls_multi(X, Ys, np.where(np.arange(R)[:, None] == 2, 0.0, W))

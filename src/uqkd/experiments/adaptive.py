@@ -68,6 +68,7 @@ from ._options import (
     mlp_memory,
     n_train_and_features,
 )
+from ..students.linear import fit_wls
 from .base import Experiment, register
 from .linear import LinearSetup, linear_setup, relative_noise_profile
 from .mlp import _MLP_FIELDS_HELP, THREADS_HELP, _students, _teacher
@@ -209,9 +210,7 @@ def _fit(setup: LinearSetup, rule: str, ybar: np.ndarray, s2: np.ndarray | None,
     labels, W = _targets(rule, ybar, s2, k)
     if W is None:
         return labels @ setup.pinv.T
-    from ..students.linear import fit_wls_batched
-
-    return fit_wls_batched(setup.split.X_train, labels.T, W.T).T
+    return fit_wls(setup.split.X_train, labels, W)
 
 
 def _per_student(pred: np.ndarray, y_test: np.ndarray, theta: np.ndarray | None = None) -> dict[str, np.ndarray]:

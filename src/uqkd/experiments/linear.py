@@ -29,7 +29,8 @@ from ..config import check_options, option
 from ..data.tabular import TabularSplit, load_tabular
 from ..methods import check_methods, method_table
 from ..metrics import covariance_match_test, inter_student_var_se, student_mse
-from ..students.linear import _add_intercept
+from ..students import linear as _linear_students
+from ..students.linear import design_matrix, loo_predictions
 from ._deviations import TABULAR_SPLIT, TABULAR_VA_METHODS
 from ._options import DRAWS, FRACTION, N_STUDENTS, NOISE, POSITIVE_NOISE, STRENGTH, TABULAR, n_train_and_features
 from .base import Deviation, Experiment, register
@@ -115,8 +116,8 @@ def relative_noise_profile(
 def linear_setup(dataset: str, seed: int) -> LinearSetup:
     """Load ``dataset``, fit the OLS teacher on ground truth and cache the factorisations."""
     split = load_tabular(dataset, seed=seed)
-    D = _add_intercept(split.X_train, True)
-    Dt = _add_intercept(split.X_test, True)
+    D = design_matrix(split.X_train, True)
+    Dt = design_matrix(split.X_test, True)
     P = np.linalg.pinv(D)  # (p, n)
     theta = P @ split.y_train
     return LinearSetup(
@@ -249,13 +250,6 @@ def _averaged_draws(seed: int, identity: tuple[Any, ...], k: int, ids: np.ndarra
     return zbar, s2
 
 
-def _wls(D: np.ndarray, Y: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """Per-student WLS, labels Y (R, n), weights W (R, n) -> theta (R, p)."""
-    from ..students.linear import fit_wls_batched
-
-    return fit_wls_batched(D[:, 1:], Y.T, W.T).T
-
-
 def fit_method(
     method: str,
     setup: LinearSetup,
@@ -283,16 +277,12 @@ def fit_method(
     cache : dict, optional
         Shared by the methods of one cell (see :func:`uqkd.methods.method_targets`).
     """
-    P = setup.pinv
-
-    def loo(labels: np.ndarray) -> np.ndarray:  # leave-one-out OLS predictions of every input, (R, n)
-        resid = labels - (labels @ P.T) @ setup.D.T
-        return labels - resid / (1.0 - setup.leverage)[None, :]
-
+    X = setup.split.X_train
     labels, w = _registry.method_targets(method, mean_k=mean_k, var_k=var_k, k=k, single=single,
-                                         noise_var=noise_var, teacher_mean=setup.mu_train, reference=loo,
-                                         cache=cache)
-    return labels @ P.T if w is None else _wls(setup.D, labels, w)
+                                         noise_var=noise_var, teacher_mean=setup.mu_train,
+                                         reference=lambda y: loo_predictions(X, y), cache=cache)
+    # the module attribute at call time: report.mutants wraps it
+    return labels @ setup.pinv.T if w is None else _linear_students.fit_wls(X, labels, w)
 
 
 def _stats(setup: LinearSetup, theta: np.ndarray, train: bool = True, keep: dict[str, Any] | None = None,
@@ -556,7 +546,6 @@ def _bs_cells(cfg: BootstrapLinearConfig) -> list[dict[str, Any]]:
 
 
 def _bs_run(cfg: BootstrapLinearConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
-    from ..students.linear import fit_wls_batched
 
     setup = linear_setup(cfg.dataset, seed)
     n = len(setup.mu_train)
@@ -575,7 +564,7 @@ def _bs_run(cfg: BootstrapLinearConfig, cell: dict[str, Any], seed: int) -> list
             labels = labels + np.sqrt(noise * setup.var_y) * z
     else:
         labels = np.broadcast_to(setup.split.y_train, counts.shape)
-    theta = fit_wls_batched(setup.split.X_train, np.ascontiguousarray(labels.T), counts.T).T  # (R, p)
+    theta = _linear_students.fit_wls(setup.split.X_train, labels, counts)  # (R, p)
     rank_def = float(np.mean(np.linalg.matrix_rank(setup.D[None, :, :] * (counts[:, :, None] > 0)) < setup.D.shape[1]))
     row: dict[str, Any] = {"fraction": frac, "target": cell["target"], "teacher_noise": noise, "bootstrap_size": m}
     row.update(_stats(setup, theta))
@@ -724,16 +713,14 @@ def _wls_unit_scale(cfg: VarianceAwareLinearConfig, setup: LinearSetup, g_tr: np
     if hit is not None:
         _WLS_CACHE.move_to_end(key)
         return hit
-    from ..students.linear import fit_wls_batched_multi
 
     u, v = teacher_moments(np.zeros_like(setup.mu_train), setup.var_y * g_tr, k, ids, seed,
                            _VA_DRAWS + (cfg.dataset,), cfg.teacher_sampling, reuse=True)
     labels, w = _registry.method_targets("variance-weighting-wls", mean_k=u, var_k=v, k=k)  # (R, n) weights
     if labels is not u or w is None:  # the decomposition needs labels = the k-draw means, weighted
         raise AssertionError("variance-weighting-wls: the unit-scale fit assumes weighted k-draw means")
-    th_mu, th_u = fit_wls_batched_multi(setup.D[:, 1:], [setup.mu_train, u.T], w.T)
-    hit = (th_mu.T, th_u.T)  # (R, p) each
-    if th_mu.nbytes + th_u.nbytes > _WLS_CACHE_MAX_BYTES:
+    hit = tuple(_linear_students.fit_wls_multi(setup.split.X_train, [setup.mu_train, u], w))  # (R, p) each
+    if sum(a.nbytes for a in hit) > _WLS_CACHE_MAX_BYTES:
         return hit  # too large to keep: each alpha cell fits it again (the same numbers)
     for a in hit:
         a.flags.writeable = False

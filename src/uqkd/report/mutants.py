@@ -105,7 +105,7 @@ def _pilot_misaligned(setattr_: Any) -> None:
 def _resample_weights_dropped(setattr_: Any) -> None:
     from ..students import linear as SL
 
-    _wrap(SL, "fit_wls_batched", lambda f: lambda X, Y, W, *a, **k: f(X, Y, np.ones_like(W), *a, **k), setattr_)
+    _wrap(SL, "fit_wls", lambda f: lambda X, Y, W, *a, **k: f(X, Y, np.ones_like(W), *a, **k), setattr_)
 
 
 def _teacher_label_noise_dropped(setattr_: Any) -> None:

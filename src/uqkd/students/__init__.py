@@ -1,17 +1,25 @@
 """Students: batched linear regression (numpy) and, in other modules, batched MLPs and causal LMs.
 
+Every tabular family follows one protocol (:class:`uqkd.students.protocol.StudentFamily`):
+``fit(X, targets (R, n), sample_weight (R, n) | None)``, ``predict(X) -> (R, m)`` and
+``held_out_predictions(X, targets) -> (R, n)``; students are rows everywhere.
+
 The torch-based names (``BatchedMLP``, ``distillation_targets``) are imported on first access,
 so ``import uqkd`` works, and stays fast, without torch.
 """
 
 from typing import Any
 
-from .linear import BatchedLinearRegression, fit_ols_batched, fit_wls_batched, loo_predictions
+from .linear import BatchedLinearRegression, fit_ols, fit_wls, fit_wls_multi, loo_predictions
+from .protocol import SingleStudent, StudentFamily
 
 __all__ = [
+    "StudentFamily",
+    "SingleStudent",
     "BatchedLinearRegression",
-    "fit_ols_batched",
-    "fit_wls_batched",
+    "fit_ols",
+    "fit_wls",
+    "fit_wls_multi",
     "loo_predictions",
     "BatchedMLP",
     "distillation_targets",

@@ -14,13 +14,21 @@ from typing import Any
 
 import numpy as np
 
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_is_fitted
+
 from .._validation import check_array
+from .protocol import check_X, check_y_given
 
-__all__ = ["fit_ols_batched", "fit_wls_batched", "fit_wls_batched_multi", "loo_predictions", "BatchedLinearRegression"]
+__all__ = ["design_matrix", "fit_ols", "fit_wls", "fit_wls_multi", "loo_predictions", "BatchedLinearRegression"]
 
 
-def _add_intercept(X: np.ndarray, fit_intercept: bool) -> np.ndarray:
+def design_matrix(X: np.ndarray, fit_intercept: bool = True) -> np.ndarray:
+    """``[1 | X]`` (n, d + 1), or ``X`` itself when ``fit_intercept`` is False: the OLS design."""
     return np.hstack([np.ones((X.shape[0], 1)), X]) if fit_intercept else X
+
+
+_add_intercept = design_matrix
 
 
 def _check_rcond(rcond: Any) -> float:
@@ -35,28 +43,28 @@ def _check_rcond(rcond: Any) -> float:
     return float(rcond)
 
 
-def fit_ols_batched(X: np.ndarray, Y: np.ndarray, fit_intercept: bool = True, rcond: float = 1e-10) -> np.ndarray:
+def fit_ols(X: np.ndarray, targets: np.ndarray, fit_intercept: bool = True, rcond: float = 1e-10) -> np.ndarray:
     """Minimum-norm least-squares coefficients for R label vectors at once.
 
     Parameters
     ----------
     X : array of shape (n, d)
-    Y : array of shape (n, R)
-        One label vector per student (columns).
+    targets : array of shape (R, n)
+        One label vector per student (rows).
     fit_intercept : bool
-        Prepend a column of ones (coefficient row 0 is the intercept).
+        Prepend a column of ones (coefficient column 0 is the intercept).
 
     Returns
     -------
-    array of shape (p, R), p = d + fit_intercept: ``pinv(D) @ Y``, one SVD for all R.
+    array of shape (R, p), p = d + fit_intercept: ``targets @ pinv(D).T``, one SVD for all R.
     """
     rcond = _check_rcond(rcond)
     X = check_array(X, "X", ndim=2)
-    Y = check_array(Y, "Y", ndim=2)
-    if Y.shape[0] != X.shape[0]:
-        raise ValueError(f"Y: expected {X.shape[0]} rows to match X, got shape {Y.shape}")
+    Y = check_array(targets, "targets", ndim=2)
+    if Y.shape[1] != X.shape[0]:
+        raise ValueError(f"targets: expected shape (R, {X.shape[0]}) to match X's {X.shape[0]} rows, got {Y.shape}")
     D = _add_intercept(X, fit_intercept)
-    return np.linalg.pinv(D, rcond=rcond) @ Y  # (p, n) @ (n, R)
+    return Y @ np.linalg.pinv(D, rcond=rcond).T  # (R, n) @ (n, p)
 
 
 @functools.lru_cache(maxsize=16)
@@ -68,12 +76,12 @@ def _sym_gather(p: int) -> np.ndarray:
     return idx.reshape(-1)
 
 
-def fit_wls_batched(
-    X: np.ndarray, Y: np.ndarray, W: np.ndarray, fit_intercept: bool = True, rcond: float = 1e-10
+def fit_wls(
+    X: np.ndarray, targets: np.ndarray, sample_weight: np.ndarray, fit_intercept: bool = True, rcond: float = 1e-10
 ) -> np.ndarray:
     r"""Weighted least squares per student: :math:`\hat\theta_r = (D^\top W_r D)^+ D^\top W_r y_r`.
 
-    The R Gram matrices come from one matmul, ``W.T`` times the distinct products of columns of D
+    The R Gram matrices come from one matmul, ``sample_weight`` times the distinct products of columns of D
     (the upper triangle of ``D ⊗ D``); the pseudo-inverse (by a
     symmetric eigendecomposition, eigenvalues below ``rcond * max`` dropped) gives the
     minimum-norm solution when a student's weighted design is rank-deficient.
@@ -81,72 +89,74 @@ def fit_wls_batched(
     Parameters
     ----------
     X : array of shape (n, d)
-    Y : array of shape (n, R) or (n,)
-        Label vectors (a single vector is shared by every student).
-    W : array of shape (n, R)
+    targets : array of shape (R, n) or (n,)
+        Label vectors, one per student (a single vector is shared by every student).
+    sample_weight : array of shape (R, n)
         Non-negative, finite row weights per student; every student needs a positive weight
         somewhere (all-zero weights leave its coefficients undefined: a ValueError naming it).
 
     Returns
     -------
-    array of shape (p, R)
+    array of shape (R, p)
     """
     rcond = _check_rcond(rcond)
-    X, W, (Y,) = _check_wls_inputs(X, W, [Y], ["Y"])
+    X, W, (Y,) = _check_wls_inputs(X, sample_weight, [targets], ["targets"])
     return _wls_solve(_add_intercept(X, fit_intercept), W, [Y], rcond)[0]
 
 
-def fit_wls_batched_multi(
-    X: np.ndarray, Ys: list[np.ndarray], W: np.ndarray, fit_intercept: bool = True, rcond: float = 1e-10
+def fit_wls_multi(
+    X: np.ndarray, targets: list[np.ndarray], sample_weight: np.ndarray, fit_intercept: bool = True,
+    rcond: float = 1e-10
 ) -> list[np.ndarray]:
-    """:func:`fit_wls_batched` for several label sets on the same weights: one Gram matrix and
-    factorisation per student for all of them. Each ``Ys[j]`` is (n, R) or (n,); returns one (p, R)
-    array per label set, equal to :func:`fit_wls_batched` on it up to rounding."""
-    if not Ys:
-        raise ValueError("Ys: expected at least one label set, got none")
+    """:func:`fit_wls` for several label sets on the same weights: one Gram matrix and
+    factorisation per student for all of them. Each ``targets[j]`` is (R, n) or (n,); returns one (R, p)
+    array per label set, equal to :func:`fit_wls` on it up to rounding."""
+    if not targets:
+        raise ValueError("targets: expected at least one label set, got none")
     rcond = _check_rcond(rcond)
-    X, W, checked = _check_wls_inputs(X, W, list(Ys), [f"Ys[{j}]" for j in range(len(Ys))])
+    X, W, checked = _check_wls_inputs(X, sample_weight, list(targets),
+                                      [f"targets[{j}]" for j in range(len(targets))])
     return _wls_solve(_add_intercept(X, fit_intercept), W, checked, rcond)
 
 
 def _check_wls_inputs(X: np.ndarray, W: np.ndarray, Ys: list[np.ndarray], names: list[str]
                       ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """X (n, d), W (n, R) non-negative with a positive weight per student, each label set (n,) or (n, R)."""
+    """X (n, d), W (R, n) non-negative with a positive weight per student, each label set (n,) or (R, n)."""
     X = check_array(X, "X", ndim=2)
     n = X.shape[0]
-    W = check_array(W, "W", ndim=2, nonnegative=True)
-    if W.shape[0] != n:
-        raise ValueError(f"W: expected {n} rows to match X, got shape {W.shape}")
+    W = check_array(W, "sample_weight", ndim=2, nonnegative=True)
+    if W.shape[1] != n:
+        raise ValueError(f"sample_weight: expected shape (R, {n}) to match X's {n} rows, got {W.shape}")
     checked = []
     for Y, name in zip(Ys, names, strict=True):
         Y = check_array(Y, name, ndim=(1, 2))
-        if Y.shape[0] != n or (Y.ndim == 2 and Y.shape[1] != W.shape[1]):
-            raise ValueError(f"{name}: expected shape ({n},) or ({n}, {W.shape[1]}), got {Y.shape}")
+        if Y.shape[-1] != n or (Y.ndim == 2 and Y.shape[0] != W.shape[0]):
+            raise ValueError(f"{name}: expected shape ({n},) or ({W.shape[0]}, {n}), got {Y.shape}")
         checked.append(Y)
-    empty = np.flatnonzero(~np.any(W > 0, axis=0))
+    empty = np.flatnonzero(~np.any(W > 0, axis=1))
     if empty.size:
-        raise ValueError(f"W: student {int(empty[0])} (column {int(empty[0])} of {W.shape[1]}) has all-zero weights"
-                         + (f", and {empty.size - 1} more" if empty.size > 1 else "")
-                         + "; its coefficients are undefined (expected a positive weight on some row)")
+        raise ValueError(f"sample_weight: student {int(empty[0])} (row {int(empty[0])} of {W.shape[0]}) has all-zero "
+                         "weights" + (f", and {empty.size - 1} more" if empty.size > 1 else "")
+                         + "; its coefficients are undefined (expected a positive weight on some column)")
     return X, W, checked
 
 
 def _wls_solve(D: np.ndarray, W: np.ndarray, Ys: list[np.ndarray], rcond: float) -> list[np.ndarray]:
-    """Per-student WLS of design D (n, p), weights W (n, R), for each label set in Ys; (p, R) each."""
+    """Per-student WLS of design D (n, p), weights W (R, n), for each label set in Ys; (R, p) each."""
     p = D.shape[1]
     # the p(p+1)/2 distinct entries of each Gram matrix in one matmul, mirrored by a gather:
-    # half the FLOPs of W.T @ (D ⊗ D); each entry is the same dot product (measured bit-identical
+    # half the FLOPs of W @ (D ⊗ D); each entry is the same dot product (measured bit-identical
     # with numpy's OpenBLAS: the variance-aware-linear paper results.csv did not change)
     iu, ju = np.triu_indices(p)
-    G = (W.T @ (D[:, iu] * D[:, ju]))[:, _sym_gather(p)].reshape(-1, p, p)  # (R, p, p)
-    bs = [(W * (Y if Y.ndim == 2 else Y[:, None])).T @ D for Y in Ys]  # (R, p) each
+    G = (W @ (D[:, iu] * D[:, ju]))[:, _sym_gather(p)].reshape(-1, p, p)  # (R, p, p)
+    bs = [(W * (Y if Y.ndim == 2 else Y[None, :])) @ D for Y in Ys]  # (R, p) each
     try:
         # Fast path: every student's weighted Gram matrix is positive definite.
         L = np.linalg.cholesky(G)  # (R, p, p)
         scale = np.einsum("rii->r", G) / p
         if np.all(np.einsum("rii->ri", L).min(axis=1) ** 2 > 1e3 * rcond * scale):
             theta = np.linalg.solve(G, np.stack(bs, axis=2))  # (R, p, m): one factorisation, m right-hand sides
-            return [theta[:, :, j].T for j in range(len(bs))]
+            return [theta[:, :, j] for j in range(len(bs))]
     except np.linalg.LinAlgError:
         pass
     # Minimum-norm path (rank-deficient students, e.g. small bootstrap samples).
@@ -156,39 +166,47 @@ def _wls_solve(D: np.ndarray, W: np.ndarray, Ys: list[np.ndarray], rcond: float)
     out = []
     for b in bs:
         proj = np.einsum("rpq,rp->rq", evecs, b)  # V^T b  (R, p)
-        out.append(np.einsum("rpq,rq->rp", evecs, inv * proj).T)  # (p, R)
+        out.append(np.einsum("rpq,rq->rp", evecs, inv * proj))  # (R, p)
     return out
 
 
-def loo_predictions(X: np.ndarray, Y: np.ndarray, fit_intercept: bool = True) -> np.ndarray:
+def loo_predictions(X: np.ndarray, targets: np.ndarray, fit_intercept: bool = True) -> np.ndarray:
     r"""Leave-one-out OLS predictions for R label vectors: :math:`\hat y_{-i} = y_i - e_i/(1-h_{ii})`.
+
+    The held-out reference prediction of the linear student family (the shrinkage method's reference).
 
     Parameters
     ----------
     X : array of shape (n, d)
-    Y : array of shape (n, R) or (n,)
+    targets : array of shape (R, n) or (n,)
 
     Returns
     -------
-    array of the shape of ``Y``
+    array of the shape of ``targets``
     """
     X = check_array(X, "X", ndim=2)
-    Y = check_array(Y, "Y", ndim=(1, 2))
-    if Y.shape[0] != X.shape[0]:
-        raise ValueError(f"Y: expected {X.shape[0]} rows to match X, got shape {Y.shape}")
+    Y = check_array(targets, "targets", ndim=(1, 2))
+    if Y.shape[-1] != X.shape[0]:
+        raise ValueError(f"targets: expected shape (R, {X.shape[0]}) or ({X.shape[0]},) to match X's "
+                         f"{X.shape[0]} rows, got {Y.shape}")
     if Y.ndim == 1:
-        return loo_predictions(X, Y[:, None], fit_intercept)[:, 0]
+        return loo_predictions(X, Y[None, :], fit_intercept)[0]
     D = _add_intercept(X, fit_intercept)
     P = np.linalg.pinv(D)  # (p, n)
     h = np.einsum("ij,ji->i", D, P)  # leverages (n,)
     if np.any(h > 1 - 1e-10):
         raise ValueError("X: some inputs have leverage 1, leave-one-out predictions are undefined")
-    resid = Y - D @ (P @ Y)  # (n, R)
-    return Y - resid / (1.0 - h)[:, None]
+    resid = Y - (Y @ P.T) @ D.T  # (R, n)
+    return Y - resid / (1.0 - h)[None, :]
 
 
-class BatchedLinearRegression:
-    """R least-squares students fitted at once (estimator contract).
+class BatchedLinearRegression(RegressorMixin, BaseEstimator):
+    """R least-squares students fitted at once (scikit-learn estimator contract, students as rows).
+
+    ``fit(X, y)`` takes the labels of R students as the rows of ``y`` (R, n), or one
+    label vector (n,) shared by every student; ``predict(X)`` returns (R, m). For a plain
+    scikit-learn regressor (y of shape (n,), predictions (m,)) wrap it:
+    :class:`uqkd.students.protocol.SingleStudent`.
 
     Parameters
     ----------
@@ -201,46 +219,67 @@ class BatchedLinearRegression:
     ----------
     coef_ : array of shape (R, d)
     intercept_ : array of shape (R,)
+    n_students_ : int
+    n_features_in_ : int
 
     Examples
     --------
     >>> X = np.arange(6.0).reshape(3, 2)
-    >>> Y = np.stack([X @ [1.0, 0.0], X @ [0.0, 2.0]], axis=1)
-    >>> BatchedLinearRegression().fit(X, Y).predict(X).shape
-    (3, 2)
+    >>> targets = np.stack([X @ [1.0, 0.0], X @ [0.0, 2.0]])  # two students, (R, n)
+    >>> BatchedLinearRegression().fit(X, targets).predict(X).shape
+    (2, 3)
     """
 
     def __init__(self, *, fit_intercept: bool = True, rcond: float = 1e-10) -> None:
         self.fit_intercept = fit_intercept
         self.rcond = rcond
 
-    def fit(self, X: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None = None) -> BatchedLinearRegression:
-        """Fit R students to the columns of ``Y`` (n, R), optionally with weights (n,) shared or (n, R)."""
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> BatchedLinearRegression:
+        """Fit R students to the rows of ``y`` (R, n) (or one (n,) label vector shared by every student), optionally
+        with weights (n,) shared or (R, n)."""
         _check_rcond(self.rcond)  # before any array work: a NaN cut-off silently gave all-zero coefficients
-        Y = check_array(Y, "Y", ndim=(1, 2))
-        Y2 = Y[:, None] if Y.ndim == 1 else Y
+        check_y_given(self, y)
+        X = check_X(self, X, reset=True)
+        Y = check_array(y, "y", ndim=(1, 2))
+        Y2 = Y[None, :] if Y.ndim == 1 else Y
+        if Y2.shape[1] != X.shape[0]:
+            raise ValueError(f"y: expected shape (R, {X.shape[0]}) or ({X.shape[0]},) to match X's "
+                             f"{X.shape[0]} rows, got {Y.shape}")
         if sample_weight is None:
-            theta = fit_ols_batched(X, Y2, self.fit_intercept, self.rcond)
+            theta = fit_ols(X, Y2, self.fit_intercept, self.rcond)
         else:
             W = check_array(sample_weight, "sample_weight", ndim=(1, 2), nonnegative=True)
-            n, R = Y2.shape
-            if W.shape not in ((n,), (n, R)):
-                raise ValueError(f"sample_weight: expected shape ({n},) or ({n}, {R}) to match Y {Y.shape}, "
+            R, n = Y2.shape
+            if W.ndim == 2 and Y.ndim == 1:
+                R = W.shape[0]
+            if W.shape not in ((n,), (R, n)):
+                raise ValueError(f"sample_weight: expected shape ({n},) or ({R}, {n}) to match y {Y.shape}, "
                                  f"got {W.shape}")
-            W2 = np.broadcast_to(W[:, None] if W.ndim == 1 else W, Y2.shape)
-            theta = fit_wls_batched(X, Y2, W2, self.fit_intercept, self.rcond)
+            W2 = np.broadcast_to(W[None, :] if W.ndim == 1 else W, (R, n))
+            theta = fit_wls(X, Y if Y.ndim == 1 else Y2, W2, self.fit_intercept, self.rcond)
         if self.fit_intercept:
-            self.intercept_, self.coef_ = theta[0], theta[1:].T
+            self.intercept_, self.coef_ = theta[:, 0], theta[:, 1:]
         else:
-            self.intercept_, self.coef_ = np.zeros(theta.shape[1]), theta.T
+            self.intercept_, self.coef_ = np.zeros(theta.shape[0]), theta
+        self.n_students_ = self.coef_.shape[0]
         self.n_features_in_ = self.coef_.shape[1]
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predictions of every student, shape (n, R)."""
-        if not hasattr(self, "coef_"):
-            raise RuntimeError("BatchedLinearRegression: call fit(X, Y) before predict(X)")
-        X = check_array(X, "X", ndim=2)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X: expected {self.n_features_in_} features, got {X.shape[1]}")
-        return X @ self.coef_.T + self.intercept_  # (n, R)
+        """Predictions of every student, shape (R, m)."""
+        check_is_fitted(self, "coef_")
+        X = check_X(self, X, reset=False)
+        return self.coef_ @ X.T + self.intercept_[:, None]  # (R, m)
+
+    def held_out_predictions(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Leave-one-out predictions (R, n) of students fitted to ``y`` (R, n) on ``X`` (no weights):
+        the family's held-out reference prediction (:func:`loo_predictions`)."""
+        return loo_predictions(X, y, self.fit_intercept)
+
+    def score(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+        """Mean over students of R^2 of each student's predictions against ``y`` (m,) or (R, m)."""
+        from sklearn.metrics import r2_score
+
+        pred = self.predict(X)
+        y = np.broadcast_to(np.asarray(y, dtype=float), pred.shape)
+        return float(np.mean([r2_score(t, p, sample_weight=sample_weight) for t, p in zip(y, pred, strict=True)]))

@@ -79,12 +79,16 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.metaestimators import available_if
 
 from .. import _malloc
 from .._seeding import make_rng, student_normals, student_uniforms
 from .._validation import check_array, check_choice, check_float, check_int
 from ..config import UserError
 from . import _autotune
+from .protocol import check_X, check_y_given
 
 __all__ = ["BatchedMLP", "distillation_targets", "auto_chunk_size", "NotFittedError"]
 
@@ -161,10 +165,6 @@ def _threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
-
-
-class NotFittedError(ValueError, AttributeError):
-    """Raised when ``predict`` is called before ``fit``."""
 
 
 def auto_chunk_size(n: int, layer_sizes: Sequence[int], itemsize: int = 4,
@@ -255,8 +255,13 @@ def distillation_targets(
     return counts / k
 
 
-class BatchedMLP:
+class BatchedMLP(BaseEstimator):
     r"""An ensemble of R independent ReLU MLPs trained simultaneously with full-batch Adam.
+
+    A student family of :mod:`uqkd.students.protocol` and a scikit-learn estimator (``get_params``,
+    ``clone``, :class:`sklearn.exceptions.NotFittedError`); targets are (R, n) and predictions
+    (R, m), students as rows (:class:`uqkd.students.protocol.SingleStudent` gives one student as a
+    plain regressor). ``predict_proba`` exists only for ``task="classification"``.
 
     Student r minimises its own weighted mean loss
 
@@ -781,7 +786,7 @@ class BatchedMLP:
         return torch.cat([t for W, b in zip(Ws, bs) for t in (W.reshape(R, -1), b)], dim=1)
 
     # ------------------------------------------------------------------ public API
-    def fit(self, X: Any, y: Any, *, sample_weight: Any = None, student_ids: Any = None) -> BatchedMLP:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None, *, student_ids: Any = None) -> BatchedMLP:
         """Train the ensemble.
 
         Parameters
@@ -802,9 +807,9 @@ class BatchedMLP:
         self
         """
         self._check_params()
-        Xa = check_array(X, "X", ndim=2)
+        check_y_given(self, y)
+        Xa = check_X(self, X, reset=True)
         n, d = Xa.shape
-        self.n_features_in_ = d
         tgt, r_y = self._resolve_targets(y, n)
         sw = None
         r_w = None
@@ -813,7 +818,8 @@ class BatchedMLP:
             if sw.shape[-1] != n:
                 raise ValueError(f"sample_weight: expected shape ({n},) or (n_students, {n}), got {sw.shape}")
             if np.any(sw.sum(axis=-1) <= 0):
-                raise ValueError("sample_weight: expected a positive total weight for every student")
+                raise ValueError("sample_weight: expected a positive total weight for every student (all-zero weights "
+                                 "leave its loss undefined)")
             r_w = sw.shape[0] if sw.ndim == 2 else None
         ids = None
         if student_ids is not None:
@@ -985,6 +991,33 @@ class BatchedMLP:
         if not hasattr(self, "params_"):
             raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call fit(X, y) before predicting.")
 
+    def held_out_predictions(self, X: Any, y: Any, *, folds: Any = None, sample_weight: Any = None) -> np.ndarray:
+        """Two-fold cross-fitted predictions f_{-i}(x_i), (R, n): each fold predicted by students trained on the
+        other fold only, with this estimator's settings (the family's held-out reference prediction).
+
+        ``folds`` (n,) of 0/1 says each input's fold; by default one seeded split shared by every student,
+        ``permutation(n) % 2`` from ``(random_state, *identity, "crossfit-folds")``. Fold f's students are
+        seeded by ``(*identity, "crossfit", f)``.
+        """
+        Xa = check_array(X, "X", ndim=2)
+        Y = check_array(y, "y", ndim=2)
+        n = Xa.shape[0]
+        if Y.shape[1] != n:
+            raise ValueError(f"y: expected shape (R, {n}) to match X's {n} rows, got {Y.shape}")
+        if folds is None:
+            folds = make_rng(self.random_state, *self.identity, "crossfit-folds").permutation(n) % 2
+        folds = np.asarray(folds)
+        if folds.shape != (n,) or not np.isin(folds, (0, 1)).all():
+            raise ValueError(f"folds: expected an array of 0/1 of shape ({n},), got shape {folds.shape}")
+        out = np.empty_like(Y)
+        for f in (0, 1):
+            tr, te = folds != f, folds == f
+            sw = None if sample_weight is None else np.asarray(sample_weight)[..., tr]
+            m = clone(self).set_params(identity=(*self.identity, "crossfit", f))
+            m.fit(Xa[tr], Y[:, tr], sample_weight=sw)
+            out[:, te] = m.predict(Xa[te])
+        return out
+
     def param_vectors(self, which: Literal["final", "init"] = "final") -> np.ndarray:
         """Per-student parameter vectors (R, P): ``[W1.ravel(), b1, W2.ravel(), b2, ...]`` (torch order)."""
         self._check_fitted()
@@ -995,9 +1028,7 @@ class BatchedMLP:
         """Raw outputs of every student, shape (R, n, C); ``params="init"`` uses the weights before training."""
         self._check_fitted()
         check_choice(params, "params", ("final", "init"))
-        Xa = check_array(X, "X", ndim=2)
-        if Xa.shape[1] != self.n_features_in_:
-            raise ValueError(f"X: expected {self.n_features_in_} features as in fit, got shape {Xa.shape}")
+        Xa = check_X(self, X, reset=False)
         n = Xa.shape[0]
         R = self.n_students_
         vecs = self.params_ if params == "final" else self.init_params_
@@ -1026,10 +1057,14 @@ class BatchedMLP:
             return Z[..., 0]
         return Z.argmax(axis=-1)
 
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities of every student, shape (R, n, C) (classification only)."""
+    def _is_classifier(self) -> bool:
         if self.task != "classification":
-            raise ValueError(f"task: predict_proba needs task='classification', got {self.task!r}")
+            raise AttributeError(f"task: predict_proba needs task='classification', got {self.task!r}")
+        return True
+
+    @available_if(_is_classifier)
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities of every student, shape (R, n, C) (classification only: absent otherwise)."""
         Z = self.decision_function(X).astype(np.float64)
         Z -= Z.max(axis=-1, keepdims=True)
         e = np.exp(Z)
