@@ -165,3 +165,21 @@ def test_bad_filters_exit_2(tmp_path, capsys, args, match):
                "--out", str(tmp_path / "t.jsonl"), *args])
     err = capsys.readouterr().err
     assert rc == 2 and match in err and "Traceback" not in err
+
+
+def test_records_without_an_embedder_keep_their_dispersion_and_empty_answers_count():
+    """Records that do not name their embedder (the experiments' own) keep their dispersion as before; a record from
+    another space is recomputed over all k answers, empty ones included, as `uqkd llm sample` measures it."""
+    from uqkd.llm.select import build_training_set
+
+    e = HashEmbedder(32)
+    texts = ["Rome", "", "Roma", "Rome"]
+    legacy = [{"id": "a", "question": "Capital of Italy?", "samples": texts, "dispersion": 0.123}]
+    rows, info = build_training_set(legacy, "averaging", e)
+    assert rows[0]["teacher_var"] == 0.123 and info["n_recomputed"] == 0
+    assert rows[0]["n_nonempty"] == 3 and rows[0]["k"] == 4
+    other = [{**legacy[0], "embedder": "hash:64"}]
+    rows, info = build_training_set(other, "averaging", e)
+    assert info["n_recomputed"] == 1
+    assert rows[0]["teacher_var"] == pytest.approx(embedding_dispersion(e.encode(texts)))
+    assert rows[0]["teacher_var"] != pytest.approx(embedding_dispersion(e.encode(["Rome", "Roma", "Rome"])))

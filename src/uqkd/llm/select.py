@@ -211,8 +211,9 @@ def build_training_set(
     embedder : Embedder
         Needed by every method but ``single`` and ``multi-response``; with it, every row gets the
         uncertainty columns (module docstring), without it they are None. A record's own
-        ``dispersion`` is used only when its ``embedder`` is this embedder's ``name``; otherwise the
-        dispersion is recomputed in this embedder's space (never two embedding spaces mixed).
+        ``dispersion`` is used when its ``embedder`` is this embedder's ``name`` (or not recorded);
+        a record measured with another embedder has its dispersion recomputed in this embedder's
+        space over all its k answers, as ``uqkd llm sample`` measures it (never two spaces mixed).
     seed, student_index : int
         ``single`` draws answer j from the stream named by (seed, "single", id, student_index).
     format : {"conversational", "standard"}
@@ -278,12 +279,15 @@ def build_training_set(
         qid, q = str(rec["id"]), rec["question"]
         emb = embedder.encode([texts[j] for j in ok]) if embedder is not None else None
         # the sampling-time dispersion only where it was measured in this embedder's space: never two spaces mixed
-        same_space = dv is not None and (embedder is None or rec.get("embedder") == emb_name)
+        # (a record that does not name its embedder is taken to be in the given one's space, as before)
+        same_space = dv is not None and (embedder is None or rec.get("embedder") in (None, emb_name))
         if same_space:
             tv: float | None = float(dv)
+        elif dv is not None:  # measured in another space: recomputed as `uqkd llm sample` defines it (all k answers)
+            tv = embedding_dispersion(embedder.encode(texts))
+            recomputed += 1
         elif emb is not None:
             tv = embedding_dispersion(emb)
-            recomputed += dv is not None
         else:
             tv = None
         unc = uncertainty_columns(emb) if emb is not None else None
