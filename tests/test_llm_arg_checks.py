@@ -97,7 +97,7 @@ SAMPLE_CASES = [
     (["--k", "0"], "--k: expected an integer >= 1, got 0"),
     (["--limit", "-1"], "--limit: expected an integer >= 0"),
     (["--threads", "-1"], "--threads: expected an integer >= 0"),
-    (["--device", "tpu"], "--device: expected auto, cpu, cuda or cuda:N"),
+    (["--device", "tpu"], r"--device: expected auto \(CUDA when available\), cpu, mps, cuda, cuda:N; got .tpu."),
     (["--teacher", "{fx}/corrupt"], "--teacher .*corrupt/config.json' is unreadable or not valid JSON"),
     (["--teacher", "{fx}/no-type"], "--teacher .*no-type/config.json' names no model_type"),
     (["--teacher", "{fx}/a-file"], "not a model directory or a .gguf file"),

@@ -13,6 +13,7 @@ Registered into :data:`uqkd.cli.SUBCOMMANDS` when this module is importable.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -204,6 +205,39 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
+@functools.lru_cache(maxsize=1)
+def _flag_options() -> type:
+    """The declared ranges of the step commands' flags: a flag named like an LLM experiment setting shares its
+    declaration (:class:`uqkd.experiments.llm.LLMConfig`); the flags of the steps alone are declared here."""
+    from dataclasses import dataclass
+
+    from ..config import option
+    from ..experiments.llm import LLMConfig
+
+    @dataclass(frozen=True)
+    class StepFlags(LLMConfig):
+        k: int = option(1, "teacher answers per question", min=1, max=10**6)
+        pilot: int = option(2, "pilot answers per question", min=2, max=10**6)
+        budget: int = option(1, "total teacher answers", min=1, max=10**12)
+        concurrency: int = option(8, "requests in flight", min=1, max=10**5)
+        students: int = option(1, "students", min=1, max=10**5)
+        gradient_accumulation_steps: int = option(1, "gradient accumulation steps", min=1, max=10**6)
+
+    return StepFlags
+
+
+def _check_flags(a: argparse.Namespace, *dests: str) -> None:
+    """Check flags by :func:`uqkd.config.check_options` against their declared ranges (:func:`_flag_options`);
+    ``--flag-name: expected ..., got ...``."""
+    from ..config import ConfigError, check_options
+
+    try:
+        check_options(_flag_options(), {d: getattr(a, d) for d in dests})
+    except ConfigError as exc:
+        name, _, rest = str(exc).partition(": ")
+        raise UserError(f"--{name.replace('_', '-')}: {rest}") from None
+
+
 def _positive_int(v: int, name: str, minimum: int = 1) -> int:
     if v < minimum:
         raise UserError(f"{name}: expected an integer >= {minimum}, got {v}")
@@ -276,10 +310,7 @@ def _check_cache_dir(a: argparse.Namespace) -> None:
 
 
 def _check_common(a: argparse.Namespace) -> None:
-    if a.threads < 0:
-        raise UserError(f"--threads: expected an integer >= 0 (0: torch's default), got {a.threads}")
-    if not isinstance(a.device, str) or not __import__("re").fullmatch(r"auto|cpu|mps|cuda(:\d+)?", a.device):
-        raise UserError(f"--device: expected auto, cpu, cuda or cuda:N; got {a.device!r}")
+    _check_flags(a, "threads", "device")
     _check_cache_dir(a)
 
 
@@ -478,14 +509,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     # every argument error before any heavy import or model load
     if (a.k is None) == (a.budget is None):
         raise UserError("--k/--budget: pass exactly one of --k K (answers per question) or --budget B (total)")
-    if a.k is not None:
-        _positive_int(a.k, "--k")
-    else:
-        _positive_int(a.pilot, "--pilot", 2)
-        _positive_int(a.budget, "--budget")
-    _positive_int(a.batch_size, "--batch-size")
-    _positive_int(a.student_every, "--student-every")
-    _positive_int(a.concurrency, "--concurrency")
+    _check_flags(a, *(("k",) if a.k is not None else ("pilot", "budget")), "batch_size", "student_every", "concurrency")
     _check_data_args(a)
     dec = _decoding(a)
     kind = backend_kind(a.teacher)
@@ -894,18 +918,11 @@ def _cmd_distill(a: argparse.Namespace) -> int:
 
     if a.samples:
         a.method = resolve_method(a.method, domain="llm", argname="--method").name  # the registry's canonical name
-    _positive_int(a.students, "--students")
-    _positive_int(a.student_every, "--student-every")
-    _positive_int(a.gradient_accumulation_steps, "--gradient-accumulation-steps")
-    _positive_int(a.batch_size, "--batch-size")
-    _positive_int(a.epochs, "--epochs")
-    _finite(a.lr, "--lr", gt=0)
+    _check_flags(a, "students", "student_every", "gradient_accumulation_steps", "batch_size", "epochs", "lr",
+                 *(("lora_r", "lora_alpha") if a.lora else ()))
     if a.k_per_student < 0:
         raise UserError(f"--k-per-student: expected an integer >= 1 (or 0: all draws / --students), got "
                         f"{a.k_per_student}")
-    if a.lora:
-        _positive_int(a.lora_r, "--lora-r")
-        _finite(a.lora_alpha, "--lora-alpha", gt=0)
     if a.trainer == "trl":
         bad = [x for x in (t.strip() for t in a.report_to.split(",")) if x and x not in _REPORT_TO]
         if bad or not a.report_to.strip():
