@@ -181,9 +181,11 @@ class OpenAIBackend:
     concurrency : int
         Requests in flight at once (threads).
     max_retries : int
-        Retries of a request after HTTP 429, 5xx or a dropped connection.
+        Retries of a request (the openai client's ``max_retries``) after HTTP 408, 409, 429, 5xx, a
+        timeout or a dropped connection; a refused connection at the start is not retried.
     timeout : float
-        Seconds to wait for one answer (not retried: a ``UserError`` says to raise it).
+        Seconds to wait for one answer (the client's ``timeout``); still timing out after the
+        retries, a ``UserError`` says to raise it or lower the concurrency.
     backoff : float
         First back-off delay in seconds (doubled on each retry).
     sampling_fields : {"auto", "extra", "generation_config", "standard"}
