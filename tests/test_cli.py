@@ -43,3 +43,32 @@ def test_run_writes_results_and_figures(tmp_path, capsys):
     assert "3 computed" in out
     assert main(argv) == 0
     assert "0 computed, 3 reused" in capsys.readouterr().out
+
+
+def test_methods_lists_the_registry_per_domain(capsys):
+    from uqkd.methods import METHODS, method_names
+
+    for domain in (None, "tabular", "llm"):
+        assert main(["methods", *(["--domain", domain] if domain else [])]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert [ln.split()[0] for ln in lines] == list(method_names(domain))
+        for ln in lines:
+            m = METHODS[ln.split()[0]]
+            assert ("] oracle" in ln) == m.oracle and ("beyond the paper" in ln) == m.beyond_paper
+            assert all(f"alias {a}" in ln for a in m.aliases)
+    assert main(["methods", "--domain", "gpu"]) == 2
+    assert "invalid choice: 'gpu'" in capsys.readouterr().err
+
+
+def test_show_names_the_old_name_of_a_renamed_setting(capsys, monkeypatch):
+    from uqkd.experiments import get_experiment
+
+    cls = get_experiment("llm-teacher-noise").config_cls
+    monkeypatch.setattr(cls, "_renamed", {"temps": "temperatures"}, raising=False)
+    assert main(["show", "llm-teacher-noise"]) == 0
+    out = capsys.readouterr().out
+    assert [ln for ln in out.splitlines() if ln.strip().startswith("temperatures =")][0].endswith("(formerly temps)")
+    with pytest.warns(FutureWarning, match="'temps' is deprecated; use 'temperatures'"):
+        from uqkd.runner import resolve_config
+
+        assert resolve_config(get_experiment("llm-teacher-noise"), "quick", ["temps=0.5"]).temperatures == (0.5,)

@@ -48,8 +48,23 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from .methods import METHODS, method_names
+
+    names = method_names(args.domain)
+    width = max(len(n) for n in names)
+    for n in names:
+        m = METHODS[n]
+        flags = [f for f, on in (("oracle", m.oracle), ("beyond the paper", m.beyond_paper),
+                                 ("needs an embedder (LLM)", m.needs_embedder)) if on]
+        also = [f"alias {a}" for a in m.aliases] + [f"deprecated name {a}" for a in m.deprecated]
+        print(f"{n:<{width}}  [{', '.join(m.domains)}]{' ' + '; '.join(flags + also) if flags or also else ''}  "
+              f"{m.description}")
+    return 0
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
-    from .config import config_to_dict, describe_fields
+    from .config import config_to_dict, describe_fields, renamed_fields
     from .experiments import get_experiment
     from .runner import resolve_config
 
@@ -57,8 +72,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
     cfg = config_to_dict(resolve_config(exp, args.profile))
     print(f"{exp.name} (§{exp.section}): {exp.description}")
     print(f"settings at profile {args.profile!r}:")
+    old = {}
+    for prev, new in renamed_fields(exp.config_cls).items():
+        old.setdefault(new, []).append(prev)
     for name, tp, _default, help_ in describe_fields(exp.config_cls):
-        print(f"  {name} = {cfg[name]!r}  [{tp}]  {help_}")
+        was = f" (formerly {', '.join(old[name])})" if name in old else ""
+        print(f"  {name} = {cfg[name]!r}  [{tp}]  {help_}{was}")
     return 0
 
 
@@ -143,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("list", help="list experiments with one-line descriptions")
     sp.set_defaults(func=_cmd_list)
+
+    sp = sub.add_parser("methods", help="list the distillation methods (one registry: uqkd.methods.METHODS)")
+    from .methods import DOMAINS
+
+    sp.add_argument("--domain", choices=DOMAINS, default=None, help="only the tabular or the LLM methods")
+    sp.set_defaults(func=_cmd_methods)
 
     sp = sub.add_parser("show", help="show an experiment's settings at a profile")
     sp.add_argument("experiment")
