@@ -107,10 +107,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="print the number of generations and the token count (prompt tokens from the teacher's "
                         "tokenizer x k, plus the --max-new-tokens bound on the answers) and, with "
                         "--price-per-1m-tokens, the cost; then exit without generating")
-    p.add_argument("--price-per-1m-tokens", type=float, default=None,
+    p.add_argument("--price-per-1m-tokens", type=float, default=None, metavar="P",
                    help="with --estimate: price per million tokens (prompt and answer tokens alike) of a served "
                         "teacher, in your currency")
-    p.add_argument("--price-per-1m-output-tokens", type=float, default=None,
+    p.add_argument("--price-per-1m-output-tokens", type=float, default=None, metavar="P",
                    help="with --estimate: a different price per million answer tokens (default: "
                         "--price-per-1m-tokens)")
     p.add_argument("--out", default=None, help="output JSONL (required unless --estimate)")
@@ -128,14 +128,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="QA file the samples were drawn from: checked question by question")
     _add_columns(p)
     p.add_argument("--qa-kinds", default="capital", help=argparse.SUPPRESS)
-    p.add_argument("--max-dispersion", type=float, default=None,
+    p.add_argument("--max-dispersion", type=float, default=None, metavar="X",
                    help="drop prompts whose teacher dispersion (teacher_var) is above X")
-    p.add_argument("--min-agreement", type=float, default=None,
-                   help="drop prompts where fewer than this share (0..1) of the teacher's answers fall in its "
+    p.add_argument("--min-agreement", type=float, default=None, metavar="Y",
+                   help="drop prompts where less than a share Y (0..1) of the teacher's answers fall in its "
                         "largest answer cluster")
     p.add_argument("--out", required=True,
                    help="output: FILE.jsonl (dataset card beside it as FILE.jsonl.README.md), or a folder (an "
-                        "existing one, or a path ending in / or without a .jsonl/.json suffix): FOLDER/train.jsonl "
+                        "existing one, or a path ending in / or without a suffix): FOLDER/train.jsonl "
                         "and FOLDER/README.md, the layout the Hugging Face hub expects")
     _add_common(p)
     p.set_defaults(func=_cmd_build, embedder=None)
@@ -716,7 +716,7 @@ def _training_rows(recs: list[dict[str, Any]], method: str, emb: Any, seed: int,
 def _build_paths(out: str) -> tuple[Path, Path, bool]:
     """``(data file, dataset card, folder?)`` for build-dataset's --out (see its help)."""
     p = Path(out)
-    folder = p.is_dir() or out.endswith(("/", os.sep)) or p.suffix.lower() not in (".jsonl", ".json")
+    folder = p.is_dir() or out.endswith(("/", os.sep)) or p.suffix == ""
     if folder:
         return p / "train.jsonl", p / "README.md", True
     return p, p.with_name(p.name + ".README.md"), False
