@@ -297,9 +297,8 @@ class OpenAIBackend:
                 f"no answer from {self._url(path)} within {self.timeout:g} s (timeout, after {n} retries); the server "
                 f"may be overloaded: lower the concurrency ({self.concurrency}) or raise the timeout") from None
         except openai.APIConnectionError as exc:
-            import httpx2
-
-            if isinstance(exc.__cause__, httpx2.ConnectError):  # refused, no route, unknown host
+            # httpx's (or httpx2's) ConnectError: refused, no route, unknown host
+            if any(c.__name__ == "ConnectError" for c in type(exc.__cause__).__mro__):
                 raise self._unreachable(exc) from None
             raise UserError(f"{self._url(path)}: connection dropped ({_one_line(exc.__cause__ or exc, 120)}), "
                             f"still after {n} retries") from None
