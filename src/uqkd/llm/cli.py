@@ -752,7 +752,7 @@ _CARD_TEMPLATE = """---
 
 # {{ pretty_name }}
 
-Training set for knowledge distillation built by [uqkd](https://pypi.org/project/uqkd/) `llm build-dataset`
+Training set for knowledge distillation built by uqkd's `uqkd llm build-dataset`
 (method `{{ method }}`) from {{ n_questions }} prompts answered {{ k_desc }} times each by the teacher.
 Every row carries the teacher's uncertainty about its prompt, so you can filter it
 (`ds.filter(lambda r: r["agreement"] >= 0.6)`) or weight by it (`weight`, used by `uqkd.llm.WeightedSFTTrainer`).
@@ -766,7 +766,7 @@ ds = load_dataset("json", data_files="{{ data_file }}", split="train")
 
 | | |
 |---|---|
-| teacher | `{{ teacher }}` |
+| teacher | `{{ teacher }}` ({{ identity }}) |
 | decoding | {{ decoding }} |
 | seeds | sampling seed {{ seed }} (answer streams {{ stream_seed }}); build-dataset seed {{ build_seed }} |
 | embedder | `{{ embedder }}` (all uncertainty columns are in its embedding space) |
@@ -831,7 +831,9 @@ def _dataset_card(recs: list[dict[str, Any]], rows: list[dict[str, Any]], info: 
     return DatasetCard.from_template(
         data, template_str=_CARD_TEMPLATE, pretty_name=f"uqkd {a.method} distillation set", method=a.method,
         n_questions=len(recs), k_desc=str(ks[0]) if min(ks) == max(ks) else f"{min(ks)}-{max(ks)}",
-        data_file=Path(data_file).name, teacher=teacher, decoding=dec_s, seed=prov.get("seed", "not recorded"),
+        data_file=Path(data_file).name, teacher=teacher, decoding=dec_s,
+        identity=f"backend {prov.get('backend', 'not recorded')}, identity `{prov.get('identity', 'not recorded')}`",
+        seed=prov.get("seed", "not recorded"),
         stream_seed=prov.get("stream_seed", "not recorded"), build_seed=a.seed, embedder=emb_name,
         n_rows=n, n_kept=n_kept, dropped="; ".join(dropped) or "none dropped", cost=cost, version=__version__,
         format=a.format, cluster_distance=CLUSTER_DISTANCE)
