@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from uqkd.experiments import _designs as D
 from uqkd.experiments import get_experiment, list_experiments
 from uqkd.experiments._deviations import (
     BEYOND_THE_PAPER,
@@ -109,7 +110,7 @@ def test_mlp_paper_profiles_train_on_the_published_eleven_features(name, monkeyp
                                                     **({"n_track_students": 0} if name == "init-noise-mlp" else
                                                        {"methods": ("averaging",)})})
     widths = []
-    real = M._mlp
+    real = D.mlp  # the one MLP builder (teachers and students)
 
     def spy(**kw):
         m = real(**kw)
@@ -117,7 +118,7 @@ def test_mlp_paper_profiles_train_on_the_published_eleven_features(name, monkeyp
         m.fit = lambda X, y, **f: widths.append(np.asarray(X).shape[1]) or fit(X, y, **f)
         return m
 
-    monkeypatch.setattr(M, "_mlp", spy)
+    monkeypatch.setattr(D, "mlp", spy)
     M.regression_teacher.cache_clear()
     try:
         exp.run_cell(small, exp.cells(small)[-1], 0)

@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("torch")
 
 from uqkd.config import ConfigError, build_config  # noqa: E402
+from uqkd.experiments import _designs as D  # noqa: E402
 from uqkd.experiments import get_experiment  # noqa: E402
 from uqkd.experiments.linear import LINEAR_METHODS  # noqa: E402
 
@@ -57,8 +58,8 @@ def test_bootstrap_mlp_paper_profile_is_the_published_design(monkeypatch):
     assert (cfg.hidden, cfg.lr, cfg.n_epochs, cfg.student_init, cfg.n_students) == ((64,), 1e-3, 300, "shared", 1000)
     # the networks the cell builds (epochs cut for speed: the builders receive the config's settings)
     built = []
-    real = M._mlp
-    monkeypatch.setattr(M, "_mlp", lambda **kw: built.append(kw) or real(**kw))
+    real = D.mlp  # the one MLP builder (teachers and students)
+    monkeypatch.setattr(D, "mlp", lambda **kw: built.append(kw) or real(**kw))
     M.regression_teacher.cache_clear()
     small = build_config(exp.config_cls, ({**exp.profiles["paper"], "n_students": 4, "n_epochs": 3,
                                            "teacher_n_epochs": 2}, "test"))
@@ -105,7 +106,7 @@ def test_init_noise_mlp_default_is_the_published_design(monkeypatch):
         raise AssertionError("a teacher was fitted")
 
     seen = []
-    real = M._mlp
+    real = D.mlp  # the one MLP builder (teachers and students)
 
     def spy(**kw):
         m = real(**kw)
@@ -114,7 +115,7 @@ def test_init_noise_mlp_default_is_the_published_design(monkeypatch):
         return m
 
     monkeypatch.setattr(M, "regression_teacher", no_teacher)
-    monkeypatch.setattr(M, "_mlp", spy)
+    monkeypatch.setattr(D, "mlp", spy)
     _run("init-noise-mlp", sigma_inits=(0.1,), n_students=3, n_epochs=2, hidden=(4,), n_track_students=0)
     np.testing.assert_array_equal(seen[0], load_tabular("boston", seed=0).y_train)
     with pytest.raises(ConfigError, match="base_init"):

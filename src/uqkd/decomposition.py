@@ -223,4 +223,3 @@ def decomposition_table(df: Any, method: str = "averaging", by: tuple[str, ...] 
     return pd.DataFrame(rows)
 
 
-_fit_rows = fit_floor_rows  # the old private name (experiments/linear.py imports it)

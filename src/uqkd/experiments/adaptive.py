@@ -43,6 +43,7 @@ pilot-vs-extra contrast). The label noise :math:`z` is shared by all schemes of 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -54,24 +55,20 @@ from .. import methods as _registry
 from .._seeding import student_draws, student_normals, student_uniforms
 from ..config import check_options, option
 from ..metrics import student_mse
+from ..students.linear import fit_wls
+from ._designs import RegressionMLPConfig, mlp_students, teacher_for
 from ._deviations import BEYOND_THE_PAPER, TABULAR_SPLIT
 from ._options import (
     DRAWS,
-    EPOCHS,
-    LR,
     N_STUDENTS,
     POSITIVE_NOISE,
     STRENGTH,
     TABULAR,
-    THREADS,
-    WIDTHS,
     mlp_memory,
     n_train_and_features,
 )
-from ..students.linear import fit_wls
 from .base import Experiment, register
 from .linear import LinearSetup, linear_setup, relative_noise_profile
-from .mlp import _MLP_FIELDS_HELP, THREADS_HELP, _students, _teacher
 
 __all__ = ["AdaptiveBudgetLinearConfig", "AdaptiveBudgetMLPConfig", "ADAPTIVE_SCHEMES", "ADAPTIVE_RULES",
            "cell_allocations"]
@@ -279,63 +276,85 @@ def _wls_floor(setup: LinearSetup, noise_var: np.ndarray, k: np.ndarray) -> floa
     return float(np.mean(np.einsum("ep,rpq,eq->re", De, C, De)))
 
 
-def _run(cfg: AdaptiveBudgetLinearConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
-    setup = linear_setup(cfg.dataset, seed)
-    sp = setup.split
-    h, b = float(cell["strength"]), int(cell["budget_per_input"])
-    n = len(setup.mu_train)
-    budget = n * b
-    g_tr, _ = relative_noise_profile(setup.mu_train, setup.mu_test, "heteroscedastic", h)  # h = 0: ones
-    nv = cfg.alpha * setup.var_y * g_tr  # (n,) per-draw noise variance
-    ids = np.arange(cfg.n_students)
-    ident = ("adaptive-budget-linear", cfg.dataset, cfg.alpha, h, b)
-    c_alloc = _weights(setup, cfg.target)
-    # uniform, design-only and oracle are always computed: they are the references of the ratios.
-    allocs = cell_allocations(tuple(dict.fromkeys(("design-only", "oracle", *cfg.schemes))), c_alloc, nv, budget,
-                              pilot_k=cfg.pilot_k, min_per_input=cfg.min_per_input, student_ids=ids, seed=seed,
-                              identity=ident)
-    z = student_normals(seed, (*ident, "label-noise"), ids, (n,))  # (R, n), shared by the schemes
+#: fit_predict(rule, ybar, s2, k) -> (test predictions (R, m), parameters (R, p) or None) of one student family
+FitPredict = Callable[[str, np.ndarray, "np.ndarray | None", np.ndarray], tuple[np.ndarray, "np.ndarray | None"]]
+#: extras(noise_var, budget_per_input) -> (rule, k (n,) or (R, n), kk (R, n)) -> the family's extra columns
+Extras = Callable[[np.ndarray, int], Callable[[str, np.ndarray, np.ndarray], dict[str, Any]]]
 
-    c_pred = theory.allocation_weights(sp.X_train, sp.X_test, quantity="predictions")
-    c_par = theory.allocation_weights(sp.X_train, quantity="parameters")
+
+def _budget_cell(cfg: Any, cell: dict[str, Any], seed: int, *, tch: Any, ident: tuple[Any, ...],
+                 weights: np.ndarray, schemes: tuple[str, ...], fit_predict: FitPredict,
+                 extras: Extras) -> list[dict[str, Any]]:
+    """One adaptive-budget cell for any student family: allocate the budget by each scheme, draw the labels
+    (common random numbers across schemes), fit the family per label rule and report its statistics, the
+    family's ``extras`` and the paired ratios. ``tch`` has ``split``, ``mu_train``, ``mu_test``, ``var_y``;
+    ``schemes`` are the ones computed (references of the ratios included); rows only for ``cfg.schemes``."""
+    h, b = float(cell["strength"]), int(cell["budget_per_input"])
+    n = len(tch.mu_train)
+    budget = n * b
+    g_tr, _ = relative_noise_profile(tch.mu_train, tch.mu_test, "heteroscedastic", h)  # h = 0: ones
+    nv = cfg.alpha * tch.var_y * g_tr  # (n,) per-draw noise variance
+    ids = np.arange(cfg.n_students)
+    ident = (*ident, cfg.alpha, h, b)
+    allocs = cell_allocations(schemes, weights, nv, budget, pilot_k=cfg.pilot_k, min_per_input=cfg.min_per_input,
+                              student_ids=ids, seed=seed, identity=ident)
+    z = student_normals(seed, (*ident, "label-noise"), ids, (n,))  # (R, n), shared by the schemes
     cell_info = {
         "strength": h, "budget_per_input": b, "budget": budget, "alpha": cfg.alpha, "target": cfg.target,
         "noise_var_ratio": float(nv.max() / nv.min()),
         # Large-budget (Neyman) and exact-integer predicted ratios, optimal / uniform, for the allocation target.
-        "predicted_gain": theory.allocation_gain(nv, c_alloc),
-        "predicted_gain_exact": theory.allocation_gain(nv, c_alloc, budget=budget, min_per_input=cfg.min_per_input),
+        "predicted_gain": theory.allocation_gain(nv, weights),
+        "predicted_gain_exact": theory.allocation_gain(nv, weights, budget=budget, min_per_input=cfg.min_per_input),
     }
     need_var = "wls" in cfg.rules
     per: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     rows: list[dict[str, Any]] = []
-    theory_uniform = float(np.sum(c_pred * nv) / b)
+    columns = extras(nv, b)
     for scheme, (k, chi0) in allocs.items():
-        ybar, s2 = _labels_and_variances(setup.mu_train, nv, k, chi0, cfg.pilot_k, z, ids, seed, ident, need_var)
+        ybar, s2 = _labels_and_variances(tch.mu_train, nv, k, chi0, cfg.pilot_k, z, ids, seed, ident, need_var)
         kk = np.broadcast_to(k, (cfg.n_students, n))
-        th_pred = float(np.mean((c_pred * nv / kk).sum(axis=1)))  # closed form given the (realised) allocation
-        th_par = float(np.mean((c_par * nv / kk).sum(axis=1)))
-        floor = _wls_floor(setup, nv, k)
         for rule in cfg.rules:
-            theta = _fit(setup, rule, ybar, s2, k)
-            ps = _per_student(theta @ setup.D_test.T, sp.y_test, theta)
+            pred, theta = fit_predict(rule, ybar, s2, k)
+            ps = _per_student(pred, tch.split.y_test, theta)
             per[(scheme, rule)] = ps
             if scheme not in cfg.schemes:
                 continue
             row: dict[str, Any] = {**cell_info, "scheme": scheme, "rule": rule}
             row.update(_student_stats(ps))
-            row.update({
-                "theory_inter_student_var": th_pred if rule == "averaging" else float("nan"),
-                "theory_param_var_trace": th_par if rule == "averaging" else float("nan"),
-                "theory_gain": th_pred / theory_uniform if rule == "averaging" else float("nan"),
-                "wls_known_var_inter_student_var": floor,
-                "k_min": int(kk.min()),
-                "k_max": int(kk.max()),
-                "k_sd": float(kk.std(axis=1).mean()),
-                "n_students": cfg.n_students,
-            })
+            row.update(columns(rule, k, kk))
+            row.update({"k_min": int(kk.min()), "k_max": int(kk.max()), "k_sd": float(kk.std(axis=1).mean()),
+                        "n_students": cfg.n_students})
             rows.append(row)
     _add_ratios(rows, per)
     return rows
+
+
+def _run(cfg: AdaptiveBudgetLinearConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+    setup = linear_setup(cfg.dataset, seed)
+    sp = setup.split
+    c_pred = theory.allocation_weights(sp.X_train, sp.X_test, quantity="predictions")
+    c_par = theory.allocation_weights(sp.X_train, quantity="parameters")
+
+    def fit_predict(rule: str, ybar: np.ndarray, s2: np.ndarray | None, k: np.ndarray) -> tuple[Any, Any]:
+        theta = _fit(setup, rule, ybar, s2, k)
+        return theta @ setup.D_test.T, theta
+
+    def extras(nv: np.ndarray, b: int) -> Callable[[str, np.ndarray, np.ndarray], dict[str, Any]]:
+        theory_uniform = float(np.sum(c_pred * nv) / b)
+
+        def columns(rule: str, k: np.ndarray, kk: np.ndarray) -> dict[str, Any]:
+            th_pred = float(np.mean((c_pred * nv / kk).sum(axis=1)))  # closed form given the (realised) allocation
+            avg = rule == "averaging"
+            return {"theory_inter_student_var": th_pred if avg else float("nan"),
+                    "theory_param_var_trace": float(np.mean((c_par * nv / kk).sum(axis=1))) if avg else float("nan"),
+                    "theory_gain": th_pred / theory_uniform if avg else float("nan"),
+                    "wls_known_var_inter_student_var": _wls_floor(setup, nv, k)}
+        return columns
+
+    # uniform, design-only and oracle are always computed: they are the references of the ratios.
+    return _budget_cell(cfg, cell, seed, tch=setup, ident=("adaptive-budget-linear", cfg.dataset),
+                        weights=_weights(setup, cfg.target), fit_predict=fit_predict, extras=extras,
+                        schemes=tuple(dict.fromkeys(("design-only", "oracle", *cfg.schemes))))
 
 
 def _summary(df: Any) -> Any:
@@ -448,14 +467,9 @@ register(
 
 
 @dataclass(frozen=True)
-class AdaptiveBudgetMLPConfig:
+class AdaptiveBudgetMLPConfig(RegressionMLPConfig):
     """Equal-budget uniform vs uncertainty-allocated teacher sampling for batched MLP students (no closed form)."""
 
-    dataset: str = option("boston", "tabular dataset", choices=TABULAR)
-    teacher: str = option("mlp", "teacher fitted on ground truth: mlp or ols", choices=("mlp", "ols"))
-    teacher_hidden: tuple[int, ...] = option((16,), _MLP_FIELDS_HELP["teacher_hidden"], **WIDTHS)
-    teacher_lr: float = option(0.01, _MLP_FIELDS_HELP["teacher_lr"], **LR)
-    teacher_n_epochs: int = option(200, _MLP_FIELDS_HELP["teacher_n_epochs"], **EPOCHS)
     alpha: float = option(0.5, "mean teacher noise variance per draw as a fraction of Var(y_train)", **POSITIVE_NOISE)
     strengths: tuple[float, ...] = option((0.0, 0.75, 1.5), "heteroscedastic strength h (0 = homoscedastic)",
                                           **STRENGTH)
@@ -470,10 +484,6 @@ class AdaptiveBudgetMLPConfig:
                           min=2, max=DRAWS["max"])
     min_per_input: int = option(1, "floor on k_i for the design-only and oracle allocations", min=1, max=DRAWS["max"])
     n_students: int = option(500, "students per cell, scheme and rule", **N_STUDENTS)
-    hidden: tuple[int, ...] = option((16,), _MLP_FIELDS_HELP["hidden"], **WIDTHS)
-    lr: float = option(0.01, _MLP_FIELDS_HELP["lr"], **LR)
-    n_epochs: int = option(200, _MLP_FIELDS_HELP["n_epochs"], **EPOCHS)
-    num_threads: int | None = option(1, THREADS_HELP, **THREADS)
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -487,56 +497,25 @@ class AdaptiveBudgetMLPConfig:
 
 
 def _mlp_run(cfg: AdaptiveBudgetMLPConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
-    tch = _teacher(cfg, seed)
+    tch = teacher_for(cfg, seed)
     sp = tch.split
-    h, b = float(cell["strength"]), int(cell["budget_per_input"])
-    n = len(tch.mu_train)
-    budget = n * b
-    g_tr, _ = relative_noise_profile(tch.mu_train, tch.mu_test, "heteroscedastic", h)  # h = 0: ones
-    nv = cfg.alpha * tch.var_y * g_tr  # (n,)
-    ids = np.arange(cfg.n_students)
-    ident = ("adaptive-budget-mlp", cfg.dataset, cfg.teacher, cfg.alpha, h, b)
-    c = (np.ones(n) if cfg.target == "none"
+    c = (np.ones(len(tch.mu_train)) if cfg.target == "none"
          else theory.allocation_weights(sp.X_train, sp.X_test, quantity="predictions"))
-    allocs = cell_allocations(cfg.schemes, c, nv, budget, pilot_k=cfg.pilot_k, min_per_input=cfg.min_per_input,
-                              student_ids=ids, seed=seed, identity=ident)
-    z = student_normals(seed, (*ident, "label-noise"), ids, (n,))  # shared by the schemes
     student_ident = ("adaptive-budget-mlp", cfg.dataset, "students")  # same initialisations everywhere (CRN)
-    cell_info = {
-        "strength": h, "budget_per_input": b, "budget": budget, "alpha": cfg.alpha, "target": cfg.target,
-        "noise_var_ratio": float(nv.max() / nv.min()),
-        "predicted_gain": theory.allocation_gain(nv, c),
-        "predicted_gain_exact": theory.allocation_gain(nv, c, budget=budget, min_per_input=cfg.min_per_input),
-    }
-    need_var = "wls" in cfg.rules
-    per: dict[tuple[str, str], dict[str, np.ndarray]] = {}
-    rows: list[dict[str, Any]] = []
-    label_uniform = float(np.sum(c * nv) / b)
-    for scheme, (k, chi0) in allocs.items():
-        ybar, s2 = _labels_and_variances(tch.mu_train, nv, k, chi0, cfg.pilot_k, z, ids, seed, ident, need_var)
-        kk = np.broadcast_to(k, (cfg.n_students, n))
-        for rule in cfg.rules:
-            labels, w = _targets(rule, ybar, s2, k)
-            kw = {} if w is None else {"sample_weight": w}
-            model = _students(cfg, seed, student_ident).fit(sp.X_train, labels, **kw)
-            ps = _per_student(model.predict(sp.X_test), sp.y_test)
-            per[(scheme, rule)] = ps
-            if scheme not in cfg.schemes:
-                continue
-            row: dict[str, Any] = {**cell_info, "scheme": scheme, "rule": rule}
-            row.update(_student_stats(ps))
-            row.update({
-                # The allocation's objective sum_i c_i sigma_i^2 / k_i relative to uniform: the closed-form ratio
-                # for a linear student, only a proxy for an MLP.
-                "label_var_ratio": float(np.mean((c * nv / kk).sum(axis=1))) / label_uniform,
-                "k_min": int(kk.min()),
-                "k_max": int(kk.max()),
-                "k_sd": float(kk.std(axis=1).mean()),
-                "n_students": cfg.n_students,
-            })
-            rows.append(row)
-    _add_ratios(rows, per)
-    return rows
+
+    def fit_predict(rule: str, ybar: np.ndarray, s2: np.ndarray | None, k: np.ndarray) -> tuple[Any, Any]:
+        labels, w = _targets(rule, ybar, s2, k)
+        model = mlp_students(cfg, seed, student_ident).fit(sp.X_train, labels, sample_weight=w)
+        return model.predict(sp.X_test), None
+
+    def extras(nv: np.ndarray, b: int) -> Callable[[str, np.ndarray, np.ndarray], dict[str, Any]]:
+        label_uniform = float(np.sum(c * nv) / b)
+        # The allocation's objective sum_i c_i sigma_i^2 / k_i relative to uniform: the closed-form ratio for a
+        # linear student, only a proxy for an MLP.
+        return lambda rule, k, kk: {"label_var_ratio": float(np.mean((c * nv / kk).sum(axis=1))) / label_uniform}
+
+    return _budget_cell(cfg, cell, seed, tch=tch, ident=("adaptive-budget-mlp", cfg.dataset, cfg.teacher),
+                        weights=c, schemes=cfg.schemes, fit_predict=fit_predict, extras=extras)
 
 
 def _mlp_summary(df: Any) -> Any:

@@ -28,9 +28,10 @@ from .._validation import assume_valid
 from ..config import check_options, option
 from ..data.tabular import TabularSplit, load_tabular
 from ..methods import check_methods, method_table
-from ..metrics import covariance_match_test, inter_student_var_se, student_mse
+from ..metrics import covariance_match_test
 from ..students import linear as _linear_students
 from ..students.linear import design_matrix, loo_predictions
+from ._designs import student_stats
 from ._deviations import TABULAR_SPLIT, TABULAR_VA_METHODS
 from ._options import DRAWS, FRACTION, N_STUDENTS, NOISE, POSITIVE_NOISE, STRENGTH, TABULAR, n_train_and_features
 from .base import Deviation, Experiment, register
@@ -287,26 +288,10 @@ def fit_method(
 
 def _stats(setup: LinearSetup, theta: np.ndarray, train: bool = True, keep: dict[str, Any] | None = None,
            name: str = "") -> dict[str, float]:
-    """Test (and train) MSE against ground truth and inter-student variance; theta (R, p). ``keep[name]`` receives
-    the per-student test MSE (R,) (paired comparisons between methods fitted on the same draws)."""
-    pred_te = theta @ setup.D_test.T  # (R, m)
-    te = student_mse(pred_te, setup.split.y_test)
-    if keep is not None:
-        keep[name] = te
-    R = theta.shape[0]
-    out = {
-        "mse_mean": float(te.mean()),
-        "mse_std": float(te.std(ddof=1)) if R > 1 else 0.0,
-        "mse_sem": float(te.std(ddof=1) / np.sqrt(R)) if R > 1 else 0.0,
-        "inter_student_var": float(pred_te.var(axis=0, ddof=1).mean()) if R > 1 else 0.0,
-        "inter_student_var_se": inter_student_var_se(pred_te) if R > 2 else float("nan"),
-        "n_students": int(R),
-    }
-    if train:
-        tr = student_mse(theta @ setup.D.T, setup.split.y_train)  # (R,)
-        out["train_mse_mean"] = float(tr.mean())
-        out["train_mse_std"] = float(tr.std(ddof=1)) if R > 1 else 0.0
-    return out
+    """:func:`student_stats` of linear students with parameters theta (R, p)."""
+    sp = setup.split
+    return student_stats(theta @ setup.D_test.T, sp.y_test, theta @ setup.D.T if train else None, sp.y_train,
+                         keep=keep, name=name)
 
 
 NOISE_MODELS = ("homoscedastic", "heteroscedastic")
@@ -459,13 +444,13 @@ def strength_gain_table(df: Any) -> Any:
 
 def overlay_floor_fit(ax: Any, d: Any) -> None:
     """Dashed floor + b/k fit of averaging (and its floor) on an inter-student-variance-vs-k axis."""
-    from ..decomposition import _fit_rows
+    from ..decomposition import fit_floor_rows
 
     a = d[d["method"] == "averaging"] if "method" in d else d
     if a["k"].nunique() < 3:
         return
     try:
-        f = _fit_rows(a)
+        f = fit_floor_rows(a)
     except ValueError:
         return
     kk = np.geomspace(a["k"].min(), a["k"].max(), 100)

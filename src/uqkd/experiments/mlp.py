@@ -25,10 +25,22 @@ from typing import Any, Literal
 import numpy as np
 
 from .. import methods as _registry
-from .._seeding import make_rng, student_draws
+from .._seeding import student_draws
 from ..config import check_options, option
-from ..data.tabular import load_tabular
-from ..metrics import classification_summary, inter_student_var_se, paired_variance_ratio, student_mse
+from ..metrics import classification_summary, paired_variance_ratio
+from . import _designs
+from ._designs import (
+    MLP_FIELDS_HELP,
+    THREADS_HELP,
+    MLPStudentConfig,
+    RegressionMLPConfig,
+    RegressionTeacher,
+    fit_student_stats,
+    ground_truth,
+    mlp_students,
+    regression_teacher,
+    teacher_for,
+)
 from ._deviations import CLASSIFICATION_SPLIT, MLP_COMMON_RANDOM_NUMBERS, TABULAR_SPLIT, TABULAR_VA_METHODS
 from ._options import (
     DRAWS,
@@ -43,7 +55,6 @@ from ._options import (
     TEMPERATURE,
     THREADS,
     WIDTHS,
-    mlp_memory,
     mlp_param_count,
     n_train_and_features,
 )
@@ -82,100 +93,7 @@ CLASSIFICATION = ("digits", "wine", "breast_cancer", "mnist", "covertype")
 TARGET_MODES = ("argmax", "soft", "sampled")
 
 
-def _mlp(**kw: Any) -> Any:
-    from ..students.mlp import BatchedMLP  # torch is imported only when an MLP is trained
-
-    return BatchedMLP(**kw)
-
-
 # --------------------------------------------------------------------------- shared pieces
-
-
-class _TabularMLPConfig:
-    """Shared behaviour of the tabular MLP configs: the declared ranges and the memory estimate."""
-
-    def __post_init__(self) -> None:
-        check_options(self)
-
-    def memory_estimate(self) -> tuple[float, str, str]:
-        return mlp_memory(self)
-
-
-@dataclass(frozen=True)
-class RegressionTeacher:
-    """A tabular split and its teacher's noise-free means on train and test inputs."""
-
-    split: Any
-    mu_train: np.ndarray
-    mu_test: np.ndarray
-    var_y: float
-
-
-@functools.lru_cache(maxsize=8)
-def regression_teacher(dataset: str, seed: int, teacher: str = "mlp", hidden: tuple[int, ...] = (16,),
-                       lr: float = 0.01, n_epochs: int = 200) -> RegressionTeacher:
-    """Fit the teacher on the ground truth (an MLP, as the paper's, or OLS) and cache it."""
-    split = load_tabular(dataset, seed=seed)
-    if teacher == "ols":
-        D = np.hstack([np.ones((len(split.y_train), 1)), split.X_train])
-        theta = np.linalg.lstsq(D, split.y_train, rcond=None)[0]
-        mu_tr = D @ theta
-        mu_te = np.hstack([np.ones((len(split.y_test), 1)), split.X_test]) @ theta
-    elif teacher == "mlp":
-        t = _mlp(hidden=hidden, lr=lr, n_epochs=n_epochs, random_state=seed, identity=("teacher", dataset),
-                 init="torch_default", dtype="float64", num_threads=1).fit(split.X_train, split.y_train)
-        mu_tr, mu_te = t.predict(split.X_train)[0], t.predict(split.X_test)[0]
-    else:
-        raise ValueError(f"teacher: expected mlp or ols, got {teacher!r}")
-    return RegressionTeacher(split, mu_tr, mu_te, float(split.y_train.var()))
-
-
-def _ground_truth(dataset: str, seed: int) -> RegressionTeacher:
-    """The split alone, for students trained on the ground truth (no teacher is fitted)."""
-    split = load_tabular(dataset, seed=seed)
-    nan_tr, nan_te = np.full(len(split.y_train), np.nan), np.full(len(split.y_test), np.nan)
-    return RegressionTeacher(split, nan_tr, nan_te, float(split.y_train.var()))
-
-
-def _teacher(cfg: Any, seed: int) -> RegressionTeacher:
-    """The regression teacher of ``cfg``: its architecture and training are the config's settings."""
-    return regression_teacher(cfg.dataset, seed, cfg.teacher, tuple(cfg.teacher_hidden), float(cfg.teacher_lr),
-                              int(cfg.teacher_n_epochs))
-
-
-def _students(cfg: Any, seed: int, identity: tuple[Any, ...], **kw: Any) -> Any:
-    """An unfitted BatchedMLP for ``cfg``'s students (architecture, optimiser, seeds).
-
-    Students start from PyTorch's ``nn.Linear`` default initialisation (what a research script
-    gets), each student its own draw unless ``shared_init=True`` is passed (``bootstrap-mlp``'s
-    published design); ``init-noise-mlp`` overrides this with Kaiming bases.
-    """
-    args = dict(hidden=tuple(cfg.hidden), lr=cfg.lr, n_epochs=cfg.n_epochs, random_state=seed, identity=identity,
-                n_students=cfg.n_students, num_threads=cfg.num_threads, init="torch_default")
-    args.update(kw)
-    return _mlp(**args)
-
-
-def _reg_stats(pred_te: np.ndarray, pred_tr: np.ndarray, tch: RegressionTeacher) -> dict[str, Any]:
-    """Test / train MSE against the ground truth across students, and inter-student variance."""
-    te = student_mse(pred_te, tch.split.y_test)
-    tr = student_mse(pred_tr, tch.split.y_train)
-    R = pred_te.shape[0]
-    return {
-        "mse_mean": float(te.mean()),
-        "mse_std": float(te.std(ddof=1)),
-        "mse_sem": float(te.std(ddof=1) / np.sqrt(R)),
-        "train_mse_mean": float(tr.mean()),
-        "train_mse_std": float(tr.std(ddof=1)),
-        "inter_student_var": float(pred_te.var(axis=0, ddof=1).mean()),
-        "inter_student_var_se": inter_student_var_se(pred_te) if R > 2 else float("nan"),
-        "n_students": int(R),
-    }
-
-
-def _fit_predict(model: Any, tch: RegressionTeacher, labels: np.ndarray, **fit_kw: Any) -> dict[str, Any]:
-    model.fit(tch.split.X_train, labels, **fit_kw)
-    return _reg_stats(model.predict(tch.split.X_test), model.predict(tch.split.X_train), tch)
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -202,34 +120,14 @@ def _fig(ncols: int, nrows: int = 1) -> tuple[Any, Any]:
     return plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.8 * nrows), squeeze=False)
 
 
-THREADS_HELP = ("torch threads per cell process (none: torch's default); on few shared cores one thread per process "
-                "with --workers N is fastest")
-_MLP_FIELDS_HELP = {
-    "hidden": "student hidden layer widths",
-    "lr": "student Adam learning rate",
-    "n_epochs": "student full-batch Adam epochs",
-    "teacher_hidden": "teacher MLP hidden widths",
-    "teacher_lr": "teacher Adam learning rate",
-    "teacher_n_epochs": "teacher full-batch Adam epochs",
-}
-
 # --------------------------------------------------------------------------- section 4
 
 
 @dataclass(frozen=True)
-class TeacherNoiseMLPConfig(_TabularMLPConfig):
+class TeacherNoiseMLPConfig(RegressionMLPConfig):
     """Section 4 (MLP): students fit to teacher mean + Gaussian noise of variance sigma * Var(y_train)."""
 
-    dataset: str = option("boston", "tabular dataset (boston, boston11, diabetes, synthetic)", choices=TABULAR)
-    teacher: str = option("mlp", "teacher fitted on ground truth: mlp or ols", choices=("mlp", "ols"))
-    teacher_hidden: tuple[int, ...] = option((16,), _MLP_FIELDS_HELP["teacher_hidden"], **WIDTHS)
-    teacher_lr: float = option(0.01, _MLP_FIELDS_HELP["teacher_lr"], **LR)
-    teacher_n_epochs: int = option(200, _MLP_FIELDS_HELP["teacher_n_epochs"], **EPOCHS)
     sigmas: tuple[float, ...] = option(PAPER_SIGMAS, "teacher noise variance as a fraction of Var(y_train)", **NOISE)
-    n_students: int = option(200, "students per cell", **N_STUDENTS)
-    hidden: tuple[int, ...] = option((16,), _MLP_FIELDS_HELP["hidden"], **WIDTHS)
-    lr: float = option(0.01, _MLP_FIELDS_HELP["lr"], **LR)
-    n_epochs: int = option(200, _MLP_FIELDS_HELP["n_epochs"], **EPOCHS)
     num_threads: int | None = option(1, THREADS_HELP, **THREADS)
 
 
@@ -238,14 +136,14 @@ def _tn_cells(cfg: TeacherNoiseMLPConfig) -> list[dict[str, Any]]:
 
 
 def _tn_run(cfg: TeacherNoiseMLPConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
-    tch = _teacher(cfg, seed)
+    tch = teacher_for(cfg, seed)
     sigma = cell["sigma"]
     nv = np.full(len(tch.mu_train), sigma * tch.var_y)
     ids = np.arange(cfg.n_students)
     labels, _ = teacher_moments(tch.mu_train, nv, 1, ids, seed, ("teacher-noise-mlp", cfg.dataset, sigma))
-    model = _students(cfg, seed, ("teacher-noise-mlp", cfg.dataset, "students"))
+    model = mlp_students(cfg, seed, ("teacher-noise-mlp", cfg.dataset, "students"))
     row: dict[str, Any] = {"sigma": sigma, "noise_var": float(nv[0])}
-    row.update(_fit_predict(model, tch, labels))
+    row.update(fit_student_stats(model, tch, labels))
     row["teacher_mse"] = float(np.mean((tch.mu_test - tch.split.y_test) ** 2))
     return [row]
 
@@ -285,7 +183,7 @@ TARGETS = ("teacher", "ground-truth")
 
 
 @dataclass(frozen=True)
-class InitNoiseMLPConfig(_TabularMLPConfig):
+class InitNoiseMLPConfig(RegressionMLPConfig):
     """Section 5 (model-driven): Kaiming initialisation with multiplicative weight noise per student.
 
     The published design (the default): every student draws its own Kaiming base and is trained on
@@ -293,7 +191,6 @@ class InitNoiseMLPConfig(_TabularMLPConfig):
     the perturbation differs) and ``target="teacher"`` (the noise-free teacher mean).
     """
 
-    dataset: str = option("boston", "tabular dataset", choices=TABULAR)
     base_init: str = option("per-student", "Kaiming base: per-student (published: each student its own draw) or "
                                            "shared (uqkd's: one base, only the perturbation differs)",
                             choices=INIT_BASES)
@@ -301,19 +198,14 @@ class InitNoiseMLPConfig(_TabularMLPConfig):
                                          "mean, uqkd's)", choices=TARGETS)
     teacher: str = option("mlp", "with target=teacher: the teacher fitted on ground truth, mlp or ols",
                           choices=("mlp", "ols"))
-    teacher_hidden: tuple[int, ...] = option((16,), _MLP_FIELDS_HELP["teacher_hidden"], **WIDTHS)
-    teacher_lr: float = option(0.01, _MLP_FIELDS_HELP["teacher_lr"], **LR)
-    teacher_n_epochs: int = option(200, _MLP_FIELDS_HELP["teacher_n_epochs"], **EPOCHS)
     sigma_inits: tuple[float, ...] = option(PAPER_SIGMA_INITS, "relative weight noise sigma_init", **INIT_NOISE)
     n_students: int = option(500, "students per cell", **N_STUDENTS)
-    hidden: tuple[int, ...] = option((128,), _MLP_FIELDS_HELP["hidden"], **WIDTHS)
-    lr: float = option(0.01, _MLP_FIELDS_HELP["lr"], **LR)
-    n_epochs: int = option(300, _MLP_FIELDS_HELP["n_epochs"], **EPOCHS)
+    hidden: tuple[int, ...] = option((128,), MLP_FIELDS_HELP["hidden"], **WIDTHS)
+    n_epochs: int = option(300, MLP_FIELDS_HELP["n_epochs"], **EPOCHS)
     track_param: int = option(0, "flat index of the parameter whose trajectory is recorded (0 = W1[0, 0])",
                               min=0, max=10**9)
     n_track_students: int = option(5, "students whose tracked parameter is written out per epoch",
                                    min=0, max=N_STUDENTS["max"])
-    num_threads: int | None = option(1, THREADS_HELP, **THREADS)
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -330,18 +222,18 @@ def _in_cells(cfg: InitNoiseMLPConfig) -> list[dict[str, Any]]:
 
 
 def _in_run(cfg: InitNoiseMLPConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
-    tch = _teacher(cfg, seed) if cfg.target == "teacher" else _ground_truth(cfg.dataset, seed)
+    tch = teacher_for(cfg, seed) if cfg.target == "teacher" else ground_truth(cfg.dataset, seed)
     s = cell["sigma_init"]
     labels = tch.mu_train if cfg.target == "teacher" else tch.split.y_train
     # the base draws are keyed by the student id, not by sigma_init: cells share them (common random numbers)
-    model = _students(cfg, seed, ("init-noise-mlp", cfg.dataset), sigma_init=s, shared_init=cfg.base_init == "shared",
+    model = mlp_students(cfg, seed, ("init-noise-mlp", cfg.dataset), sigma_init=s, shared_init=cfg.base_init == "shared",
                       init="kaiming_normal", track=(cfg.track_param,))
     n_params = sum(o * i + o for o, i in zip([*cfg.hidden, 1], [tch.split.n_features, *cfg.hidden]))
     if cfg.track_param >= n_params:
         raise ValueError(f"track_param: expected an index < {n_params} (parameters of the student), got "
                          f"{cfg.track_param}")
     row: dict[str, Any] = {"sigma_init": s, "record": "summary", "epoch": cfg.n_epochs}
-    row.update(_fit_predict(model, tch, labels))
+    row.update(fit_student_stats(model, tch, labels))
     before, after = model.param_vectors("init"), model.param_vectors("final")
     row["param_var_before"] = float(before.astype(np.float64).var(axis=0, ddof=1).mean())
     row["param_var_after"] = float(after.astype(np.float64).var(axis=0, ddof=1).mean())
@@ -432,7 +324,7 @@ STUDENT_INITS = ("shared", "per-student")
 
 
 @dataclass(frozen=True)
-class BootstrapMLPConfig(_TabularMLPConfig):
+class BootstrapMLPConfig(RegressionMLPConfig):
     """Section 5 (data-driven): bootstrap resamples (per-row counts), teacher outputs vs ground truth.
 
     The published design (the default): teacher one hidden layer of 128, students one hidden layer
@@ -441,20 +333,17 @@ class BootstrapMLPConfig(_TabularMLPConfig):
     gives each student its own initialisation, adding initialisation noise to the resample's.
     """
 
-    dataset: str = option("boston", "tabular dataset", choices=TABULAR)
-    teacher: str = option("mlp", "teacher fitted on ground truth: mlp or ols", choices=("mlp", "ols"))
-    teacher_hidden: tuple[int, ...] = option((128,), _MLP_FIELDS_HELP["teacher_hidden"], **WIDTHS)
-    teacher_lr: float = option(1e-3, _MLP_FIELDS_HELP["teacher_lr"], **LR)
-    teacher_n_epochs: int = option(300, _MLP_FIELDS_HELP["teacher_n_epochs"], **EPOCHS)
+    teacher_hidden: tuple[int, ...] = option((128,), MLP_FIELDS_HELP["teacher_hidden"], **WIDTHS)
+    teacher_lr: float = option(1e-3, MLP_FIELDS_HELP["teacher_lr"], **LR)
+    teacher_n_epochs: int = option(300, MLP_FIELDS_HELP["teacher_n_epochs"], **EPOCHS)
     fractions: tuple[float, ...] = option(FRACTIONS, "bootstrap size as a fraction of the training set", **FRACTION)
     targets: tuple[str, ...] = option(TARGETS, "labels the students are trained on", choices=TARGETS)
     student_init: str = option("shared", "student initialisation: shared (published: one draw for every student, "
                                          "only the resample varies) or per-student (uqkd's variant)",
                                choices=STUDENT_INITS)
-    n_students: int = option(200, "students per cell", **N_STUDENTS)
-    hidden: tuple[int, ...] = option((64,), _MLP_FIELDS_HELP["hidden"], **WIDTHS)
-    lr: float = option(1e-3, _MLP_FIELDS_HELP["lr"], **LR)
-    n_epochs: int = option(300, _MLP_FIELDS_HELP["n_epochs"], **EPOCHS)
+    hidden: tuple[int, ...] = option((64,), MLP_FIELDS_HELP["hidden"], **WIDTHS)
+    lr: float = option(1e-3, MLP_FIELDS_HELP["lr"], **LR)
+    n_epochs: int = option(300, MLP_FIELDS_HELP["n_epochs"], **EPOCHS)
     num_threads: int | None = option(1, THREADS_HELP, **THREADS)
 
 
@@ -463,7 +352,7 @@ def _bs_cells(cfg: BootstrapMLPConfig) -> list[dict[str, Any]]:
 
 
 def _bs_run(cfg: BootstrapMLPConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
-    tch = _teacher(cfg, seed)
+    tch = teacher_for(cfg, seed)
     n = len(tch.mu_train)
     frac = cell["fraction"]
     m = max(1, int(round(frac * n)))
@@ -472,10 +361,10 @@ def _bs_run(cfg: BootstrapMLPConfig, cell: dict[str, Any], seed: int) -> list[di
     counts = student_draws(seed, ("bootstrap-mlp", cfg.dataset, frac), ids,
                            lambda g, b: g.multinomial(m, np.full(n, 1.0 / n), size=b).astype(float))  # (R, n)
     labels = tch.mu_train if cell["target"] == "teacher" else tch.split.y_train
-    model = _students(cfg, seed, ("bootstrap-mlp", cfg.dataset, "students"), shared_init=cfg.student_init == "shared")
+    model = mlp_students(cfg, seed, ("bootstrap-mlp", cfg.dataset, "students"), shared_init=cfg.student_init == "shared")
     row: dict[str, Any] = {"fraction": frac, "target": cell["target"], "bootstrap_size": m,
                            "student_init": cfg.student_init}
-    row.update(_fit_predict(model, tch, labels, sample_weight=counts))
+    row.update(fit_student_stats(model, tch, labels, sample_weight=counts))
     return [row]
 
 
@@ -529,7 +418,7 @@ register(
 
 
 @dataclass(frozen=True)
-class StudentEntropyConfig:
+class StudentEntropyConfig(MLPStudentConfig):
     """Section 6: teacher MLP (128) vs students distilled on argmax / soft / sampled teacher labels."""
 
     datasets: tuple[str, ...] = option(("digits", "wine", "breast_cancer", "mnist"),
@@ -551,7 +440,6 @@ class StudentEntropyConfig:
     n_epochs: int = option(300, "full-batch Adam epochs (students; the teacher too unless teacher_n_epochs)", **EPOCHS)
     teacher_n_epochs: int | None = option(None, "teacher epochs (none: n_epochs); fewer gives a less confident teacher",
                                           **EPOCHS)
-    num_threads: int | None = option(1, THREADS_HELP, **THREADS)
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -564,7 +452,7 @@ def classification_teacher(dataset: str, seed: int, hidden: tuple[int, ...] = (1
     from ..data.classification import load_classification
 
     split = load_classification(dataset, seed=seed)
-    t = _mlp(hidden=hidden, task="classification", lr=lr, n_epochs=n_epochs, random_state=seed,
+    t = _designs.mlp(hidden=hidden, task="classification", lr=lr, n_epochs=n_epochs, random_state=seed,
              identity=("teacher", dataset), n_classes=split.n_classes, init="torch_default", num_threads=num_threads)
     t.fit(split.X_train, split.y_train)
     return split, t.predict_proba(split.X_train)[0], t.predict_proba(split.X_test)[0]
@@ -616,7 +504,7 @@ def _se_run(cfg: StudentEntropyConfig, cell: dict[str, Any], seed: int) -> list[
     ident = ("student-entropy", ds)
     targets = distillation_targets(p_tr, mode, temperature=cfg.temperature, k=cfg.sampled_k,
                                    n_students=cfg.n_students, seed=seed, identity=ident)
-    model = _mlp(hidden=tuple(cfg.hidden) if kind == "mlp" else (), task="classification", lr=cfg.lr,
+    model = _designs.mlp(hidden=tuple(cfg.hidden) if kind == "mlp" else (), task="classification", lr=cfg.lr,
                  n_epochs=cfg.n_epochs, random_state=seed, identity=(*ident, kind), n_classes=split.n_classes,
                  n_students=cfg.n_students, init="torch_default", num_threads=cfg.num_threads)
     model.fit(split.X_train, targets)
@@ -683,14 +571,9 @@ register(
 
 
 @dataclass(frozen=True)
-class VarianceAwareMLPConfig(_TabularMLPConfig):
+class VarianceAwareMLPConfig(RegressionMLPConfig):
     """Section 7 (MLP): alpha x k grid; single, averaging, paper-oracle and oracle-free variance weighting."""
 
-    dataset: str = option("boston", "tabular dataset", choices=TABULAR)
-    teacher: str = option("mlp", "teacher fitted on ground truth: mlp or ols", choices=("mlp", "ols"))
-    teacher_hidden: tuple[int, ...] = option((16,), _MLP_FIELDS_HELP["teacher_hidden"], **WIDTHS)
-    teacher_lr: float = option(0.01, _MLP_FIELDS_HELP["teacher_lr"], **LR)
-    teacher_n_epochs: int = option(200, _MLP_FIELDS_HELP["teacher_n_epochs"], **EPOCHS)
     alphas: tuple[float, ...] = option(PAPER_ALPHAS, "teacher noise variance / Var(y_train)", **POSITIVE_NOISE)
     ks: tuple[int, ...] = option(PAPER_KS, "teacher draws per input", **DRAWS)
     methods: tuple[str, ...] = option(tuple(MLP_METHODS), "distillation methods: " + ", ".join(MLP_METHODS))
@@ -699,10 +582,6 @@ class VarianceAwareMLPConfig(_TabularMLPConfig):
     hetero_strength: float = option(1.5, "heteroscedastic noise: g(x) ~ exp(h * standardised teacher mean)",
                                     min=-STRENGTH["max"], max=STRENGTH["max"])
     n_students: int = option(200, "students per cell and method", **N_STUDENTS)
-    hidden: tuple[int, ...] = option((16,), _MLP_FIELDS_HELP["hidden"], **WIDTHS)
-    lr: float = option(0.01, _MLP_FIELDS_HELP["lr"], **LR)
-    n_epochs: int = option(200, _MLP_FIELDS_HELP["n_epochs"], **EPOCHS)
-    num_threads: int | None = option(1, THREADS_HELP, **THREADS)
     teacher_sampling: Literal["exact", "draws"] = option(
         "draws", "draws: sample every teacher draw and average them with uqkd.aggregate (the claims test that code); "
         "exact: the Gaussian sufficient statistics, drawn directly (faster, the same distribution)")
@@ -725,33 +604,27 @@ def _noise_var(tch: RegressionTeacher, noise: str, alpha: float, strength: float
 @functools.lru_cache(maxsize=16)
 def _va_single(cfg: VarianceAwareMLPConfig, seed: int, noise: str, alpha: float) -> tuple[tuple[str, Any], ...]:
     """Method ``single`` (one teacher draw per input) does not depend on k: computed once per (noise, alpha)."""
-    tch = _teacher(cfg, seed)
+    tch = teacher_for(cfg, seed)
     nv = _noise_var(tch, noise, alpha, cfg.hetero_strength)
     ids = np.arange(cfg.n_students)
     single, _ = teacher_moments(tch.mu_train, nv, 1, ids, seed, ("variance-aware-mlp", cfg.dataset, noise, alpha,
                                                                   "single"), cfg.teacher_sampling)
     labels, _ = _registry.method_targets("single", mean_k=single, var_k=None, k=1, single=single)
-    stats = _fit_predict(_students(cfg, seed, ("variance-aware-mlp", cfg.dataset, "students")), tch, labels)
+    stats = fit_student_stats(mlp_students(cfg, seed, ("variance-aware-mlp", cfg.dataset, "students")), tch, labels)
     return tuple(stats.items())
 
 
 def _crossfit_predictions(cfg: VarianceAwareMLPConfig, seed: int, tch: RegressionTeacher,
                           labels: np.ndarray) -> np.ndarray:
-    """Two-fold cross-fitted student predictions f_{-i}(x_i), (R, n): each fold predicted by students
-    trained on the other fold only (one seeded fold split shared by every student)."""
-    n = labels.shape[1]
-    fold = make_rng(seed, "variance-aware-mlp", cfg.dataset, "crossfit-folds").permutation(n) % 2  # (n,)
-    X = tch.split.X_train
-    out = np.empty_like(labels)
-    for f in (0, 1):
-        tr, te = fold != f, fold == f
-        m = _students(cfg, seed, ("variance-aware-mlp", cfg.dataset, "crossfit", f)).fit(X[tr], labels[:, tr])
-        out[:, te] = m.predict(X[te])
-    return out
+    """Two-fold cross-fitted student predictions f_{-i}(x_i), (R, n): the MLP family's held-out reference
+    (:meth:`BatchedMLP.held_out_predictions`: one seeded fold split shared by every student, fold f's students
+    seeded by ("variance-aware-mlp", dataset, "crossfit", f))."""
+    students = mlp_students(cfg, seed, ("variance-aware-mlp", cfg.dataset))
+    return students.held_out_predictions(tch.split.X_train, labels)
 
 
 def _va_run(cfg: VarianceAwareMLPConfig, cell: dict[str, Any], seed: int) -> list[dict[str, Any]]:
-    tch = _teacher(cfg, seed)
+    tch = teacher_for(cfg, seed)
     noise, alpha, k = cell["noise"], cell["alpha"], cell["k"]
     nv = _noise_var(tch, noise, alpha, cfg.hetero_strength)  # (n,)
     ids = np.arange(cfg.n_students)
@@ -769,11 +642,11 @@ def _va_run(cfg: VarianceAwareMLPConfig, cell: dict[str, Any], seed: int) -> lis
                 reference=lambda y: _crossfit_predictions(cfg, seed, tch, y))
             if labels is mean_k and w is None:  # averaging, and every method at k = 1: trained once
                 if "averaging" not in done:
-                    done["averaging"] = _fit_predict(_students(cfg, seed, student_ident), tch, mean_k)
+                    done["averaging"] = fit_student_stats(mlp_students(cfg, seed, student_ident), tch, mean_k)
                 stats = done["averaging"]
             else:
                 kw = {} if w is None else {"sample_weight": w}
-                stats = _fit_predict(_students(cfg, seed, student_ident), tch, labels, **kw)
+                stats = fit_student_stats(mlp_students(cfg, seed, student_ident), tch, labels, **kw)
         row: dict[str, Any] = {"noise": noise, "alpha": alpha, "k": k, "method": method,
                                "teacher_sampling": cfg.teacher_sampling,
                                "oracle": MLP_METHODS[method][0]}

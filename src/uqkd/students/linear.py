@@ -13,7 +13,6 @@ import math
 from typing import Any
 
 import numpy as np
-
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
