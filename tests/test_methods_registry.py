@@ -60,6 +60,11 @@ def test_flags_of_the_oracle_and_beyond_paper_methods():
         "variance-weighting-wls", "variance-weighting-shrinkage", "inverse-variance-loss"}
     assert {n for n, m in M.METHODS.items() if m.needs_embedder} == {
         "averaging", "variance-weighting", "inverse-variance-loss"}
+    assert [n for n, m in M.METHODS.items() if m.needs_student_samples] == ["variance-weighting"]
+    from uqkd.experiments.llm_budget import LLM_BUDGET_METHODS
+
+    # llm-budget samples the teacher only: every LLM method but the one that reads the student's samples
+    assert LLM_BUDGET_METHODS == ("single", "multi-response", "averaging", "inverse-variance-loss")
 
 
 def test_the_embedder_flag_matches_what_build_training_set_requires():

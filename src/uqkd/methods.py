@@ -100,6 +100,8 @@ class DistillationMethod:
         Where it applies: ``tabular`` (:func:`method_targets`), ``llm`` (:func:`uqkd.llm.select.build_training_set`).
     needs_embedder : bool
         LLM: whether selecting its training rows embeds the answers.
+    needs_student_samples : bool
+        LLM: whether it also reads the untrained student's own sampled answers.
     beyond_paper : bool
         A uqkd method, not one of the paper's.
     aliases : tuple of str
@@ -117,6 +119,7 @@ class DistillationMethod:
     weighted: bool = False
     domains: tuple[str, ...] = ("tabular",)
     needs_embedder: bool = False
+    needs_student_samples: bool = False
     beyond_paper: bool = False
     aliases: tuple[str, ...] = ()
     deprecated: tuple[str, ...] = ()
@@ -147,7 +150,8 @@ METHODS: dict[str, DistillationMethod] = {m.name: m for m in (
                        beyond_paper=True, aliases=("shrinkage",)),
     DistillationMethod("variance-weighting", False,
                        "published rule: the teacher answer nearest the inverse-variance combination of the teacher's "
-                       "and the untrained student's mean answer embeddings", domains=("llm",), needs_embedder=True),
+                       "and the untrained student's mean answer embeddings", domains=("llm",), needs_embedder=True,
+                       needs_student_samples=True),
     DistillationMethod("inverse-variance-loss", False,
                        "the averaging answer, its loss weighted by the inverse shrunk embedding dispersion "
                        "of the k answers", weighted=True, domains=("llm",), needs_embedder=True, beyond_paper=True,

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import option
-from ..methods import method_names
+from ..methods import METHODS, method_names
 from ._deviations import BEYOND_THE_PAPER, LLM_SETTING
 from .base import Experiment, register
 from .llm import (
@@ -68,7 +68,7 @@ LLM_BUDGET_SCHEMES: dict[str, str] = {
                 "to them (uqkd llm sample --budget)",
 }
 #: the registry's LLM methods that use only the teacher's answers (variance-weighting also needs student samples)
-LLM_BUDGET_METHODS = tuple(m for m in method_names("llm") if m != "variance-weighting")
+LLM_BUDGET_METHODS = tuple(m for m in method_names("llm") if not METHODS[m].needs_student_samples)
 REFERENCE = "reference"
 
 

@@ -687,10 +687,10 @@ def _check_sample_records(recs: list[dict[str, Any]], method: str) -> None:
                             f"written by `uqkd llm sample`); got {got}")
         if not isinstance(r.get("question"), str) or not r["question"].strip():
             raise UserError(f"--samples: record {n}: 'question' is missing or not a string")
-        if method == "variance-weighting":
+        if _needs_student_samples(method):
             st = r.get("student_samples")
             if not isinstance(st, list) or not st or not all(isinstance(t, str) for t in st):
-                raise UserError(f"--samples: record {n}: variance-weighting needs the untrained student's answers "
+                raise UserError(f"--samples: record {n}: {method} needs the untrained student's answers "
                                 "('student_samples'); sample with --student derived or --student MODEL")
 
 
@@ -844,6 +844,12 @@ def _methods_help() -> str:
     from ..methods import METHODS, method_names
 
     return "; ".join(f"{n}{' (beyond the paper)' if METHODS[n].beyond_paper else ''}" for n in method_names("llm"))
+
+
+def _needs_student_samples(method: str) -> bool:
+    from ..methods import METHODS
+
+    return METHODS[method].needs_student_samples
 
 
 def _needs_embedder(method: str) -> bool:
