@@ -7,6 +7,8 @@ variance-aware labels (averaging, inverse-variance weighting).
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
 from . import aggregate, metrics, theory
@@ -23,7 +25,6 @@ from .aggregate import (
 )
 from .config import ConfigError, UserError
 from .runner import RunResult, run_experiment
-from .students.linear import BatchedLinearRegression
 
 __all__ = [
     "__version__",
@@ -45,3 +46,11 @@ __all__ = [
     "ConfigError",
     "UserError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BatchedLinearRegression":  # scikit-learn (about a second to import) on first use only
+        from .students.estimators import BatchedLinearRegression
+
+        return BatchedLinearRegression
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,8 +10,7 @@ so ``import uqkd`` works, and stays fast, without torch.
 
 from typing import Any
 
-from .linear import BatchedLinearRegression, fit_ols, fit_wls, fit_wls_multi, loo_predictions
-from .protocol import SingleStudent, StudentFamily
+from .linear import fit_ols, fit_wls, fit_wls_multi, loo_predictions
 
 __all__ = [
     "StudentFamily",
@@ -25,7 +24,9 @@ __all__ = [
     "distillation_targets",
 ]
 
-_TORCH_NAMES = {"BatchedMLP": "mlp", "distillation_targets": "mlp"}
+#: names imported on first access: torch (mlp) and scikit-learn (estimators, protocol) are not imported by ``import uqkd``
+_TORCH_NAMES = {"BatchedMLP": "mlp", "distillation_targets": "mlp", "BatchedLinearRegression": "estimators",
+                "SingleStudent": "protocol", "StudentFamily": "protocol"}
 
 
 def __getattr__(name: str) -> Any:
