@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .._validation import check_array
-from .linear import _check_rcond, fit_ols, fit_wls, loo_predictions
+from .linear import check_rcond, fit_ols, fit_wls, loo_predictions
 from .protocol import check_X, check_y_given
 
 __all__ = ["BatchedLinearRegression"]
@@ -55,7 +55,7 @@ class BatchedLinearRegression(RegressorMixin, BaseEstimator):
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> BatchedLinearRegression:
         """Fit R students to the rows of ``y`` (R, n) (or one (n,) label vector shared by every student), optionally
         with weights (n,) shared or (R, n)."""
-        _check_rcond(self.rcond)  # before any array work: a NaN cut-off silently gave all-zero coefficients
+        check_rcond(self.rcond)  # before any array work: a NaN cut-off silently gave all-zero coefficients
         check_y_given(self, y)
         X = check_X(self, X, reset=True)
         Y = check_array(y, "y", ndim=(1, 2))

@@ -16,7 +16,7 @@ import numpy as np
 
 from .._validation import check_array
 
-__all__ = ["design_matrix", "fit_ols", "fit_wls", "fit_wls_multi", "loo_predictions"]
+__all__ = ["check_rcond", "design_matrix", "fit_ols", "fit_wls", "fit_wls_multi", "loo_predictions"]
 
 
 def design_matrix(X: np.ndarray, fit_intercept: bool = True) -> np.ndarray:
@@ -27,7 +27,7 @@ def design_matrix(X: np.ndarray, fit_intercept: bool = True) -> np.ndarray:
 _add_intercept = design_matrix
 
 
-def _check_rcond(rcond: Any) -> float:
+def check_rcond(rcond: Any) -> float:
     """``rcond`` as numpy's pseudo-inverse reads it: singular values at or below ``rcond`` times the largest are cut
     (0: none cut). Outside ``0 <= rcond < 1`` the answer is silently wrong: NaN or >= 1 cuts every singular value
     (all-zero coefficients), a negative value keeps the round-off ones (coefficients ~1e14 on collinear columns)."""
@@ -54,7 +54,7 @@ def fit_ols(X: np.ndarray, targets: np.ndarray, fit_intercept: bool = True, rcon
     -------
     array of shape (R, p), p = d + fit_intercept: ``targets @ pinv(D).T``, one SVD for all R.
     """
-    rcond = _check_rcond(rcond)
+    rcond = check_rcond(rcond)
     X = check_array(X, "X", ndim=2)
     Y = check_array(targets, "targets", ndim=2)
     if Y.shape[1] != X.shape[0]:
@@ -95,7 +95,7 @@ def fit_wls(
     -------
     array of shape (R, p)
     """
-    rcond = _check_rcond(rcond)
+    rcond = check_rcond(rcond)
     X, W, (Y,) = _check_wls_inputs(X, sample_weight, [targets], ["targets"])
     return _wls_solve(_add_intercept(X, fit_intercept), W, [Y], rcond)[0]
 
@@ -109,7 +109,7 @@ def fit_wls_multi(
     array per label set, equal to :func:`fit_wls` on it up to rounding."""
     if not targets:
         raise ValueError("targets: expected at least one label set, got none")
-    rcond = _check_rcond(rcond)
+    rcond = check_rcond(rcond)
     X, W, checked = _check_wls_inputs(X, sample_weight, list(targets),
                                       [f"targets[{j}]" for j in range(len(targets))])
     return _wls_solve(_add_intercept(X, fit_intercept), W, checked, rcond)
