@@ -73,6 +73,13 @@ def test_distill_adapter_only_then_evaluate_accepts_the_folder(tmp_path, capsys)
     capsys.readouterr()
     with open(tmp_path / "eval" / "per_student.csv") as f:
         assert [r["student"] for r in csv.DictReader(f)] == ["student-000", "student-001"]  # base/ is no student
+    # the teacher row is labelled by the split it was scored on: training questions are not "heldout"
+    for split, label in (("train", "train"), ("all", "all")):
+        assert main(["llm", "evaluate", "--students", str(out), "--data", str(qa), "--k", "2", "--max-new-tokens", "3",
+                     "--teacher", str(tmp_path / "teacher"), "--split", split, "--out", str(tmp_path / f"ev-{split}"),
+                     *common]) == 0
+        assert json.loads((tmp_path / f"ev-{split}" / "metrics.json").read_text())["teacher"]["split"] == label
+    capsys.readouterr()
     # an adapter folder whose base is gone: one line naming it, before any model loads
     shutil.rmtree(out / "base")
     assert main(["llm", "evaluate", "--students", str(out / "student-000"), "--data", str(qa), "--k", "2",

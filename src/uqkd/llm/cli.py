@@ -1177,7 +1177,9 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     n_ref = sum(it.has_reference for it in items)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"students": summary, "teacher": teacher_row(tev) if tev is not None else None,
+    # the teacher row names the questions it was scored on: --split train is not held out (issue 31 item 6)
+    teacher_split = {"eval": "heldout", "train": "train", "all": "all"}[a.split]
+    result = {"students": summary, "teacher": teacher_row(tev, split=teacher_split) if tev is not None else None,
               "n_eval": len(items), "k": a.k, "questions": note, "flagged": dict(flagged), "skipped": dict(skipped),
               "alignment": "against the teacher's samples" if tev is not None else "not computed: pass --teacher",
               "n_with_reference": n_ref,
