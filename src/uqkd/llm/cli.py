@@ -174,8 +174,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report-to", default="none", help="trl trainer only: none, tensorboard, wandb, ...")
     p.add_argument("--lora", action=argparse.BooleanOptionalAction, default=True,
                    help="train LoRA adapters, merged into the saved weights (default); --no-lora fine-tunes all weights")
-    p.add_argument("--lora-r", type=int, default=8)
-    p.add_argument("--lora-alpha", type=float, default=16)
+    p.add_argument("--lora-r", type=int, default=8, help="LoRA rank r (with --lora; default 8)")
+    p.add_argument("--lora-alpha", type=float, default=16, help="LoRA scaling alpha (with --lora; default 16)")
     p.add_argument("--lora-target-modules", default="", help="comma-separated module names (default: peft's)")
     p.add_argument("--adapter-only", action="store_true",
                    help="save only the LoRA adapters, unmerged; a derived (or GGUF) student's base weights are saved "
