@@ -79,3 +79,14 @@ def test_the_llm_mutant_tests_exist():
         spec = importlib.util.spec_from_file_location(Path(path).stem, root / path)
         assert spec and (root / path).is_file(), ref
         assert f"def {name}(" in (root / path).read_text(), ref
+
+
+@pytest.mark.parametrize("mutant", MUTANTS, ids=[m.name for m in MUTANTS])
+def test_every_mutant_still_finds_the_code_it_mutates(mutant, monkeypatch):
+    """Fast guard for the slow mutation runs: a rename of the mutated function (as when the MLP designs
+    moved to experiments/_designs.py) must fail here, in the default suite, not only in CI's slow run."""
+    calls = []
+    mutant.apply(lambda obj, name, value: calls.append((obj, name, value)) or monkeypatch.setattr(obj, name, value))
+    assert calls, f"{mutant.name} patched nothing"
+    for obj, name, value in calls:
+        assert callable(value), f"{mutant.name}: {name} replaced by a non-callable"

@@ -125,7 +125,7 @@ def _teacher_is_the_labels(setattr_: Any) -> None:
 
     from ..experiments import mlp as M
 
-    _wrap(M, "_teacher", lambda f: lambda cfg, seed: dataclasses.replace(f(cfg, seed), mu_train=f(cfg, seed).split.y_train),
+    _wrap(M, "teacher_for", lambda f: lambda cfg, seed: dataclasses.replace(f(cfg, seed), mu_train=f(cfg, seed).split.y_train),
           setattr_)
 
 
@@ -164,7 +164,7 @@ def _no_training(setattr_: Any) -> None:
 
     from ..experiments import mlp as M
 
-    _wrap(M, "_students", lambda f: lambda cfg, *a, **k: f(dataclasses.replace(cfg, lr=1e-12), *a, **k), setattr_)
+    _wrap(M, "mlp_students", lambda f: lambda cfg, *a, **k: f(dataclasses.replace(cfg, lr=1e-12), *a, **k), setattr_)
 
 
 _BUILTIN_MUTANTS: tuple[Mutant, ...] = (
