@@ -88,5 +88,5 @@ def test_every_mutant_still_finds_the_code_it_mutates(mutant, monkeypatch):
     calls = []
     mutant.apply(lambda obj, name, value: calls.append((obj, name, value)) or monkeypatch.setattr(obj, name, value))
     assert calls, f"{mutant.name} patched nothing"
-    for obj, name, value in calls:
+    for _obj, name, value in calls:
         assert callable(value), f"{mutant.name}: {name} replaced by a non-callable"
