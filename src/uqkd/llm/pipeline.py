@@ -21,6 +21,7 @@ import numpy as np
 
 from .._seeding import seed_sequence
 from ..data.qa import QAItem, countryinfo_qa, load_qa, split_qa
+from ..methods import resolve_method
 from .embed import Embedder, load_embedder
 from .evaluate import ModelEval, evaluate_model, question_rows, summarize_change, summarize_students
 from .generate import DecodingConfig, SampleCache, generate_samples
@@ -256,7 +257,7 @@ def run_method(
                     seed=derived_seed(seed, "eval-before", split, r)))
         draw_index = r if teacher_answers == "draws" else 0
         tdec = replace(dec, do_sample=False) if teacher_answers == "shared-greedy" else dec
-        sk = k if method == "variance-weighting" else 0
+        sk = k if resolve_method(method, domain="llm").needs_student_samples else 0  # its own samples too
         if records_fn is not None:
             recs, tinfo = records_fn(r, base)
         else:
