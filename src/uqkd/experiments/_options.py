@@ -64,8 +64,7 @@ def mlp_memory(cfg: Any, extra_rn: int = 8) -> tuple[float, str, str]:
     n, p = n_train_and_features(cfg.dataset)
     R = cfg.n_students
     P = mlp_param_count(p, tuple(cfg.hidden))
-    epochs = cfg.epochs if hasattr(cfg, "epochs") else cfg.n_epochs  # n_epochs: the name before issue 32
-    traj = epochs + 1 if hasattr(cfg, "track_param") else 0
+    traj = cfg.n_epochs + 1 if hasattr(cfg, "track_param") else 0
     need = 8.0 * R * (6 * P + extra_rn * n + traj)
     return need, "n_students, hidden", (f"n_students={R} x ({P} parameters per student x 6 copies + n={n} "
                                         f"training inputs x {extra_rn} label-sized arrays), float64")
